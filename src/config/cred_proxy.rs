@@ -1,0 +1,34 @@
+//! Config of the `cred-proxy` sidecar: named upstream APIs at `http://127.0.0.1:9099/<name>/`,
+//! with the credential injected and the request sent on through pipelock.
+
+use serde::{Deserialize, Serialize};
+
+use super::HeaderInjection;
+
+/// `cred-proxy.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredProxyConfig {
+    /// Address the proxy listens on.
+    pub listen: String,
+    /// Admin listener.
+    pub admin_listen: String,
+    /// Outbound proxy (pipelock), so the allowlist and DLP apply to cred-proxy's traffic too.
+    pub upstream_proxy: String,
+    /// CA to trust for the intercepted upstream connection (the bottle CA).
+    pub ca_cert: String,
+    /// Routes by name.
+    pub routes: Vec<CredRoute>,
+}
+
+/// One named upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredRoute {
+    /// First path segment the agent uses.
+    pub name: String,
+    /// Upstream base URL.
+    pub upstream: String,
+    /// Injected credential.
+    pub auth: HeaderInjection,
+}

@@ -1,0 +1,67 @@
+//! Fixed places in the bottle Pod: ports, mount paths, user IDs. The renderer and the sidecars
+//! both read these, so a path changes in one place.
+
+/// Where every container mounts its slice of the bottle ConfigMap.
+pub const CONFIG_DIR: &str = "/etc/bottle/config";
+/// Where the bottle CA Secret is mounted (cert for all sidecars, key only for interceptors).
+pub const CA_DIR: &str = "/etc/bottle/ca";
+/// Where projected Secret keys are mounted in the sidecar that uses them.
+pub const SECRETS_DIR: &str = "/var/run/bottle/secrets";
+/// Where the init container writes the agent's trust bundle.
+pub const TRUST_DIR: &str = "/etc/bottle/trust";
+/// The agent's workspace.
+pub const WORKSPACE_DIR: &str = "/workspace";
+
+/// CA certificate file name in the CA Secret.
+pub const CA_CERT_FILE: &str = "ca.crt";
+/// CA private key file name in the CA Secret (SEC1 PEM, as pipelock requires).
+pub const CA_KEY_FILE: &str = "ca.key";
+/// The bottle CA alone, for Node's `NODE_EXTRA_CA_CERTS`.
+pub const TRUST_CA_FILE: &str = "bottle-ca.crt";
+/// System roots plus the bottle CA.
+pub const TRUST_BUNDLE_FILE: &str = "ca-bundle.crt";
+
+/// egress: the agent's HTTP(S) proxy.
+pub const EGRESS_PORT: u16 = 9090;
+/// egress admin (health, config version).
+pub const EGRESS_ADMIN_PORT: u16 = 9091;
+/// pipelock's proxy listener.
+pub const PIPELOCK_PORT: u16 = 8888;
+/// cred-proxy: base-URL style API door.
+pub const CRED_PROXY_PORT: u16 = 9099;
+/// cred-proxy admin.
+pub const CRED_PROXY_ADMIN_PORT: u16 = 9100;
+/// git-gate smart HTTP.
+pub const GIT_GATE_PORT: u16 = 9420;
+
+/// UID of the agent container.
+pub const AGENT_UID: i64 = 1000;
+/// UID of the egress sidecar.
+pub const EGRESS_UID: i64 = 1001;
+/// UID of pipelock.
+pub const PIPELOCK_UID: i64 = 1002;
+/// UID of cred-proxy.
+pub const CRED_PROXY_UID: i64 = 1003;
+/// UID of git-gate.
+pub const GIT_GATE_UID: i64 = 1004;
+/// UID of the init container that builds the trust bundle.
+pub const CA_BUNDLE_UID: i64 = 1005;
+/// Group shared by the sidecars for Secret volume access.
+pub const SIDECAR_GID: i64 = 2000;
+
+/// Config file names, one per sidecar, in the ConfigMap.
+pub mod files {
+    /// egress routes.
+    pub const EGRESS: &str = "egress.yaml";
+    /// pipelock's own config.
+    pub const PIPELOCK: &str = "pipelock.yaml";
+    /// cred-proxy routes.
+    pub const CRED_PROXY: &str = "cred-proxy.yaml";
+    /// git-gate remotes.
+    pub const GIT_GATE: &str = "git-gate.yaml";
+    /// The agent's system gitconfig.
+    pub const AGENT_GITCONFIG: &str = "agent.gitconfig";
+}
+
+/// Loopback address every in-Pod listener binds to.
+pub const LOOPBACK: &str = "127.0.0.1";

@@ -1,0 +1,334 @@
+//! What a bottle means, free of Kubernetes types: hosts, routes, remotes and the credentials
+//! they name. [`Policy::from_spec`] is the single place where a spec is checked; everything
+//! downstream (rendering, sidecars) works on values that are already valid.
+
+mod host;
+mod remote;
+
+pub use host::{Host, HostPattern};
+pub use remote::SshUrl;
+
+use std::collections::BTreeSet;
+
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::api::{BottleSpec, RouteAuth};
+
+/// A spec that cannot be turned into a bottle. `reason` is a stable CamelCase condition reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidSpec {
+    /// Condition reason, for example `InvalidHost`.
+    pub reason: &'static str,
+    /// What was wrong and what to do about it.
+    pub message: String,
+}
+
+impl InvalidSpec {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}
+
+/// A key of a Secret in the bottle's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SecretKey {
+    /// Secret name.
+    pub secret: String,
+    /// Key within the Secret.
+    pub key: String,
+}
+
+impl SecretKey {
+    /// File name the key is projected to inside the sidecar that uses it: stable, and free of
+    /// characters a Secret name or key may contain but a path should not.
+    pub fn file_name(&self) -> String {
+        let digest = Sha256::digest(format!("{}\0{}", self.secret, self.key).as_bytes());
+        format!("{}-{}", sanitize(&self.secret), &hex::encode(digest)[..12])
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}
+
+/// A credential a sidecar writes into a request header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// Header name.
+    pub header: String,
+    /// Prefix before the token (`Bearer`), if any.
+    pub scheme: Option<String>,
+    /// Where the token lives.
+    pub secret: SecretKey,
+}
+
+/// A host + path allowlist entry of the egress sidecar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRoute {
+    /// Exact host.
+    pub host: Host,
+    /// Allowed path prefixes; empty means all.
+    pub paths: Vec<String>,
+    /// Injected credential.
+    pub auth: Option<Credential>,
+}
+
+/// A named upstream of cred-proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredRoute {
+    /// Path segment.
+    pub name: String,
+    /// Upstream base URL (https).
+    pub upstream: Url,
+    /// Upstream host, already validated.
+    pub host: Host,
+    /// Upstream port.
+    pub port: u16,
+    /// Injected credential.
+    pub auth: Credential,
+}
+
+/// A git remote served through git-gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// Local name.
+    pub name: String,
+    /// Upstream as written by the user (used for `insteadOf`).
+    pub url_as_written: String,
+    /// Parsed upstream.
+    pub url: SshUrl,
+    /// SSH private key.
+    pub ssh_key: SecretKey,
+    /// Pinned known_hosts lines.
+    pub known_hosts: String,
+    /// Allow non-fast-forward pushes.
+    pub allow_force_push: bool,
+    /// Allow deleting the default branch.
+    pub allow_delete_default_branch: bool,
+}
+
+/// A custom DLP pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlpPattern {
+    /// Name.
+    pub name: String,
+    /// Regular expression.
+    pub regex: String,
+}
+
+/// The validated policy of one bottle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// pipelock allowlist: declared hosts plus every host a route or remote needs.
+    pub allow: BTreeSet<HostPattern>,
+    /// Hosts tunnelled without interception.
+    pub passthrough: BTreeSet<HostPattern>,
+    /// egress routes.
+    pub egress_routes: Vec<EgressRoute>,
+    /// cred-proxy routes.
+    pub cred_routes: Vec<CredRoute>,
+    /// git remotes.
+    pub remotes: Vec<Remote>,
+    /// Block (true) or only log DLP findings.
+    pub dlp_block: bool,
+    /// Extra DLP patterns.
+    pub dlp_patterns: Vec<DlpPattern>,
+}
+
+impl Policy {
+    /// Checks a spec and turns it into a policy. The first problem found is returned.
+    pub fn from_spec(spec: &BottleSpec) -> Result<Self, InvalidSpec> {
+        let mut allow = BTreeSet::new();
+        for h in &spec.egress.allow {
+            allow.insert(HostPattern::parse(h).map_err(|e| invalid_host("egress.allow", h, &e))?);
+        }
+        let mut passthrough = BTreeSet::new();
+        for h in &spec.egress.passthrough {
+            let p = HostPattern::parse(h).map_err(|e| invalid_host("egress.passthrough", h, &e))?;
+            // A passthrough host still has to be reachable.
+            allow.insert(p.clone());
+            passthrough.insert(p);
+        }
+
+        let mut egress_routes = Vec::new();
+        let mut seen = BTreeSet::new();
+        for r in &spec.egress.routes {
+            let host = Host::parse(&r.host).map_err(|e| invalid_host("egress.routes[].host", &r.host, &e))?;
+            if !seen.insert(host.clone()) {
+                return Err(InvalidSpec::new(
+                    "DuplicateRoute",
+                    format!("egress route host {host} is declared twice; merge its paths into one route"),
+                ));
+            }
+            for p in &r.paths {
+                if !p.starts_with('/') || p.contains(char::is_whitespace) {
+                    return Err(InvalidSpec::new(
+                        "InvalidPath",
+                        format!("egress route {host} path {p:?} must start with '/' and contain no spaces"),
+                    ));
+                }
+            }
+            allow.insert(HostPattern::Exact(host.clone()));
+            egress_routes.push(EgressRoute {
+                host,
+                paths: r.paths.clone(),
+                auth: r.auth.as_ref().map(credential).transpose()?,
+            });
+        }
+
+        let mut cred_routes = Vec::new();
+        let mut names = BTreeSet::new();
+        for r in &spec.cred_proxy.routes {
+            if !is_dns_label(&r.name) {
+                return Err(InvalidSpec::new(
+                    "InvalidRouteName",
+                    format!("credProxy route name {:?} must be a DNS label (a-z, 0-9, '-')", r.name),
+                ));
+            }
+            if !names.insert(r.name.clone()) {
+                return Err(InvalidSpec::new("DuplicateRoute", format!("credProxy route {} is declared twice", r.name)));
+            }
+            let upstream = parse_upstream(&r.name, &r.upstream)?;
+            let host = Host::parse(upstream.host_str().unwrap_or_default())
+                .map_err(|e| invalid_host("credProxy.routes[].upstream", &r.upstream, &e))?;
+            let port = upstream.port_or_known_default().unwrap_or(443);
+            allow.insert(HostPattern::Exact(host.clone()));
+            cred_routes.push(CredRoute { name: r.name.clone(), upstream, host, port, auth: credential(&r.auth)? });
+        }
+
+        let mut remotes = Vec::new();
+        let mut names = BTreeSet::new();
+        for r in &spec.git.remotes {
+            if !is_dns_label(&r.name) {
+                return Err(InvalidSpec::new(
+                    "InvalidRemote",
+                    format!("git remote name {:?} must be a DNS label (a-z, 0-9, '-')", r.name),
+                ));
+            }
+            if !names.insert(r.name.clone()) {
+                return Err(InvalidSpec::new("InvalidRemote", format!("git remote {} is declared twice", r.name)));
+            }
+            let url = SshUrl::parse(&r.url).map_err(|e| {
+                InvalidSpec::new("InvalidRemote", format!("git remote {}: url {:?}: {e}", r.name, r.url))
+            })?;
+            if r.known_hosts.trim().is_empty() {
+                return Err(InvalidSpec::new(
+                    "InvalidRemote",
+                    format!("git remote {} needs knownHosts pinning the host key of {}", r.name, url.host),
+                ));
+            }
+            remotes.push(Remote {
+                name: r.name.clone(),
+                url_as_written: r.url.clone(),
+                url,
+                ssh_key: secret_key(&r.ssh_key_secret_ref.name, &r.ssh_key_secret_ref.key)?,
+                known_hosts: r.known_hosts.clone(),
+                allow_force_push: r.allow_force_push,
+                allow_delete_default_branch: r.allow_delete_default_branch,
+            });
+        }
+
+        let mut dlp_patterns = Vec::new();
+        for p in &spec.dlp.patterns {
+            if p.name.trim().is_empty() || p.regex.is_empty() {
+                return Err(InvalidSpec::new("InvalidDlpPattern", "dlp patterns need a name and a regex"));
+            }
+            dlp_patterns.push(DlpPattern { name: p.name.clone(), regex: p.regex.clone() });
+        }
+
+        Ok(Self {
+            allow,
+            passthrough,
+            egress_routes,
+            cred_routes,
+            remotes,
+            dlp_block: spec.dlp.block,
+            dlp_patterns,
+        })
+    }
+
+    /// Every Secret key the bottle references, deduplicated.
+    pub fn secret_keys(&self) -> BTreeSet<SecretKey> {
+        let egress = self.egress_routes.iter().filter_map(|r| r.auth.as_ref()).map(|c| c.secret.clone());
+        let cred = self.cred_routes.iter().map(|r| r.auth.secret.clone());
+        let git = self.remotes.iter().map(|r| r.ssh_key.clone());
+        egress.chain(cred).chain(git).collect()
+    }
+
+    /// TCP ports the bottle needs to reach on public addresses.
+    pub fn egress_ports(&self) -> BTreeSet<u16> {
+        let mut ports = BTreeSet::from([443]);
+        ports.extend(self.cred_routes.iter().map(|r| r.port));
+        ports.extend(self.remotes.iter().map(|r| r.url.port));
+        ports
+    }
+}
+
+fn invalid_host(field: &str, value: &str, why: &str) -> InvalidSpec {
+    InvalidSpec::new("InvalidHost", format!("{field}: {value:?} is not a valid hostname: {why}"))
+}
+
+fn credential(auth: &RouteAuth) -> Result<Credential, InvalidSpec> {
+    let header = auth.header.clone().unwrap_or_else(|| "Authorization".to_string());
+    if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+        return Err(InvalidSpec::new("InvalidAuth", format!("auth header {header:?} is not a valid header name")));
+    }
+    let scheme = auth.scheme.clone().filter(|s| !s.is_empty());
+    if let Some(s) = &scheme
+        && !s.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(InvalidSpec::new("InvalidAuth", format!("auth scheme {s:?} must be one printable word")));
+    }
+    Ok(Credential { header, scheme, secret: secret_key(&auth.secret_key_ref.name, &auth.secret_key_ref.key)? })
+}
+
+fn secret_key(name: &str, key: &str) -> Result<SecretKey, InvalidSpec> {
+    let key_ok = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if name.is_empty() || !key_ok {
+        return Err(InvalidSpec::new(
+            "InvalidSecretRef",
+            format!("secretKeyRef {name:?}/{key:?} must name a Secret and one of its keys"),
+        ));
+    }
+    Ok(SecretKey { secret: name.to_string(), key: key.to_string() })
+}
+
+fn parse_upstream(name: &str, raw: &str) -> Result<Url, InvalidSpec> {
+    let bad = |why: &str| InvalidSpec::new("InvalidUrl", format!("credProxy route {name}: upstream {raw:?} {why}"));
+    let url = Url::parse(raw).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    if url.scheme() != "https" {
+        return Err(bad("must use https://"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not carry credentials; use auth.secretKeyRef"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+#[cfg(test)]
+mod tests;
+
+/// Checks an operator-supplied CIDR (`10.96.0.0/12`, `fd00::/108`).
+pub fn check_cidr(cidr: &str) -> Result<(), String> {
+    let (addr, len) = cidr.split_once('/').ok_or_else(|| format!("{cidr:?} is not a CIDR (addr/len)"))?;
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| format!("{cidr:?}: {addr:?} is not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match len.parse::<u8>() {
+        Ok(n) if n <= max => Ok(()),
+        _ => Err(format!("{cidr:?}: prefix length must be 0..={max}")),
+    }
+}

@@ -1,0 +1,64 @@
+//! State shared by every reconcile: the client, the Event recorder, settings and per-Bottle
+//! failure counts for backoff.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::api::Bottle;
+use crate::render::Settings;
+
+/// Shared reconcile context.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Publishes Events on Bottles.
+    pub recorder: Recorder,
+    /// Rendering inputs.
+    pub settings: Settings,
+    failures: Mutex<HashMap<ObjectRef<Bottle>, u32>>,
+}
+
+impl Context {
+    /// A context for the given client and settings.
+    pub fn new(client: Client, settings: Settings) -> Self {
+        let reporter = Reporter {
+            controller: "bottle-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self { recorder: Recorder::new(client.clone(), reporter), client, settings, failures: Mutex::default() }
+    }
+
+    /// Records one more failure and returns how long to wait: 1 s doubling to 5 min.
+    pub fn backoff(&self, obj: ObjectRef<Bottle>) -> Duration {
+        let mut f = self.failures.lock().expect("failure map lock");
+        let n = f.entry(obj).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_for(*n)
+    }
+
+    /// Forgets failures after a successful reconcile.
+    pub fn succeeded(&self, obj: &ObjectRef<Bottle>) {
+        self.failures.lock().expect("failure map lock").remove(obj);
+    }
+}
+
+/// Delay after the `n`th consecutive failure.
+pub fn backoff_for(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(9)).min(Duration::from_secs(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let secs: Vec<u64> = (1..=11).map(|n| backoff_for(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+    }
+}

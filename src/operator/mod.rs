@@ -1,0 +1,86 @@
+//! The reconciler: watches Bottles (and what they own or reference), applies the rendered
+//! objects with server-side apply, and reports through status conditions and Events.
+
+pub mod apply;
+pub mod context;
+pub mod error;
+pub mod reconcile;
+pub mod status;
+
+pub use context::Context;
+pub use error::Error;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::api::Bottle;
+use crate::model::Policy;
+use crate::render::Settings;
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until SIGTERM/SIGINT. `namespace` limits it to one namespace.
+pub async fn run(client: Client, settings: Settings, namespace: Option<String>) -> anyhow::Result<()> {
+    let ns = namespace.as_deref();
+    let bottles: Api<Bottle> = api(&client, ns);
+    // Fail fast with a clear message when the CRD is missing, instead of a silent retry loop.
+    if let Err(e) = bottles.list(&kube::api::ListParams::default().limit(1)).await {
+        anyhow::bail!("cannot list Bottles ({e}); is the CRD installed (kubectl apply -f crds/) and RBAC granted?");
+    }
+    let ctx = Arc::new(Context::new(client.clone(), settings));
+    let wc = watcher::Config::default();
+    let controller = Controller::new(bottles, wc.clone());
+    let store = controller.store();
+    controller
+        .owns(api::<Pod>(&client, ns), wc.clone())
+        .owns(api::<ConfigMap>(&client, ns), wc.clone())
+        .owns(api::<NetworkPolicy>(&client, ns), wc.clone())
+        .owns(api::<PersistentVolumeClaim>(&client, ns), wc.clone())
+        // A Secret that appears, changes or goes away wakes the Bottles that reference it (or
+        // own it, for the CA), so a missing Secret is picked up without waiting for a retry.
+        .watches(api::<Secret>(&client, ns), wc, move |secret: Secret| {
+            let ns = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|b| b.namespace() == ns && references_secret(b, &name))
+                .map(|b| ObjectRef::from_obj(&*b))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(bottle = %obj, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn references_secret(b: &Bottle, secret: &str) -> bool {
+    if crate::render::meta::ca_secret_name(b) == secret {
+        return true;
+    }
+    match Policy::from_spec(&b.spec) {
+        Ok(p) => p.secret_keys().iter().any(|k| k.secret == secret),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,207 @@
+//! One reconcile of one Bottle: validate everything first, then apply in dependency order
+//! (CA, ConfigMap, NetworkPolicies, workspace, Pod), then report. Nothing is applied for a
+//! spec that fails validation, so a bad edit leaves the running bottle as it was.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{DeleteParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+
+use super::apply::{apply, create_once, get_owned};
+use super::{Context, Error, status};
+use crate::api::Bottle;
+use crate::config::layout;
+use crate::model::Policy;
+use crate::render::{self, ca, meta};
+
+/// What happened to the Pod in this reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodChange {
+    /// The Pod matches the desired template.
+    Unchanged,
+    /// A Pod was created.
+    Created,
+    /// The old Pod was deleted because its template changed; a new one follows.
+    Replacing,
+    /// The old Pod is still terminating.
+    Terminating,
+}
+
+/// The result of a successful convergence.
+#[derive(Debug, Clone)]
+pub struct Converged {
+    /// Hash of the applied sidecar configs.
+    pub config_hash: String,
+    /// Fingerprint of the bottle CA.
+    pub ca_fingerprint: String,
+    /// What happened to the Pod.
+    pub pod: PodChange,
+}
+
+/// Reconciles one Bottle.
+pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if bottle.meta().deletion_timestamp.is_some() {
+        // Owner references hand the cleanup to the garbage collector.
+        return Ok(Action::await_change());
+    }
+    let outcome = converge(&bottle, &ctx).await;
+    let ns = bottle.namespace().unwrap_or_default();
+    let uid = bottle.uid().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pod = pods.get_opt(&meta::pod_name(&bottle)).await?.filter(|p| super::apply::controlled_by(p, &uid));
+
+    let reference = bottle.object_ref(&());
+    match &outcome {
+        Ok(c) => {
+            let old = bottle.status.as_ref();
+            let old_hash = old.and_then(|s| s.config_hash.as_deref());
+            if old_hash.is_some_and(|h| h != c.config_hash) && c.pod == PodChange::Unchanged {
+                let note = format!("sidecar config {} applied; the Pod keeps running", c.config_hash);
+                publish(&ctx, &reference, EventType::Normal, "ConfigUpdated", "UpdateConfig", note).await;
+            }
+            match c.pod {
+                PodChange::Created => {
+                    let note = format!("created Pod {}", meta::pod_name(&bottle));
+                    publish(&ctx, &reference, EventType::Normal, "PodCreated", "CreatePod", note).await;
+                }
+                PodChange::Replacing => {
+                    let note = "the Pod template changed; deleting the old Pod to start a new one".to_string();
+                    publish(&ctx, &reference, EventType::Normal, "PodReplacing", "ReplacePod", note).await;
+                }
+                PodChange::Unchanged | PodChange::Terminating => {}
+            }
+        }
+        Err(e) => {
+            publish(&ctx, &reference, EventType::Warning, e.reason(), "Reconcile", e.to_string()).await;
+        }
+    }
+
+    let new_status = status::desired(&bottle, &outcome, pod.as_ref(), k8s_openapi::jiff::Timestamp::now());
+    status::patch_if_changed(&ctx.client, &bottle, new_status).await?;
+
+    let c = outcome?;
+    ctx.succeeded(&ObjectRef::from_obj(&*bottle));
+    Ok(match c.pod {
+        PodChange::Replacing | PodChange::Terminating => Action::requeue(Duration::from_secs(2)),
+        // Periodic resync catches drift the watches cannot see.
+        PodChange::Created | PodChange::Unchanged => Action::requeue(Duration::from_secs(600)),
+    })
+}
+
+/// Backoff per Bottle; the error was already reported by `reconcile`.
+pub fn error_policy(bottle: Arc<Bottle>, err: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(ObjectRef::from_obj(&*bottle));
+    tracing::warn!(bottle = %bottle.name_any(), reason = err.reason(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn publish(ctx: &Context, reference: &k8s_openapi::api::core::v1::ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
+    let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&ev, reference).await {
+        tracing::warn!(error = %e, "could not publish Event");
+    }
+}
+
+/// Checks every referenced Secret key exists, before anything is applied.
+async fn check_secrets(api: &Api<Secret>, ns: &str, policy: &Policy) -> Result<(), Error> {
+    for k in policy.secret_keys() {
+        let Some(s) = api.get_opt(&k.secret).await? else {
+            return Err(Error::SecretNotFound { namespace: ns.into(), name: k.secret });
+        };
+        let has = s.data.as_ref().is_some_and(|d| d.contains_key(&k.key))
+            || s.string_data.as_ref().is_some_and(|d| d.contains_key(&k.key));
+        if !has {
+            return Err(Error::SecretKeyMissing { name: k.secret, key: k.key });
+        }
+    }
+    Ok(())
+}
+
+/// Reads the CA Secret, making it the first time; returns the CA fingerprint.
+async fn ensure_ca(api: &Api<Secret>, bottle: &Bottle, uid: &str) -> Result<String, Error> {
+    let name = meta::ca_secret_name(bottle);
+    let secret = match get_owned(api, &name, uid).await? {
+        Some(s) => s,
+        None => {
+            let ca = ca::generate(&bottle.namespace().unwrap_or_default(), &bottle.name_any())?;
+            create_once(api, &ca::secret(bottle, &ca)).await?.0
+        }
+    };
+    let data = secret.data.unwrap_or_default();
+    let cert = data.get(layout::CA_CERT_FILE).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    if !data.contains_key(layout::CA_KEY_FILE) {
+        return Err(Error::CaInvalid { name, why: format!("no {} key", layout::CA_KEY_FILE) });
+    }
+    let cert = cert.ok_or_else(|| Error::CaInvalid { name: name.clone(), why: format!("no {} key", layout::CA_CERT_FILE) })?;
+    ca::fingerprint(&cert).map_err(|e| Error::CaInvalid { name, why: e.to_string() })
+}
+
+async fn converge(bottle: &Bottle, ctx: &Context) -> Result<Converged, Error> {
+    let client = &ctx.client;
+    let ns = bottle.namespace().unwrap_or_default();
+    let uid = bottle.uid().unwrap_or_default();
+
+    // 1. Validate everything that needs no writes.
+    let policy = Policy::from_spec(&bottle.spec)?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    check_secrets(&secrets, &ns, &policy).await?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    get_owned(&config_maps, &meta::config_map_name(bottle), &uid).await?;
+    for name in [meta::internal_policy_name(bottle), meta::egress_policy_name(bottle)] {
+        get_owned(&policies, &name, &uid).await?;
+    }
+    let existing_claim = match &bottle.spec.agent.workspace {
+        Some(_) => get_owned(&claims, &meta::workspace_name(bottle), &uid).await?,
+        None => None,
+    };
+    let existing_pod = get_owned(&pods, &meta::pod_name(bottle), &uid).await?;
+
+    // 2. The CA comes first: the Pod's template hash includes its fingerprint.
+    let ca_fingerprint = ensure_ca(&secrets, bottle, &uid).await?;
+    let desired = render::desired(bottle, &ctx.settings, &ca_fingerprint)?;
+
+    // 3. Config and fences before the Pod that needs them.
+    apply(&config_maps, &desired.config_map).await?;
+    for np in &desired.network_policies {
+        apply(&policies, np).await?;
+    }
+    if let (Some(claim), None) = (&desired.workspace, existing_claim) {
+        // Claims are immutable once bound; made once, never rewritten.
+        create_once(&claims, claim).await?;
+    }
+
+    // 4. The Pod: created when missing, replaced when its template changed.
+    let pod = match existing_pod {
+        None => {
+            apply(&pods, &desired.pod).await?;
+            PodChange::Created
+        }
+        Some(p) if p.meta().deletion_timestamp.is_some() => PodChange::Terminating,
+        Some(p) if p.annotations().get(meta::TEMPLATE_HASH_ANNOTATION) == Some(&desired.template_hash) => {
+            PodChange::Unchanged
+        }
+        Some(p) => {
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions { uid: p.uid(), resource_version: None }),
+                ..Default::default()
+            };
+            match pods.delete(&p.name_any(), &dp).await {
+                Ok(_) => {}
+                // Already gone, or already replaced by someone else: the next pass sorts it out.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            PodChange::Replacing
+        }
+    };
+    Ok(Converged { config_hash: desired.config_hash, ca_fingerprint, pod })
+}

@@ -1,0 +1,136 @@
+//! Status: what the Bottle reports. [`desired`] is pure (outcome + Pod → status); the
+//! patch is skipped when nothing changed, so status writes never wake the controller in a loop.
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use super::Error;
+use super::reconcile::{Converged, PodChange};
+use crate::api::{Bottle, BottleStatus};
+
+/// Condition type: the Pod runs and is ready.
+pub const READY: &str = "Ready";
+/// Condition type: the current spec is rendered and applied.
+pub const CONFIG_APPLIED: &str = "ConfigApplied";
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Why a Pod is not ready, from container waiting reasons (ImagePullBackOff…) or its phase.
+fn pod_not_ready_message(pod: &Pod) -> String {
+    let status = pod.status.as_ref();
+    let waiting: Vec<String> = status
+        .into_iter()
+        .flat_map(|s| s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten()))
+        .filter_map(|cs| {
+            let w = cs.state.as_ref()?.waiting.as_ref()?;
+            Some(format!("{}: {}", cs.name, w.reason.as_deref().unwrap_or("Waiting")))
+        })
+        .collect();
+    let phase = status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into());
+    if waiting.is_empty() {
+        let unscheduled = pod.spec.as_ref().is_none_or(|s| s.node_name.is_none());
+        if unscheduled { format!("Pod is {phase} (not scheduled yet)") } else { format!("Pod is {phase}") }
+    } else {
+        format!("Pod is {phase}; {}", waiting.join(", "))
+    }
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: now.clone(),
+    }
+}
+
+/// The status a Bottle should have after a reconcile with `outcome`, given its Pod.
+pub fn desired(
+    bottle: &Bottle,
+    outcome: &Result<Converged, Error>,
+    pod: Option<&Pod>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> BottleStatus {
+    let now = Time(now);
+    let generation = bottle.metadata.generation;
+    let old = bottle.status.clone().unwrap_or_default();
+    let pod_change = outcome.as_ref().ok().map(|c| c.pod);
+    let replacing = matches!(pod_change, Some(PodChange::Replacing | PodChange::Terminating));
+    let ready = pod.is_some_and(pod_ready) && !replacing;
+
+    let (config_applied, phase) = match outcome {
+        Ok(c) => (
+            condition(CONFIG_APPLIED, true, "Applied", format!("sidecar config {} applied", c.config_hash), generation, &now),
+            if ready { "Running" } else { "Pending" },
+        ),
+        Err(e) => (
+            condition(CONFIG_APPLIED, false, e.reason(), e.to_string(), generation, &now),
+            if pod.is_some() { "Degraded" } else { "Failed" },
+        ),
+    };
+    let ready_cond = match (outcome, pod) {
+        _ if ready => condition(READY, true, "PodReady", "all containers are ready".into(), generation, &now),
+        _ if replacing => condition(READY, false, "PodReplacing", "a new Pod is replacing the old one".into(), generation, &now),
+        (Err(e), None) => condition(READY, false, e.reason(), e.to_string(), generation, &now),
+        (_, Some(p)) => condition(READY, false, "PodNotReady", pod_not_ready_message(p), generation, &now),
+        (Ok(_), None) => condition(READY, false, "PodCreating", "the Pod is being created".into(), generation, &now),
+    };
+
+    let conditions = [ready_cond, config_applied]
+        .into_iter()
+        .map(|mut c| {
+            // lastTransitionTime moves only when the status flips.
+            if let Some(prev) = old.conditions.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
+                c.last_transition_time = prev.last_transition_time.clone();
+            }
+            c
+        })
+        .collect();
+
+    let (config_hash, ca_fingerprint) = match outcome {
+        Ok(c) => (Some(c.config_hash.clone()), Some(c.ca_fingerprint.clone())),
+        Err(_) => (old.config_hash.clone(), old.ca_fingerprint.clone()),
+    };
+    BottleStatus {
+        phase: Some(phase.into()),
+        observed_generation: generation,
+        conditions,
+        pod_name: pod.map(|p| p.name_any()).or_else(|| outcome.as_ref().ok().map(|_| bottle.name_any())),
+        ca_fingerprint,
+        config_hash,
+    }
+}
+
+/// Writes `status` unless the Bottle already has it.
+pub async fn patch_if_changed(client: &Client, bottle: &Bottle, status: BottleStatus) -> Result<(), Error> {
+    if bottle.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<Bottle> = Api::namespaced(client.clone(), &bottle.namespace().unwrap_or_default());
+    // A merge patch leaves absent keys alone, so fields that became empty are sent as null;
+    // otherwise the stored status would never equal the desired one and every reconcile would
+    // patch (and wake itself) again.
+    let mut value = serde_json::to_value(&status).expect("status serialises");
+    if let Some(map) = value.as_object_mut() {
+        for key in ["phase", "observedGeneration", "conditions", "podName", "caFingerprint", "configHash"] {
+            map.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    let patch = json!({ "status": value });
+    match api.patch_status(&bottle.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: nothing to report on.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

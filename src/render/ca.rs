@@ -1,0 +1,91 @@
+//! The per-bottle CA the intercepting sidecars mint leaf certificates with.
+//!
+//! ECDSA P-256, key written as SEC1 `EC PRIVATE KEY` PEM: pipelock parses the key with
+//! `x509.ParseECPrivateKey` and rejects PKCS#8, so rcgen's PKCS#8 output is converted.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use p256::pkcs8::DecodePrivateKey;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+
+use super::meta;
+use crate::api::Bottle;
+use crate::config::layout;
+
+/// How long a bottle CA is valid. Bottles are long-lived workspaces; rotating means deleting
+/// the Secret, which the operator then re-creates (and rolls the Pod).
+pub const VALIDITY: Duration = Duration::days(3650);
+
+/// A freshly made CA.
+#[derive(Clone)]
+pub struct CaMaterial {
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Private key, SEC1 PEM.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CaMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaMaterial").field("cert_pem", &self.cert_pem).field("key_pem", &"<redacted>").finish()
+    }
+}
+
+/// Errors making or reading a CA.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// rcgen failed.
+    #[error("generating the bottle CA: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// Key conversion failed.
+    #[error("converting the CA key to SEC1: {0}")]
+    Key(String),
+    /// The stored certificate is not PEM.
+    #[error("the CA Secret's {file} is not a PEM certificate: {0}", file = layout::CA_CERT_FILE)]
+    Pem(#[from] pem::PemError),
+}
+
+/// Makes a new CA for `namespace/name`.
+pub fn generate(namespace: &str, name: &str) -> Result<CaMaterial, CaError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::OrganizationName, "bottle-operator");
+    params.distinguished_name.push(DnType::CommonName, format!("bottle {namespace}/{name} CA"));
+    // Only leaf certificates are signed with it.
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + VALIDITY;
+    let cert = params.self_signed(&key)?;
+    let sec1 = p256::SecretKey::from_pkcs8_der(&key.serialize_der())
+        .map_err(|e| CaError::Key(e.to_string()))?
+        .to_sec1_pem(p256::pkcs8::LineEnding::LF)
+        .map_err(|e| CaError::Key(e.to_string()))?;
+    Ok(CaMaterial { cert_pem: cert.pem(), key_pem: sec1.to_string() })
+}
+
+/// SHA-256 fingerprint of a PEM certificate, as `openssl x509 -fingerprint -sha256` prints it.
+pub fn fingerprint(cert_pem: &str) -> Result<String, CaError> {
+    let der = pem::parse(cert_pem)?;
+    let digest = Sha256::digest(der.contents());
+    Ok(digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
+}
+
+/// The CA Secret object for a Bottle.
+pub fn secret(b: &Bottle, ca: &CaMaterial) -> Secret {
+    Secret {
+        metadata: meta::owned(b, meta::ca_secret_name(b)),
+        type_: Some("Opaque".into()),
+        data: Some(
+            [
+                (layout::CA_CERT_FILE.to_string(), ByteString(ca.cert_pem.clone().into_bytes())),
+                (layout::CA_KEY_FILE.to_string(), ByteString(ca.key_pem.clone().into_bytes())),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,93 @@
+//! Pure rendering: a `Bottle` (plus operator [`Settings`]) becomes the objects that should
+//! exist. No I/O here; the reconciler diffs and applies what this returns.
+
+pub mod ca;
+pub mod config_map;
+pub mod meta;
+pub mod network_policy;
+pub mod pod;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use sha2::{Digest, Sha256};
+
+use crate::api::Bottle;
+use crate::model::{InvalidSpec, Policy};
+
+/// Operator-wide inputs to rendering (from flags / Helm values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Image of the agent when the Bottle names none.
+    pub agent_image: String,
+    /// Image holding `bottle-sidecar` (egress, cred-proxy, git-gate, ca-bundle).
+    pub sidecar_image: String,
+    /// pipelock image (pin a digest in production).
+    pub pipelock_image: String,
+    /// Cluster CIDRs (pods, services, nodes) outside the private ranges, denied to bottles.
+    pub cluster_cidrs: Vec<String>,
+    /// Namespace of the cluster DNS pods.
+    pub dns_namespace: String,
+    /// Label selector (key, value) of the cluster DNS pods.
+    pub dns_pod_label: (String, String),
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let v = env!("CARGO_PKG_VERSION");
+        Self {
+            agent_image: format!("bottle-operator/agent:{v}"),
+            sidecar_image: format!("bottle-operator/sidecar:{v}"),
+            pipelock_image: "ghcr.io/luckypipewrench/pipelock:2.3.0".into(),
+            cluster_cidrs: Vec::new(),
+            dns_namespace: "kube-system".into(),
+            dns_pod_label: ("k8s-app".into(), "kube-dns".into()),
+        }
+    }
+}
+
+/// Everything one Bottle should own, except the CA Secret (made once, never re-rendered).
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// The validated policy it was rendered from.
+    pub policy: Policy,
+    /// Sidecar configs.
+    pub config_map: ConfigMap,
+    /// Hash of the ConfigMap data.
+    pub config_hash: String,
+    /// The bottle Pod, with its template hash annotation.
+    pub pod: Pod,
+    /// The pod template hash (also on the Pod as an annotation).
+    pub template_hash: String,
+    /// Internal (ingress deny) and egress policies.
+    pub network_policies: Vec<NetworkPolicy>,
+    /// Workspace claim, when the Bottle asks for one.
+    pub workspace: Option<PersistentVolumeClaim>,
+}
+
+/// Renders every object of a Bottle, or says why the spec cannot be rendered. The CA
+/// fingerprint is part of the Pod template: a new CA needs a new Pod.
+pub fn desired(bottle: &Bottle, settings: &Settings, ca_fingerprint: &str) -> Result<Desired, InvalidSpec> {
+    let policy = Policy::from_spec(&bottle.spec)?;
+    pod::check_agent_env(&bottle.spec.agent)?;
+    let data = config_map::files(&policy);
+    let config_hash = hash_of(&data);
+    let config_map = config_map::object(bottle, data, &config_hash);
+    let (pod, template_hash) = pod::render(bottle, &policy, settings, ca_fingerprint);
+    let network_policies = network_policy::render(bottle, &policy, settings);
+    let workspace = pod::workspace_claim(bottle)?;
+    Ok(Desired { policy, config_map, config_hash, pod, template_hash, network_policies, workspace })
+}
+
+/// Short, stable SHA-256 hex of a serialisable value.
+pub fn hash_of<T: serde::Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).expect("rendered objects always serialise");
+    hex::encode(&Sha256::digest(&bytes)[..8])
+}
+
+/// Sorted string map, the shape of labels and ConfigMap data.
+pub type StringMap = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests;

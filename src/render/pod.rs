@@ -1,0 +1,368 @@
+//! The bottle Pod: the agent plus its sidecars, each under its own UID.
+//!
+//! Sidecars are native sidecars (init containers with `restartPolicy: Always`) in the order
+//! the reference system starts them: pipelock first, then git-gate and cred-proxy, which
+//! send traffic through it, then egress; the agent starts last, once its doors are open.
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, KeyToPath,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod,
+    PodSecurityContext, PodSpec, ProjectedVolumeSource, SeccompProfile, SecretProjection,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeProjection,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::{Settings, StringMap, hash_of, meta};
+use crate::api::{AgentSpec, Bottle};
+use crate::config::layout::{self, files};
+use crate::model::{InvalidSpec, Policy, SecretKey};
+
+/// Environment variables the operator sets on the agent; a Bottle may not override them.
+pub const RESERVED_AGENT_ENV: &[&str] = &[
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "NODE_EXTRA_CA_CERTS",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "GIT_CONFIG_SYSTEM",
+    "ANTHROPIC_BASE_URL",
+];
+
+/// Refuses agent env that would unwire the agent from its sidecars.
+pub fn check_agent_env(agent: &AgentSpec) -> Result<(), InvalidSpec> {
+    match agent.env.iter().find(|e| RESERVED_AGENT_ENV.contains(&e.name.as_str())) {
+        Some(e) => Err(InvalidSpec {
+            reason: "ReservedEnv",
+            message: format!("agent.env {} is set by the operator to wire the agent to its sidecars; remove it", e.name),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..Default::default() }
+}
+
+fn rw_mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), ..Default::default() }
+}
+
+fn security(uid: i64, read_only_root: bool) -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        run_as_non_root: Some(true),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(read_only_root),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+fn sidecar(name: &str, image: &str, args: &[&str], uid: i64) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        args: Some(args.iter().map(|s| s.to_string()).collect()),
+        // A native sidecar: starts before the agent, restarts on its own, stops after it.
+        restart_policy: Some("Always".into()),
+        security_context: Some(security(uid, true)),
+        ..Default::default()
+    }
+}
+
+/// A volume of the bottle ConfigMap holding only the listed files. The whole volume is
+/// mounted (never `subPath`), so the kubelet updates the files when the ConfigMap changes.
+fn config_volume(b: &Bottle, name: &str, keys: &[&str]) -> Volume {
+    Volume {
+        name: name.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: meta::config_map_name(b),
+            items: Some(keys.iter().map(|k| KeyToPath { key: k.to_string(), path: k.to_string(), mode: None }).collect()),
+            default_mode: Some(0o444),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The CA Secret, optionally with its key. 0440 is what pipelock accepts for a key file.
+fn ca_volume(b: &Bottle, name: &str, with_key: bool) -> Volume {
+    let mut items = vec![KeyToPath { key: layout::CA_CERT_FILE.into(), path: layout::CA_CERT_FILE.into(), mode: Some(0o444) }];
+    if with_key {
+        items.push(KeyToPath { key: layout::CA_KEY_FILE.into(), path: layout::CA_KEY_FILE.into(), mode: Some(0o440) });
+    }
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(meta::ca_secret_name(b)),
+            items: Some(items),
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Secret keys one sidecar uses, projected into one volume only it mounts.
+fn secrets_volume<'a>(name: &str, keys: impl IntoIterator<Item = &'a SecretKey>) -> Option<Volume> {
+    let mut keys: Vec<&SecretKey> = keys.into_iter().collect();
+    keys.sort();
+    keys.dedup();
+    if keys.is_empty() {
+        return None;
+    }
+    let sources = keys
+        .iter()
+        .map(|k| VolumeProjection {
+            secret: Some(SecretProjection {
+                name: k.secret.clone(),
+                items: Some(vec![KeyToPath { key: k.key.clone(), path: k.file_name(), mode: Some(0o440) }]),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    Some(Volume {
+        name: name.into(),
+        projected: Some(ProjectedVolumeSource { sources: Some(sources), default_mode: Some(0o440) }),
+        ..Default::default()
+    })
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume { name: name.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }
+}
+
+fn config_arg(file: &str) -> String {
+    format!("{}/{file}", layout::CONFIG_DIR)
+}
+
+/// The cred-proxy route the agent's `ANTHROPIC_BASE_URL` should use, if any.
+fn anthropic_route(p: &Policy) -> Option<&str> {
+    p.cred_routes
+        .iter()
+        .find(|r| r.host.as_str() == "api.anthropic.com")
+        .or_else(|| p.cred_routes.iter().find(|r| r.name == "anthropic"))
+        .map(|r| r.name.as_str())
+}
+
+fn agent_container(b: &Bottle, p: &Policy, s: &Settings) -> Container {
+    let a = &b.spec.agent;
+    let proxy = format!("http://{}:{}", layout::LOOPBACK, layout::EGRESS_PORT);
+    let trust = |f: &str| format!("{}/{f}", layout::TRUST_DIR);
+    let mut envs: Vec<EnvVar> = a.env.iter().map(|e| env(&e.name, e.value.clone())).collect();
+    for name in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+        envs.push(env(name, proxy.clone()));
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        envs.push(env(name, "localhost,127.0.0.1,::1"));
+    }
+    envs.push(env("NODE_EXTRA_CA_CERTS", trust(layout::TRUST_CA_FILE)));
+    envs.push(env("SSL_CERT_FILE", trust(layout::TRUST_BUNDLE_FILE)));
+    envs.push(env("REQUESTS_CA_BUNDLE", trust(layout::TRUST_BUNDLE_FILE)));
+    if let Some(route) = anthropic_route(p) {
+        envs.push(env("ANTHROPIC_BASE_URL", format!("http://{}:{}/{route}", layout::LOOPBACK, layout::CRED_PROXY_PORT)));
+    }
+    let mut mounts = vec![mount("trust", layout::TRUST_DIR), rw_mount("workspace", layout::WORKSPACE_DIR)];
+    if !p.remotes.is_empty() {
+        envs.push(env("GIT_CONFIG_SYSTEM", config_arg(files::AGENT_GITCONFIG)));
+        mounts.push(mount("config-agent", layout::CONFIG_DIR));
+    }
+    let (command, args) = if a.command.is_empty() && a.args.is_empty() {
+        // People work in the agent with `kubectl exec`; it idles until they do.
+        (vec!["sleep".to_string()], vec!["infinity".to_string()])
+    } else {
+        (a.command.clone(), a.args.clone())
+    };
+    Container {
+        name: "agent".into(),
+        image: Some(a.image.clone().unwrap_or_else(|| s.agent_image.clone())),
+        command: (!command.is_empty()).then_some(command),
+        args: (!args.is_empty()).then_some(args),
+        env: Some(envs),
+        resources: a.resources.clone(),
+        working_dir: Some(layout::WORKSPACE_DIR.into()),
+        volume_mounts: Some(mounts),
+        // Agents install tools as they work; the root filesystem stays writable for them.
+        security_context: Some(security(layout::AGENT_UID, false)),
+        stdin: Some(true),
+        tty: Some(true),
+        ..Default::default()
+    }
+}
+
+/// Renders the Pod and returns it with its template hash.
+pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Pod, String) {
+    let sidecar_bin = "bottle-sidecar";
+    let mut volumes = vec![
+        empty_dir("trust"),
+        ca_volume(b, "ca-cert", false),
+        ca_volume(b, "ca-intercept", true),
+        config_volume(b, "config-egress", &[files::EGRESS]),
+        config_volume(b, "config-pipelock", &[files::PIPELOCK]),
+        empty_dir("pipelock-home"),
+    ];
+    volumes.push(match &b.spec.agent.workspace {
+        Some(_) => Volume {
+            name: "workspace".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: meta::workspace_name(b),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        },
+        None => empty_dir("workspace"),
+    });
+
+    let mut init = Vec::new();
+    init.push(Container {
+        name: "ca-bundle".into(),
+        image: Some(s.sidecar_image.clone()),
+        command: Some(vec![sidecar_bin.into()]),
+        args: Some(vec![
+            "ca-bundle".into(),
+            "--ca".into(),
+            format!("{}/{}", layout::CA_DIR, layout::CA_CERT_FILE),
+            "--out-dir".into(),
+            layout::TRUST_DIR.into(),
+        ]),
+        volume_mounts: Some(vec![mount("ca-cert", layout::CA_DIR), rw_mount("trust", layout::TRUST_DIR)]),
+        security_context: Some(security(layout::CA_BUNDLE_UID, true)),
+        ..Default::default()
+    });
+
+    let mut pipelock = sidecar("pipelock", &s.pipelock_image, &[], layout::PIPELOCK_UID);
+    pipelock.args = Some(vec!["run".into(), "--config".into(), config_arg(files::PIPELOCK)]);
+    pipelock.env = Some(vec![env("PIPELOCK_HOME", "/var/lib/pipelock")]);
+    pipelock.volume_mounts = Some(vec![
+        mount("config-pipelock", layout::CONFIG_DIR),
+        mount("ca-intercept", layout::CA_DIR),
+        rw_mount("pipelock-home", "/var/lib/pipelock"),
+    ]);
+    init.push(pipelock);
+
+    if !p.remotes.is_empty() {
+        let cfg = config_arg(files::GIT_GATE);
+        let mut gate = sidecar("git-gate", &s.sidecar_image, &["git-gate", "--config", &cfg], layout::GIT_GATE_UID);
+        gate.command = Some(vec![sidecar_bin.into()]);
+        volumes.push(config_volume(b, "config-git-gate", &[files::GIT_GATE]));
+        volumes.push(empty_dir("git-mirrors"));
+        volumes.extend(secrets_volume("git-gate-secrets", p.remotes.iter().map(|r| &r.ssh_key)));
+        gate.volume_mounts = Some(vec![
+            mount("config-git-gate", layout::CONFIG_DIR),
+            mount("git-gate-secrets", layout::SECRETS_DIR),
+            rw_mount("git-mirrors", "/var/lib/git-gate"),
+        ]);
+        init.push(gate);
+        volumes.push(config_volume(b, "config-agent", &[files::AGENT_GITCONFIG]));
+    }
+
+    if !p.cred_routes.is_empty() {
+        let cfg = config_arg(files::CRED_PROXY);
+        let mut cred =
+            sidecar("cred-proxy", &s.sidecar_image, &["cred-proxy", "--config", &cfg], layout::CRED_PROXY_UID);
+        cred.command = Some(vec![sidecar_bin.into()]);
+        volumes.push(config_volume(b, "config-cred-proxy", &[files::CRED_PROXY]));
+        volumes.extend(secrets_volume("cred-proxy-secrets", p.cred_routes.iter().map(|r| &r.auth.secret)));
+        cred.volume_mounts = Some(vec![
+            mount("config-cred-proxy", layout::CONFIG_DIR),
+            mount("ca-cert", layout::CA_DIR),
+            mount("cred-proxy-secrets", layout::SECRETS_DIR),
+        ]);
+        init.push(cred);
+    }
+
+    let cfg = config_arg(files::EGRESS);
+    let mut egress = sidecar("egress", &s.sidecar_image, &["egress", "--config", &cfg], layout::EGRESS_UID);
+    egress.command = Some(vec![sidecar_bin.into()]);
+    let egress_secrets = secrets_volume(
+        "egress-secrets",
+        p.egress_routes.iter().filter_map(|r| r.auth.as_ref()).map(|c| &c.secret),
+    );
+    let mut egress_mounts = vec![mount("config-egress", layout::CONFIG_DIR), mount("ca-intercept", layout::CA_DIR)];
+    if let Some(v) = egress_secrets {
+        volumes.push(v);
+        egress_mounts.push(mount("egress-secrets", layout::SECRETS_DIR));
+    }
+    egress.volume_mounts = Some(egress_mounts);
+    init.push(egress);
+
+    let spec = PodSpec {
+        init_containers: Some(init),
+        containers: vec![agent_container(b, p, s)],
+        volumes: Some(volumes),
+        runtime_class_name: b.spec.agent.runtime_class_name.clone(),
+        // The agent must not reach the API server with a token, nor see its sidecars' processes.
+        automount_service_account_token: Some(false),
+        share_process_namespace: Some(false),
+        enable_service_links: Some(false),
+        restart_policy: Some("Always".into()),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            fs_group: Some(layout::SIDECAR_GID),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut metadata = meta::owned(b, meta::pod_name(b));
+    let mut annotations = StringMap::from([("kubectl.kubernetes.io/default-container".to_string(), "agent".to_string())]);
+    // pipelock's strict mode refuses reloads that widen trust (new passthrough hosts), so a
+    // passthrough change rolls the Pod: it is part of the template hash.
+    annotations.insert("bottle-operator.dev/passthrough".into(), p.passthrough.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
+    annotations.insert("bottle-operator.dev/ca-fingerprint".into(), ca_fingerprint.into());
+    let hash = hash_of(&(&spec, &metadata.labels, &annotations));
+    annotations.insert(meta::TEMPLATE_HASH_ANNOTATION.into(), hash.clone());
+    metadata.annotations = Some(annotations);
+    (Pod { metadata, spec: Some(spec), status: None }, hash)
+}
+
+/// The workspace claim, if the Bottle asks for one.
+pub fn workspace_claim(b: &Bottle) -> Result<Option<PersistentVolumeClaim>, InvalidSpec> {
+    let Some(w) = &b.spec.agent.workspace else { return Ok(None) };
+    if !is_quantity(&w.size) {
+        return Err(InvalidSpec {
+            reason: "InvalidWorkspace",
+            message: format!("agent.workspace.size {:?} is not a quantity like 10Gi", w.size),
+        });
+    }
+    Ok(Some(PersistentVolumeClaim {
+        metadata: meta::owned(b, meta::workspace_name(b)),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: w.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some([("storage".to_string(), Quantity(w.size.clone()))].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }))
+}
+
+fn is_quantity(s: &str) -> bool {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &s[digits.len()..];
+    !digits.is_empty()
+        && digits.parse::<f64>().is_ok_and(|n| n > 0.0)
+        && ["", "k", "M", "G", "T", "P", "Ki", "Mi", "Gi", "Ti", "Pi"].contains(&suffix)
+}
+
+/// Names of all containers (init, sidecar and main) in a rendered Pod.
+pub fn container_names(pod: &Pod) -> Vec<String> {
+    let spec = pod.spec.as_ref();
+    let init = spec.and_then(|s| s.init_containers.as_ref()).into_iter().flatten();
+    let main = spec.map(|s| s.containers.iter()).into_iter().flatten();
+    init.chain(main).map(|c| c.name.clone()).collect()
+}

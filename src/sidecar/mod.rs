@@ -1,0 +1,3 @@
+//! Programs that run inside the bottle Pod, behind the `bottle-sidecar` multi-call binary.
+
+pub mod ca_bundle;

@@ -1,0 +1,313 @@
+//! A real Kubernetes control plane on loopback: etcd, kube-apiserver and
+//! kube-controller-manager (garbage collection, namespaces, service accounts), built from the
+//! Go module proxy by `tests/tools/install.sh`. Used by the integration tests, the benchmark
+//! and `scripts/up.sh`.
+//!
+//! Children get `PR_SET_PDEATHSIG`, so they die with the thread that started them: start the
+//! control plane from a thread that lives as long as you need it.
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+
+/// Directory of the built tools: `$BOTTLE_TOOLS_BIN`, else whatever `install.sh` prints (it
+/// builds on first use and is a no-op when the cache is warm).
+pub fn tools_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(dir) = std::env::var("BOTTLE_TOOLS_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/install.sh");
+    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().context("running install.sh")?;
+    if !out.status.success() {
+        bail!("{} failed; the control plane cannot start", script.display());
+    }
+    let stdout = String::from_utf8(out.stdout)?;
+    Ok(PathBuf::from(stdout.lines().last().context("install.sh printed nothing")?.trim()))
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the kernel will not hand it out again soon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind loopback").port()
+}
+
+/// Spawns `cmd` so it is killed when the spawning thread exits.
+pub fn spawn_tied(cmd: &mut Command) -> std::io::Result<Child> {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// The running control plane.
+pub struct ControlPlane {
+    /// Working directory (PKI, etcd data, logs, kubeconfig).
+    pub dir: PathBuf,
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// Tools directory (kubectl, gitleaks…).
+    pub bin: PathBuf,
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    children: Vec<(String, Child)>,
+}
+
+struct Pki {
+    ca_cert: String,
+    ca_key: String,
+    serving_cert: String,
+    serving_key: String,
+    admin_cert: String,
+    admin_key: String,
+    sa_key: String,
+    sa_pub: String,
+}
+
+fn pki() -> anyhow::Result<Pki> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name.push(DnType::CommonName, "bottle-test-ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, &ca_key);
+
+    let serving_key = KeyPair::generate()?;
+    let mut s = CertificateParams::new(vec!["localhost".into(), "kubernetes.default.svc".into()])?;
+    s.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse()?));
+    s.subject_alt_names.push(SanType::IpAddress("10.0.0.1".parse()?));
+    s.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    s.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let serving_cert = s.signed_by(&serving_key, &issuer)?;
+
+    let admin_key = KeyPair::generate()?;
+    let mut a = CertificateParams::default();
+    a.distinguished_name.push(DnType::CommonName, "admin");
+    a.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    a.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let admin_cert = a.signed_by(&admin_key, &issuer)?;
+
+    let sa = KeyPair::generate()?;
+    Ok(Pki {
+        ca_cert: ca_cert.pem(),
+        ca_key: ca_key.serialize_pem(),
+        serving_cert: serving_cert.pem(),
+        serving_key: serving_key.serialize_pem(),
+        admin_cert: admin_cert.pem(),
+        admin_key: admin_key.serialize_pem(),
+        sa_key: sa.serialize_pem(),
+        sa_pub: sa.public_key_pem(),
+    })
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver and kube-controller-manager and waits until the API is
+    /// ready and the `default` namespace has its service account.
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = tools_bin()?;
+        let root = PathBuf::from(std::env::var("BOTTLE_CP_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string()));
+        let dir = root.join(format!("bottle-cp-{}-{}", std::process::id(), free_port()));
+        fs::create_dir_all(dir.join("pki"))?;
+        let pki = pki()?;
+        let p = |f: &str| dir.join("pki").join(f);
+        for (f, body) in [
+            ("ca.crt", &pki.ca_cert),
+            ("ca.key", &pki.ca_key),
+            ("apiserver.crt", &pki.serving_cert),
+            ("apiserver.key", &pki.serving_key),
+            ("sa.key", &pki.sa_key),
+            ("sa.pub", &pki.sa_pub),
+        ] {
+            fs::write(p(f), body)?;
+        }
+        let (etcd_port, peer_port, api_port, kcm_port) = (free_port(), free_port(), free_port(), free_port());
+        let server = format!("https://127.0.0.1:{api_port}");
+        let kubeconfig = dir.join("admin.kubeconfig");
+        fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: admin\n    namespace: default\ncurrent-context: local\n",
+                b64(&pki.ca_cert),
+                b64(&pki.admin_cert),
+                b64(&pki.admin_key)
+            ),
+        )?;
+        let mut cp = Self { dir: dir.clone(), kubeconfig: kubeconfig.clone(), bin: bin.clone(), server: server.clone(), children: Vec::new() };
+
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        cp.spawn(
+            "etcd",
+            Command::new(bin.join("etcd")).args([
+                format!("--data-dir={}", dir.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=default={peer_url}"),
+                "--unsafe-no-fsync=true".into(),
+                "--log-level=warn".into(),
+            ]),
+        )?;
+        cp.wait_http(&format!("{etcd_url}/health"), "etcd", |body| body.contains("\"health\":\"true\""))?;
+
+        let pf = |f: &str| p(f).display().to_string();
+        cp.spawn(
+            "kube-apiserver",
+            Command::new(bin.join("kube-apiserver")).args([
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                "--advertise-address=127.0.0.1".into(),
+                "--endpoint-reconciler-type=none".into(),
+                format!("--tls-cert-file={}", pf("apiserver.crt")),
+                format!("--tls-private-key-file={}", pf("apiserver.key")),
+                format!("--client-ca-file={}", pf("ca.crt")),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!("--service-account-key-file={}", pf("sa.pub")),
+                format!("--service-account-signing-key-file={}", pf("sa.key")),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--authorization-mode=Node,RBAC".into(),
+                "--allow-privileged=true".into(),
+                format!("--cert-dir={}", dir.join("certs").display()),
+            ]),
+        )?;
+        cp.wait_ready()?;
+
+        cp.spawn(
+            "kube-controller-manager",
+            Command::new(bin.join("kube-controller-manager")).args([
+                format!("--kubeconfig={}", kubeconfig.display()),
+                format!("--authentication-kubeconfig={}", kubeconfig.display()),
+                format!("--authorization-kubeconfig={}", kubeconfig.display()),
+                "--leader-elect=false".into(),
+                format!("--service-account-private-key-file={}", pf("sa.key")),
+                format!("--root-ca-file={}", pf("ca.crt")),
+                "--use-service-account-credentials=true".into(),
+                format!("--cluster-signing-cert-file={}", pf("ca.crt")),
+                format!("--cluster-signing-key-file={}", pf("ca.key")),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={kcm_port}"),
+                // Only what the operator's behaviour depends on; fewer controllers start faster.
+                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller".into(),
+            ]),
+        )?;
+        cp.wait_service_account("default")?;
+        Ok(cp)
+    }
+
+    fn spawn(&mut self, name: &str, cmd: &mut Command) -> anyhow::Result<()> {
+        let log = fs::File::create(self.dir.join(format!("{name}.log")))?;
+        let child = spawn_tied(cmd.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null()))
+            .with_context(|| format!("starting {name}"))?;
+        self.children.push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// The last lines of a component's log, for failure messages.
+    pub fn log_tail(&self, name: &str) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = fs::File::open(self.dir.join(format!("{name}.log"))) {
+            let _ = f.read_to_string(&mut s);
+        }
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        for (name, child) in &mut self.children {
+            if let Some(status) = child.try_wait()? {
+                let name = name.clone();
+                bail!("{name} exited ({status}):\n{}", self.log_tail(&name));
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_http(&mut self, url: &str, what: &str, ok: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            self.check_alive()?;
+            let out = Command::new("curl").args(["-fsS", "-m", "2", url]).output()?;
+            if out.status.success() && ok(&String::from_utf8_lossy(&out.stdout)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{what} not healthy after 60s:\n{}", self.log_tail(what));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            self.check_alive()?;
+            let out = self.kubectl().args(["get", "--raw=/readyz"]).output()?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("kube-apiserver not ready after 120s:\n{}", self.log_tail("kube-apiserver"));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Waits until namespace `ns` has its `default` service account (Pods need it).
+    pub fn wait_service_account(&mut self, ns: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            self.check_alive()?;
+            let out = self.kubectl().args(["-n", ns, "get", "serviceaccount", "default"]).output()?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("no default service account in {ns} after 60s:\n{}", self.log_tail("kube-controller-manager"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `kubectl` against this control plane.
+    pub fn kubectl(&self) -> Command {
+        let mut c = Command::new(self.bin.join("kubectl"));
+        c.env("KUBECONFIG", &self.kubeconfig);
+        c
+    }
+
+    /// A kube client for the admin user.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for (_, child) in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,143 @@
+//! Shared harness of the integration tests: one real control plane per test binary, one
+//! namespace per test, the operator as a real subprocess.
+
+#![allow(dead_code)]
+
+pub mod control_plane;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use control_plane::ControlPlane;
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The control plane of this test binary, started on first use with the CRDs installed.
+/// It panics (never skips) when the control plane cannot start.
+pub fn cluster() -> &'static ControlPlane {
+    static CP: OnceLock<ControlPlane> = OnceLock::new();
+    CP.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The children die with the thread that spawned them, so that thread lives forever.
+        std::thread::spawn(move || {
+            let started = ControlPlane::start().and_then(|cp| {
+                let out = cp.kubectl().args(["apply", "-f"]).arg(repo().join("crds")).output()?;
+                anyhow::ensure!(out.status.success(), "installing CRDs: {}", String::from_utf8_lossy(&out.stderr));
+                let out = cp
+                    .kubectl()
+                    .args(["wait", "--for=condition=Established", "crd/bottles.bottle-operator.dev", "--timeout=60s"])
+                    .output()?;
+                anyhow::ensure!(out.status.success(), "CRD not established: {}", String::from_utf8_lossy(&out.stderr));
+                Ok(cp)
+            });
+            tx.send(started).expect("test thread waits");
+            loop {
+                std::thread::park();
+            }
+        });
+        match rx.recv().expect("control plane thread") {
+            Ok(cp) => cp,
+            Err(e) => panic!("the real control plane could not start: {e:#}"),
+        }
+    })
+}
+
+/// Runs kubectl, returning its output.
+pub fn kubectl(args: &[&str]) -> Output {
+    cluster().kubectl().args(args).output().expect("kubectl runs")
+}
+
+/// Runs kubectl and panics with its stderr when it fails.
+pub fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl(args);
+    assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// A fresh namespace for one test, with its default service account.
+pub fn namespace(test: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let ns = format!("{test}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)).replace('_', "-");
+    kubectl_ok(&["create", "namespace", &ns]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kubectl(&["-n", &ns, "get", "serviceaccount", "default"]).status.success() {
+        assert!(Instant::now() < deadline, "no default service account in {ns}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ns
+}
+
+/// The operator binary running against the test control plane; killed on drop.
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator watching `ns` only, so tests running side by side do not interfere.
+    pub fn start(ns: &str) -> Self {
+        let cp = cluster();
+        let log = cp.dir.join(format!("operator-{ns}-{}.log", control_plane::free_port()));
+        let file = fs::File::create(&log).expect("operator log");
+        let child = control_plane::spawn_tied(
+            Command::new(env!("CARGO_BIN_EXE_bottle-operator"))
+                .args(["--namespace", ns])
+                .env("KUBECONFIG", &cp.kubeconfig)
+                .env("RUST_LOG", "info,bottle_operator=debug")
+                .stdin(Stdio::null())
+                .stdout(file.try_clone().expect("log"))
+                .stderr(file),
+        )
+        .expect("operator starts");
+        Self { child, log }
+    }
+
+    /// Kills the operator at once (SIGKILL: no graceful shutdown, like a crashed Pod).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The operator's log so far.
+    pub fn logs(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+            eprintln!("--- operator log (last 40 lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
