@@ -20,33 +20,63 @@ async fn client() -> Client {
 }
 
 async fn pod(c: &Client, ns: &str, name: &str) -> Option<Pod> {
-    Api::<Pod>::namespaced(c.clone(), ns).get_opt(name).await.expect("get pod")
+    Api::<Pod>::namespaced(c.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("get pod")
 }
 
 async fn bottle(c: &Client, ns: &str, name: &str) -> Bottle {
-    Api::<Bottle>::namespaced(c.clone(), ns).get(name).await.expect("get bottle")
+    Api::<Bottle>::namespaced(c.clone(), ns)
+        .get(name)
+        .await
+        .expect("get bottle")
 }
 
 fn condition(b: &Bottle, type_: &str) -> Option<(String, String)> {
-    b.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone()))
+    b.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
-async fn wait_condition(c: &Client, ns: &str, name: &str, type_: &str, status: &str, reason: &str) -> Bottle {
+async fn wait_condition(
+    c: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> Bottle {
     let want = (status.to_string(), reason.to_string());
-    eventually(&format!("{name} {type_}={status}/{reason}"), WAIT, || async {
-        let b = bottle(c, ns, name).await;
-        (condition(&b, type_).as_ref() == Some(&want)).then_some(b)
-    })
+    eventually(
+        &format!("{name} {type_}={status}/{reason}"),
+        WAIT,
+        || async {
+            let b = bottle(c, ns, name).await;
+            (condition(&b, type_).as_ref() == Some(&want)).then_some(b)
+        },
+    )
     .await
 }
 
 async fn events_with_reason(c: &Client, ns: &str, reason: &str) -> Vec<Event> {
-    let all = Api::<Event>::namespaced(c.clone(), ns).list(&ListParams::default()).await.expect("events");
-    all.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).collect()
+    let all = Api::<Event>::namespaced(c.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    all.items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
 }
 
 fn all_names(p: &Pod) -> BTreeSet<String> {
-    bottle_operator::render::pod::container_names(p).into_iter().collect()
+    bottle_operator::render::pod::container_names(p)
+        .into_iter()
+        .collect()
 }
 
 fn new_bottle(name: &str, spec: serde_json::Value) -> Bottle {
@@ -63,54 +93,128 @@ async fn full_example_applied_with_kubectl_creates_every_object() {
     kubectl_ok(&["-n", &ns, "apply", "-f", example.to_str().unwrap()]);
 
     let p = eventually("the full bottle's Pod", WAIT, || pod(&c, &ns, "full")).await;
-    let want: BTreeSet<String> =
-        ["ca-bundle", "pipelock", "git-gate", "cred-proxy", "egress", "agent"].iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> = [
+        "ca-bundle",
+        "pipelock",
+        "git-gate",
+        "cred-proxy",
+        "egress",
+        "agent",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     assert_eq!(all_names(&p), want);
     let b = wait_condition(&c, &ns, "full", "ConfigApplied", "True", "Applied").await;
     let uid = b.uid().unwrap();
-    assert!(p.owner_references().iter().any(|r| r.uid == uid && r.controller == Some(true)));
+    assert!(
+        p.owner_references()
+            .iter()
+            .any(|r| r.uid == uid && r.controller == Some(true))
+    );
 
-    let cm = Api::<ConfigMap>::namespaced(c.clone(), &ns).get("full-config").await.unwrap();
-    let keys: BTreeSet<&str> = cm.data.as_ref().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, BTreeSet::from(["agent.gitconfig", "cred-proxy.yaml", "egress.yaml", "git-gate.yaml", "pipelock.yaml"]));
+    let cm = Api::<ConfigMap>::namespaced(c.clone(), &ns)
+        .get("full-config")
+        .await
+        .unwrap();
+    let keys: BTreeSet<&str> = cm
+        .data
+        .as_ref()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "agent.gitconfig",
+            "cred-proxy.yaml",
+            "egress.yaml",
+            "git-gate.yaml",
+            "pipelock.yaml"
+        ])
+    );
     assert!(cm.owner_references().iter().any(|r| r.uid == uid));
 
-    let ca = Api::<Secret>::namespaced(c.clone(), &ns).get("full-ca").await.unwrap();
-    let data = ca.data.as_ref().unwrap();
-    assert!(String::from_utf8_lossy(&data["ca.key"].0).starts_with("-----BEGIN EC PRIVATE KEY-----"));
-    let fp = bottle_operator::render::ca::fingerprint(&String::from_utf8_lossy(&data["ca.crt"].0)).unwrap();
-    assert_eq!(b.status.as_ref().unwrap().ca_fingerprint.as_deref(), Some(fp.as_str()));
-
-    let nps = Api::<NetworkPolicy>::namespaced(c.clone(), &ns).list(&ListParams::default()).await.unwrap();
-    let names: BTreeSet<String> = nps.items.iter().map(|n| n.name_any()).collect();
-    assert_eq!(names, BTreeSet::from(["full-egress".to_string(), "full-internal".to_string()]));
-    assert!(Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(c.clone(), &ns)
-        .get_opt("full-workspace")
+    let ca = Api::<Secret>::namespaced(c.clone(), &ns)
+        .get("full-ca")
         .await
-        .unwrap()
-        .is_some());
+        .unwrap();
+    let data = ca.data.as_ref().unwrap();
+    assert!(
+        String::from_utf8_lossy(&data["ca.key"].0).starts_with("-----BEGIN EC PRIVATE KEY-----")
+    );
+    let fp = bottle_operator::render::ca::fingerprint(&String::from_utf8_lossy(&data["ca.crt"].0))
+        .unwrap();
+    assert_eq!(
+        b.status.as_ref().unwrap().ca_fingerprint.as_deref(),
+        Some(fp.as_str())
+    );
+
+    let nps = Api::<NetworkPolicy>::namespaced(c.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let names: BTreeSet<String> = nps.items.iter().map(|n| n.name_any()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["full-egress".to_string(), "full-internal".to_string()])
+    );
+    assert!(
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(c.clone(), &ns)
+            .get_opt("full-workspace")
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // Token values appear nowhere but in their Secrets: not in the ConfigMap, the Bottle, or
     // anything the agent container is given.
-    let secret_values = ["demo-anthropic-key-replace-me", "demo-github-token-replace-me", "demo-ssh-key-replace-me"];
+    let secret_values = [
+        "demo-anthropic-key-replace-me",
+        "demo-github-token-replace-me",
+        "demo-ssh-key-replace-me",
+    ];
     let cm_text = serde_json::to_string(&cm).unwrap();
-    let agent = p.spec.as_ref().unwrap().containers.iter().find(|c| c.name == "agent").unwrap();
+    let agent = p
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers
+        .iter()
+        .find(|c| c.name == "agent")
+        .unwrap();
     let agent_text = serde_json::to_string(agent).unwrap();
     for v in secret_values {
         assert!(!cm_text.contains(v) && !agent_text.contains(v));
     }
-    assert!(agent.env.iter().flatten().all(|e| e.value_from.is_none()), "agent env references no Secret");
-    let agent_volumes: BTreeSet<&str> = agent.volume_mounts.iter().flatten().map(|m| m.name.as_str()).collect();
+    assert!(
+        agent.env.iter().flatten().all(|e| e.value_from.is_none()),
+        "agent env references no Secret"
+    );
+    let agent_volumes: BTreeSet<&str> = agent
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.name.as_str())
+        .collect();
     for v in p.spec.as_ref().unwrap().volumes.iter().flatten() {
         let secretish = v.secret.is_some() || v.projected.is_some();
         if secretish {
-            assert!(!agent_volumes.contains(v.name.as_str()), "agent mounts Secret volume {}", v.name);
+            assert!(
+                !agent_volumes.contains(v.name.as_str()),
+                "agent mounts Secret volume {}",
+                v.name
+            );
         }
     }
 
     // kubectl shows the phase through the printer columns.
     let table = kubectl_ok(&["-n", &ns, "get", "bottles"]);
-    assert!(table.contains("PHASE") && table.contains("Pending"), "{table}");
+    assert!(
+        table.contains("PHASE") && table.contains("Pending"),
+        "{table}"
+    );
     let short = kubectl_ok(&["-n", &ns, "get", "btl", "full", "-o", "name"]);
     assert_eq!(short.trim(), "bottle.bottle-operator.dev/full");
     assert!(!events_with_reason(&c, &ns, "PodCreated").await.is_empty());
@@ -125,13 +229,32 @@ async fn minimal_bottle_created_with_the_client_has_only_the_core_sidecars() {
     let b = new_bottle("mini", json!({"egress": {"allow": ["api.anthropic.com"]}}));
     api.create(&PostParams::default(), &b).await.unwrap();
     let p = eventually("Pod", WAIT, || pod(&c, &ns, "mini")).await;
-    let want: BTreeSet<String> = ["ca-bundle", "pipelock", "egress", "agent"].iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> = ["ca-bundle", "pipelock", "egress", "agent"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     assert_eq!(all_names(&p), want);
     let b = wait_condition(&c, &ns, "mini", "Ready", "False", "PodNotReady").await;
     let st = b.status.unwrap();
     assert_eq!(st.phase.as_deref(), Some("Pending"));
     assert_eq!(st.pod_name.as_deref(), Some("mini"));
     assert_eq!(st.observed_generation, b.metadata.generation);
+
+    // Converged means quiet: no object is rewritten again and again (a status or apply that
+    // differs from what the server stores would wake the controller in a loop).
+    let versions = || {
+        kubectl_ok(&[
+            "-n",
+            &ns,
+            "get",
+            "bottles,pods,configmaps,secrets,networkpolicies",
+            "-o",
+            "jsonpath={range .items[*]}{.kind}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}",
+        ])
+    };
+    let before = versions();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(versions(), before);
 }
 
 #[tokio::test]
@@ -140,30 +263,49 @@ async fn sidecar_config_change_keeps_the_pod_and_a_pod_change_replaces_it() {
     let _op = Operator::start(&ns);
     let c = client().await;
     let api = Api::<Bottle>::namespaced(c.clone(), &ns);
-    api.create(&PostParams::default(), &new_bottle("upd", json!({"egress": {"allow": ["example.com"]}}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &new_bottle("upd", json!({"egress": {"allow": ["example.com"]}})),
+    )
+    .await
+    .unwrap();
     let first = eventually("Pod", WAIT, || pod(&c, &ns, "upd")).await;
     wait_condition(&c, &ns, "upd", "ConfigApplied", "True", "Applied").await;
 
     // Allowlist change: ConfigMap only.
     let patch = json!({"spec": {"egress": {"allow": ["example.com", "pypi.org"]}}});
-    api.patch("upd", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    api.patch("upd", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let cms = Api::<ConfigMap>::namespaced(c.clone(), &ns);
     eventually("pipelock.yaml lists pypi.org", WAIT, || async {
         let cm = cms.get("upd-config").await.ok()?;
-        cm.data?.get("pipelock.yaml")?.contains("pypi.org").then_some(())
+        cm.data?
+            .get("pipelock.yaml")?
+            .contains("pypi.org")
+            .then_some(())
     })
     .await;
     eventually("ConfigUpdated Event", WAIT, || async {
-        (!events_with_reason(&c, &ns, "ConfigUpdated").await.is_empty()).then_some(())
+        (!events_with_reason(&c, &ns, "ConfigUpdated")
+            .await
+            .is_empty())
+        .then_some(())
     })
     .await;
     let same = pod(&c, &ns, "upd").await.unwrap();
-    assert_eq!(same.uid(), first.uid(), "a config-only change must not replace the Pod");
+    assert_eq!(
+        same.uid(),
+        first.uid(),
+        "a config-only change must not replace the Pod"
+    );
     assert!(events_with_reason(&c, &ns, "PodReplacing").await.is_empty());
 
     // Image change: new Pod.
     let patch = json!({"spec": {"agent": {"image": "example.org/agent:2"}}});
-    api.patch("upd", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    api.patch("upd", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let replaced = eventually("a new Pod with the new image", WAIT, || async {
         let p = pod(&c, &ns, "upd").await?;
         let image = p.spec.as_ref()?.containers[0].image.clone();
@@ -180,12 +322,26 @@ async fn deleting_a_bottle_collects_everything_it_owns() {
     let _op = Operator::start(&ns);
     let c = client().await;
     let api = Api::<Bottle>::namespaced(c.clone(), &ns);
-    api.create(&PostParams::default(), &new_bottle("gone", json!({"egress": {"allow": ["example.com"]}}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &new_bottle("gone", json!({"egress": {"allow": ["example.com"]}})),
+    )
+    .await
+    .unwrap();
     eventually("Pod", WAIT, || pod(&c, &ns, "gone")).await;
     wait_condition(&c, &ns, "gone", "ConfigApplied", "True", "Applied").await;
     api.delete("gone", &DeleteParams::default()).await.unwrap();
     eventually("everything collected", WAIT, || async {
-        let left = kubectl_ok(&["-n", &ns, "get", "pods,configmaps,secrets,networkpolicies", "-l", "bottle-operator.dev/bottle=gone", "-o", "name"]);
+        let left = kubectl_ok(&[
+            "-n",
+            &ns,
+            "get",
+            "pods,configmaps,secrets,networkpolicies",
+            "-l",
+            "bottle-operator.dev/bottle=gone",
+            "-o",
+            "name",
+        ]);
         left.trim().is_empty().then_some(())
     })
     .await;
@@ -195,19 +351,44 @@ async fn deleting_a_bottle_collects_everything_it_owns() {
 async fn the_api_server_rejects_what_the_schema_and_cel_rules_can_tell() {
     let ns = namespace("reject");
     let cases = [
-        ("relative path", json!({"egress": {"routes": [{"host": "api.github.com", "paths": ["repos/"]}]}}), "route paths must start with '/'"),
-        ("host with scheme", json!({"egress": {"routes": [{"host": "https://api.github.com"}]}}), "bare hostname"),
-        ("plain http upstream", json!({"credProxy": {"routes": [{"name": "a", "upstream": "http://x.example", "auth": {"secretKeyRef": {"name": "s", "key": "k"}}}]}}), "https://"),
-        ("bad env name", json!({"agent": {"env": [{"name": "A-B", "value": "1"}]}}), "C identifiers"),
-        ("remote without host key", json!({"git": {"remotes": [{"name": "o", "url": "git@h.example:a.git", "sshKeySecretRef": {"name": "s", "key": "k"}, "knownHosts": ""}]}}), "knownHosts"),
+        (
+            "relative path",
+            json!({"egress": {"routes": [{"host": "api.github.com", "paths": ["repos/"]}]}}),
+            "route paths must start with '/'",
+        ),
+        (
+            "host with scheme",
+            json!({"egress": {"routes": [{"host": "https://api.github.com"}]}}),
+            "bare hostname",
+        ),
+        (
+            "plain http upstream",
+            json!({"credProxy": {"routes": [{"name": "a", "upstream": "http://x.example", "auth": {"secretKeyRef": {"name": "s", "key": "k"}}}]}}),
+            "https://",
+        ),
+        (
+            "bad env name",
+            json!({"agent": {"env": [{"name": "A-B", "value": "1"}]}}),
+            "C identifiers",
+        ),
+        (
+            "remote without host key",
+            json!({"git": {"remotes": [{"name": "o", "url": "git@h.example:a.git", "sshKeySecretRef": {"name": "s", "key": "k"}, "knownHosts": ""}]}}),
+            "knownHosts",
+        ),
     ];
     for (what, spec, message) in cases {
         let doc = json!({"apiVersion": "bottle-operator.dev/v1alpha1", "kind": "Bottle", "metadata": {"name": "bad"}, "spec": spec});
-        let file = cluster().dir.join(format!("bad-{}.json", what.replace(' ', "-")));
+        let file = cluster()
+            .dir
+            .join(format!("bad-{}.json", what.replace(' ', "-")));
         std::fs::write(&file, doc.to_string()).unwrap();
         let out = kubectl(&["-n", &ns, "apply", "-f", file.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(message), "{what}: expected rejection with {message:?}, got {err}");
+        assert!(
+            !out.status.success() && err.contains(message),
+            "{what}: expected rejection with {message:?}, got {err}"
+        );
     }
     let long = "b".repeat(51);
     let doc = json!({"apiVersion": "bottle-operator.dev/v1alpha1", "kind": "Bottle", "metadata": {"name": long}, "spec": {}});
@@ -225,25 +406,63 @@ async fn a_missing_secret_is_reported_nothing_is_applied_and_its_arrival_heals()
     let api = Api::<Bottle>::namespaced(c.clone(), &ns);
     let spec = json!({"credProxy": {"routes": [{"name": "anthropic", "upstream": "https://api.anthropic.com",
         "auth": {"header": "x-api-key", "secretKeyRef": {"name": "later", "key": "token"}}}]}});
-    api.create(&PostParams::default(), &new_bottle("waits", spec)).await.unwrap();
+    api.create(&PostParams::default(), &new_bottle("waits", spec))
+        .await
+        .unwrap();
     let b = wait_condition(&c, &ns, "waits", "ConfigApplied", "False", "SecretNotFound").await;
     assert_eq!(b.status.as_ref().unwrap().phase.as_deref(), Some("Failed"));
-    assert_eq!(condition(&b, "Ready").unwrap(), ("False".into(), "SecretNotFound".into()));
+    assert_eq!(
+        condition(&b, "Ready").unwrap(),
+        ("False".into(), "SecretNotFound".into())
+    );
     eventually("SecretNotFound Event", WAIT, || async {
         let evs = events_with_reason(&c, &ns, "SecretNotFound").await;
-        evs.iter().any(|e| e.type_.as_deref() == Some("Warning") && e.message.as_deref().unwrap_or("").contains("later")).then_some(())
+        evs.iter()
+            .any(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.message.as_deref().unwrap_or("").contains("later")
+            })
+            .then_some(())
     })
     .await;
     // Nothing half-applied: no CA, no ConfigMap, no Pod.
-    let names = kubectl_ok(&["-n", &ns, "get", "pods,configmaps,secrets", "-l", "bottle-operator.dev/bottle=waits", "-o", "name"]);
+    let names = kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "pods,configmaps,secrets",
+        "-l",
+        "bottle-operator.dev/bottle=waits",
+        "-o",
+        "name",
+    ]);
     assert!(names.trim().is_empty(), "{names}");
 
     // A Secret without the key is a different problem.
-    kubectl_ok(&["-n", &ns, "create", "secret", "generic", "later", "--from-literal=other=x"]);
-    wait_condition(&c, &ns, "waits", "ConfigApplied", "False", "SecretKeyMissing").await;
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "create",
+        "secret",
+        "generic",
+        "later",
+        "--from-literal=other=x",
+    ]);
+    wait_condition(
+        &c,
+        &ns,
+        "waits",
+        "ConfigApplied",
+        "False",
+        "SecretKeyMissing",
+    )
+    .await;
     // Fixing the Secret heals the Bottle through the Secret watch.
     let patch = json!({"stringData": {"token": "t0ken"}});
-    Api::<Secret>::namespaced(c.clone(), &ns).patch("later", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    Api::<Secret>::namespaced(c.clone(), &ns)
+        .patch("later", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     wait_condition(&c, &ns, "waits", "ConfigApplied", "True", "Applied").await;
     eventually("Pod", WAIT, || pod(&c, &ns, "waits")).await;
 }
@@ -256,28 +475,65 @@ async fn invalid_hosts_and_name_conflicts_are_reported_and_a_bad_edit_keeps_the_
     let api = Api::<Bottle>::namespaced(c.clone(), &ns);
 
     // An IP address passes the schema but is not a hostname pipelock can allowlist.
-    api.create(&PostParams::default(), &new_bottle("ip", json!({"egress": {"allow": ["169.254.169.254"]}}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &new_bottle("ip", json!({"egress": {"allow": ["169.254.169.254"]}})),
+    )
+    .await
+    .unwrap();
     let b = wait_condition(&c, &ns, "ip", "ConfigApplied", "False", "InvalidHost").await;
-    assert!(b.status.unwrap().conditions.iter().any(|c| c.message.contains("169.254.169.254")));
+    assert!(
+        b.status
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.message.contains("169.254.169.254"))
+    );
 
     // Someone else's ConfigMap in the way.
-    kubectl_ok(&["-n", &ns, "create", "configmap", "taken-config", "--from-literal=mine=yes"]);
-    api.create(&PostParams::default(), &new_bottle("taken", json!({}))).await.unwrap();
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "create",
+        "configmap",
+        "taken-config",
+        "--from-literal=mine=yes",
+    ]);
+    api.create(&PostParams::default(), &new_bottle("taken", json!({})))
+        .await
+        .unwrap();
     wait_condition(&c, &ns, "taken", "ConfigApplied", "False", "NameConflict").await;
-    let cm = Api::<ConfigMap>::namespaced(c.clone(), &ns).get("taken-config").await.unwrap();
-    assert_eq!(cm.data.unwrap().get("mine").map(String::as_str), Some("yes"), "the operator must not take it over");
+    let cm = Api::<ConfigMap>::namespaced(c.clone(), &ns)
+        .get("taken-config")
+        .await
+        .unwrap();
+    assert_eq!(
+        cm.data.unwrap().get("mine").map(String::as_str),
+        Some("yes"),
+        "the operator must not take it over"
+    );
     assert!(pod(&c, &ns, "taken").await.is_none());
 
     // A good bottle, then a bad edit: reported, and the running objects stay as they were.
-    api.create(&PostParams::default(), &new_bottle("edit", json!({"egress": {"allow": ["example.com"]}}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &new_bottle("edit", json!({"egress": {"allow": ["example.com"]}})),
+    )
+    .await
+    .unwrap();
     let before = eventually("Pod", WAIT, || pod(&c, &ns, "edit")).await;
     wait_condition(&c, &ns, "edit", "ConfigApplied", "True", "Applied").await;
     let cms = Api::<ConfigMap>::namespaced(c.clone(), &ns);
     let cm_before = cms.get("edit-config").await.unwrap().data;
     let patch = json!({"spec": {"egress": {"allow": ["example.com", "*bad*"]}}});
-    api.patch("edit", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    api.patch("edit", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let b = wait_condition(&c, &ns, "edit", "ConfigApplied", "False", "InvalidHost").await;
-    assert_eq!(b.status.as_ref().unwrap().phase.as_deref(), Some("Degraded"));
+    assert_eq!(
+        b.status.as_ref().unwrap().phase.as_deref(),
+        Some("Degraded")
+    );
     assert_eq!(cms.get("edit-config").await.unwrap().data, cm_before);
     assert_eq!(pod(&c, &ns, "edit").await.unwrap().uid(), before.uid());
 }
@@ -289,9 +545,15 @@ async fn restarting_the_operator_mid_way_leaves_no_duplicates_or_orphans() {
     let api = Api::<Bottle>::namespaced(c.clone(), &ns);
     let op = Operator::start(&ns);
     for i in 0..5 {
-        api.create(&PostParams::default(), &new_bottle(&format!("r{i}"), json!({"egress": {"allow": ["example.com"]}})))
-            .await
-            .unwrap();
+        api.create(
+            &PostParams::default(),
+            &new_bottle(
+                &format!("r{i}"),
+                json!({"egress": {"allow": ["example.com"]}}),
+            ),
+        )
+        .await
+        .unwrap();
     }
     // Kill it as soon as the first Pod exists: some Bottles are done, some half-way, some untouched.
     eventually("first Pod", WAIT, || pod(&c, &ns, "r0")).await;
@@ -300,16 +562,39 @@ async fn restarting_the_operator_mid_way_leaves_no_duplicates_or_orphans() {
         let secrets = Api::<Secret>::namespaced(c.clone(), &ns);
         let mut v = Vec::new();
         for i in 0..5 {
-            v.push(secrets.get_opt(&format!("r{i}-ca")).await.unwrap().map(|s| format!("{:?}", s.data)));
+            v.push(
+                secrets
+                    .get_opt(&format!("r{i}-ca"))
+                    .await
+                    .unwrap()
+                    .map(|s| format!("{:?}", s.data)),
+            );
         }
         v
     };
     let _op = Operator::start(&ns);
     for i in 0..5 {
-        wait_condition(&c, &ns, &format!("r{i}"), "ConfigApplied", "True", "Applied").await;
+        wait_condition(
+            &c,
+            &ns,
+            &format!("r{i}"),
+            "ConfigApplied",
+            "True",
+            "Applied",
+        )
+        .await;
     }
     let count = |kind: &str| {
-        let out = kubectl_ok(&["-n", &ns, "get", kind, "-l", "bottle-operator.dev/bottle", "-o", "name"]);
+        let out = kubectl_ok(&[
+            "-n",
+            &ns,
+            "get",
+            kind,
+            "-l",
+            "bottle-operator.dev/bottle",
+            "-o",
+            "name",
+        ]);
         out.lines().count()
     };
     assert_eq!(count("pods"), 5);

@@ -155,7 +155,9 @@ pub struct RouteAuth {
 }
 
 /// A key of a Secret in the Bottle's namespace.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub struct SecretKeyRef {
     /// Secret name.
     #[schemars(length(max = 253))]
@@ -245,7 +247,10 @@ pub struct DlpSpec {
 
 impl Default for DlpSpec {
     fn default() -> Self {
-        Self { block: true, patterns: Vec::new() }
+        Self {
+            block: true,
+            patterns: Vec::new(),
+        }
     }
 }
 

@@ -29,9 +29,15 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
-        Command::CaBundle { ca, out_dir, system_bundles } => {
+        Command::CaBundle {
+            ca,
+            out_dir,
+            system_bundles,
+        } => {
             let n = ca_bundle::build(&ca, &out_dir, &system_bundles)?;
             tracing::info!(certificates = n, dir = %out_dir.display(), "trust bundle written");
         }

@@ -31,7 +31,10 @@ impl Host {
                 return Err(format!("label {l:?} is not a DNS label"));
             }
         }
-        if labels.last().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+        if labels
+            .last()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err("numeric top-level label (looks like an IP address)".into());
         }
         Ok(Self(h))

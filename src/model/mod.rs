@@ -27,7 +27,10 @@ pub struct InvalidSpec {
 
 impl InvalidSpec {
     fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -50,7 +53,15 @@ impl SecretKey {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A credential a sidecar writes into a request header.
@@ -155,18 +166,23 @@ impl Policy {
         let mut egress_routes = Vec::new();
         let mut seen = BTreeSet::new();
         for r in &spec.egress.routes {
-            let host = Host::parse(&r.host).map_err(|e| invalid_host("egress.routes[].host", &r.host, &e))?;
+            let host = Host::parse(&r.host)
+                .map_err(|e| invalid_host("egress.routes[].host", &r.host, &e))?;
             if !seen.insert(host.clone()) {
                 return Err(InvalidSpec::new(
                     "DuplicateRoute",
-                    format!("egress route host {host} is declared twice; merge its paths into one route"),
+                    format!(
+                        "egress route host {host} is declared twice; merge its paths into one route"
+                    ),
                 ));
             }
             for p in &r.paths {
                 if !p.starts_with('/') || p.contains(char::is_whitespace) {
                     return Err(InvalidSpec::new(
                         "InvalidPath",
-                        format!("egress route {host} path {p:?} must start with '/' and contain no spaces"),
+                        format!(
+                            "egress route {host} path {p:?} must start with '/' and contain no spaces"
+                        ),
                     ));
                 }
             }
@@ -184,18 +200,30 @@ impl Policy {
             if !is_dns_label(&r.name) {
                 return Err(InvalidSpec::new(
                     "InvalidRouteName",
-                    format!("credProxy route name {:?} must be a DNS label (a-z, 0-9, '-')", r.name),
+                    format!(
+                        "credProxy route name {:?} must be a DNS label (a-z, 0-9, '-')",
+                        r.name
+                    ),
                 ));
             }
             if !names.insert(r.name.clone()) {
-                return Err(InvalidSpec::new("DuplicateRoute", format!("credProxy route {} is declared twice", r.name)));
+                return Err(InvalidSpec::new(
+                    "DuplicateRoute",
+                    format!("credProxy route {} is declared twice", r.name),
+                ));
             }
             let upstream = parse_upstream(&r.name, &r.upstream)?;
             let host = Host::parse(upstream.host_str().unwrap_or_default())
                 .map_err(|e| invalid_host("credProxy.routes[].upstream", &r.upstream, &e))?;
             let port = upstream.port_or_known_default().unwrap_or(443);
             allow.insert(HostPattern::Exact(host.clone()));
-            cred_routes.push(CredRoute { name: r.name.clone(), upstream, host, port, auth: credential(&r.auth)? });
+            cred_routes.push(CredRoute {
+                name: r.name.clone(),
+                upstream,
+                host,
+                port,
+                auth: credential(&r.auth)?,
+            });
         }
 
         let mut remotes = Vec::new();
@@ -204,19 +232,31 @@ impl Policy {
             if !is_dns_label(&r.name) {
                 return Err(InvalidSpec::new(
                     "InvalidRemote",
-                    format!("git remote name {:?} must be a DNS label (a-z, 0-9, '-')", r.name),
+                    format!(
+                        "git remote name {:?} must be a DNS label (a-z, 0-9, '-')",
+                        r.name
+                    ),
                 ));
             }
             if !names.insert(r.name.clone()) {
-                return Err(InvalidSpec::new("InvalidRemote", format!("git remote {} is declared twice", r.name)));
+                return Err(InvalidSpec::new(
+                    "InvalidRemote",
+                    format!("git remote {} is declared twice", r.name),
+                ));
             }
             let url = SshUrl::parse(&r.url).map_err(|e| {
-                InvalidSpec::new("InvalidRemote", format!("git remote {}: url {:?}: {e}", r.name, r.url))
+                InvalidSpec::new(
+                    "InvalidRemote",
+                    format!("git remote {}: url {:?}: {e}", r.name, r.url),
+                )
             })?;
             if r.known_hosts.trim().is_empty() {
                 return Err(InvalidSpec::new(
                     "InvalidRemote",
-                    format!("git remote {} needs knownHosts pinning the host key of {}", r.name, url.host),
+                    format!(
+                        "git remote {} needs knownHosts pinning the host key of {}",
+                        r.name, url.host
+                    ),
                 ));
             }
             remotes.push(Remote {
@@ -233,9 +273,15 @@ impl Policy {
         let mut dlp_patterns = Vec::new();
         for p in &spec.dlp.patterns {
             if p.name.trim().is_empty() || p.regex.is_empty() {
-                return Err(InvalidSpec::new("InvalidDlpPattern", "dlp patterns need a name and a regex"));
+                return Err(InvalidSpec::new(
+                    "InvalidDlpPattern",
+                    "dlp patterns need a name and a regex",
+                ));
             }
-            dlp_patterns.push(DlpPattern { name: p.name.clone(), regex: p.regex.clone() });
+            dlp_patterns.push(DlpPattern {
+                name: p.name.clone(),
+                regex: p.regex.clone(),
+            });
         }
 
         Ok(Self {
@@ -251,7 +297,11 @@ impl Policy {
 
     /// Every Secret key the bottle references, deduplicated.
     pub fn secret_keys(&self) -> BTreeSet<SecretKey> {
-        let egress = self.egress_routes.iter().filter_map(|r| r.auth.as_ref()).map(|c| c.secret.clone());
+        let egress = self
+            .egress_routes
+            .iter()
+            .filter_map(|r| r.auth.as_ref())
+            .map(|c| c.secret.clone());
         let cred = self.cred_routes.iter().map(|r| r.auth.secret.clone());
         let git = self.remotes.iter().map(|r| r.ssh_key.clone());
         egress.chain(cred).chain(git).collect()
@@ -267,36 +317,67 @@ impl Policy {
 }
 
 fn invalid_host(field: &str, value: &str, why: &str) -> InvalidSpec {
-    InvalidSpec::new("InvalidHost", format!("{field}: {value:?} is not a valid hostname: {why}"))
+    InvalidSpec::new(
+        "InvalidHost",
+        format!("{field}: {value:?} is not a valid hostname: {why}"),
+    )
 }
 
 fn credential(auth: &RouteAuth) -> Result<Credential, InvalidSpec> {
-    let header = auth.header.clone().unwrap_or_else(|| "Authorization".to_string());
-    if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
-        return Err(InvalidSpec::new("InvalidAuth", format!("auth header {header:?} is not a valid header name")));
+    let header = auth
+        .header
+        .clone()
+        .unwrap_or_else(|| "Authorization".to_string());
+    if header.is_empty()
+        || !header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    {
+        return Err(InvalidSpec::new(
+            "InvalidAuth",
+            format!("auth header {header:?} is not a valid header name"),
+        ));
     }
     let scheme = auth.scheme.clone().filter(|s| !s.is_empty());
     if let Some(s) = &scheme
         && !s.bytes().all(|b| b.is_ascii_graphic())
     {
-        return Err(InvalidSpec::new("InvalidAuth", format!("auth scheme {s:?} must be one printable word")));
+        return Err(InvalidSpec::new(
+            "InvalidAuth",
+            format!("auth scheme {s:?} must be one printable word"),
+        ));
     }
-    Ok(Credential { header, scheme, secret: secret_key(&auth.secret_key_ref.name, &auth.secret_key_ref.key)? })
+    Ok(Credential {
+        header,
+        scheme,
+        secret: secret_key(&auth.secret_key_ref.name, &auth.secret_key_ref.key)?,
+    })
 }
 
 fn secret_key(name: &str, key: &str) -> Result<SecretKey, InvalidSpec> {
-    let key_ok = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let key_ok = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if name.is_empty() || !key_ok {
         return Err(InvalidSpec::new(
             "InvalidSecretRef",
             format!("secretKeyRef {name:?}/{key:?} must name a Secret and one of its keys"),
         ));
     }
-    Ok(SecretKey { secret: name.to_string(), key: key.to_string() })
+    Ok(SecretKey {
+        secret: name.to_string(),
+        key: key.to_string(),
+    })
 }
 
 fn parse_upstream(name: &str, raw: &str) -> Result<Url, InvalidSpec> {
-    let bad = |why: &str| InvalidSpec::new("InvalidUrl", format!("credProxy route {name}: upstream {raw:?} {why}"));
+    let bad = |why: &str| {
+        InvalidSpec::new(
+            "InvalidUrl",
+            format!("credProxy route {name}: upstream {raw:?} {why}"),
+        )
+    };
     let url = Url::parse(raw).map_err(|e| bad(&format!("is not a URL ({e})")))?;
     if url.scheme() != "https" {
         return Err(bad("must use https://"));
@@ -314,7 +395,8 @@ fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -324,8 +406,12 @@ mod tests;
 
 /// Checks an operator-supplied CIDR (`10.96.0.0/12`, `fd00::/108`).
 pub fn check_cidr(cidr: &str) -> Result<(), String> {
-    let (addr, len) = cidr.split_once('/').ok_or_else(|| format!("{cidr:?} is not a CIDR (addr/len)"))?;
-    let ip: std::net::IpAddr = addr.parse().map_err(|_| format!("{cidr:?}: {addr:?} is not an IP address"))?;
+    let (addr, len) = cidr
+        .split_once('/')
+        .ok_or_else(|| format!("{cidr:?} is not a CIDR (addr/len)"))?;
+    let ip: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{cidr:?}: {addr:?} is not an IP address"))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     match len.parse::<u8>() {
         Ok(n) if n <= max => Ok(()),

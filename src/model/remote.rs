@@ -24,14 +24,25 @@ impl SshUrl {
         } else if raw.contains("://") {
             return Err("must be an SSH URL (ssh://… or user@host:path)".into());
         } else {
-            raw.split_once(':').ok_or("must be ssh://user@host/path or user@host:path")?
+            raw.split_once(':')
+                .ok_or("must be ssh://user@host/path or user@host:path")?
         };
-        let (user, hostport) = authority.split_once('@').ok_or("must name the SSH user (user@host)")?;
-        if user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        let (user, hostport) = authority
+            .split_once('@')
+            .ok_or("must name the SSH user (user@host)")?;
+        if user.is_empty()
+            || !user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
             return Err(format!("SSH user {user:?} is not valid"));
         }
         let (host, port) = match (raw.starts_with("ssh://"), hostport.rsplit_once(':')) {
-            (true, Some((h, p))) => (h, p.parse::<u16>().map_err(|_| format!("port {p:?} is not a number"))?),
+            (true, Some((h, p))) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("port {p:?} is not a number"))?,
+            ),
             _ => (hostport, 22),
         };
         if port == 0 {
@@ -42,6 +53,11 @@ impl SshUrl {
         if path.is_empty() || path.contains("..") || path.contains(char::is_whitespace) {
             return Err(format!("repository path {path:?} is not valid"));
         }
-        Ok(Self { user: user.to_string(), host, port, path: path.to_string() })
+        Ok(Self {
+            user: user.to_string(),
+            host,
+            port,
+            path: path.to_string(),
+        })
     }
 }

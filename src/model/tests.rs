@@ -1,0 +1,215 @@
+use super::*;
+use crate::api::{BottleSpec, CredRoute, EgressRoute, GitRemote, RouteAuth, SecretKeyRef};
+
+fn auth(secret: &str, key: &str) -> RouteAuth {
+    RouteAuth {
+        header: None,
+        scheme: Some("Bearer".into()),
+        secret_key_ref: SecretKeyRef {
+            name: secret.into(),
+            key: key.into(),
+        },
+    }
+}
+
+fn spec_with_allow(hosts: &[&str]) -> BottleSpec {
+    let mut s = BottleSpec::default();
+    s.egress.allow = hosts.iter().map(|h| h.to_string()).collect();
+    s
+}
+
+#[test]
+fn hosts_are_normalised_and_ip_literals_refused() {
+    assert_eq!(
+        Host::parse("API.Example.COM.").unwrap().as_str(),
+        "api.example.com"
+    );
+    for bad in [
+        "",
+        "169.254.169.254",
+        "::1",
+        "[::1]",
+        "a..b",
+        "-a.com",
+        "a_b.com",
+        "exa mple.com",
+        "1.2.3.4.5",
+        &"a".repeat(64),
+    ] {
+        assert!(Host::parse(bad).is_err(), "{bad:?} must be refused");
+    }
+}
+
+#[test]
+fn only_leading_wildcards_over_a_real_domain() {
+    assert_eq!(
+        HostPattern::parse("*.githubusercontent.com")
+            .unwrap()
+            .to_string(),
+        "*.githubusercontent.com"
+    );
+    for bad in ["*", "*.com", "api.*.com", "*bad*", "**.example.com"] {
+        assert!(HostPattern::parse(bad).is_err(), "{bad:?} must be refused");
+    }
+}
+
+#[test]
+fn invalid_allow_entry_names_the_field_and_value() {
+    let err = Policy::from_spec(&spec_with_allow(&["ok.example.com", "10.0.0.1"])).unwrap_err();
+    assert_eq!(err.reason, "InvalidHost");
+    assert!(
+        err.message.contains("egress.allow") && err.message.contains("10.0.0.1"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn route_and_upstream_hosts_join_the_allowlist_and_passthrough_implies_allow() {
+    let mut s = spec_with_allow(&["pypi.org"]);
+    s.egress.passthrough = vec!["api.anthropic.com".into()];
+    s.egress.routes = vec![EgressRoute {
+        host: "api.github.com".into(),
+        paths: vec!["/repos/".into()],
+        auth: None,
+    }];
+    s.cred_proxy.routes = vec![CredRoute {
+        name: "llm".into(),
+        upstream: "https://llm.example.com:8443/v1".into(),
+        auth: auth("creds", "llm"),
+    }];
+    let p = Policy::from_spec(&s).unwrap();
+    let allow: Vec<String> = p.allow.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        allow,
+        [
+            "api.anthropic.com",
+            "api.github.com",
+            "llm.example.com",
+            "pypi.org"
+        ]
+    );
+    assert_eq!(
+        p.egress_ports().into_iter().collect::<Vec<_>>(),
+        [443, 8443]
+    );
+}
+
+#[test]
+fn upstreams_must_be_plain_https_urls() {
+    for (upstream, why) in [
+        ("http://api.example.com", "https"),
+        ("https://user:pw@api.example.com", "credentials"),
+        ("https://api.example.com/?key=x", "query"),
+        ("https://10.1.2.3", "hostname"),
+        ("not a url", "URL"),
+    ] {
+        let mut s = BottleSpec::default();
+        s.cred_proxy.routes = vec![CredRoute {
+            name: "r".into(),
+            upstream: upstream.into(),
+            auth: auth("s", "k"),
+        }];
+        let err = Policy::from_spec(&s).unwrap_err();
+        assert!(
+            matches!(err.reason, "InvalidUrl" | "InvalidHost"),
+            "{upstream}: {}",
+            err.reason
+        );
+        assert!(err.message.contains(why), "{upstream}: {}", err.message);
+    }
+}
+
+#[test]
+fn duplicates_are_refused() {
+    let mut s = BottleSpec::default();
+    let r = EgressRoute {
+        host: "api.github.com".into(),
+        paths: vec![],
+        auth: None,
+    };
+    s.egress.routes = vec![
+        r.clone(),
+        EgressRoute {
+            host: "API.github.com".into(),
+            ..r
+        },
+    ];
+    assert_eq!(Policy::from_spec(&s).unwrap_err().reason, "DuplicateRoute");
+}
+
+#[test]
+fn ssh_urls_in_both_spellings() {
+    let scp = SshUrl::parse("git@github.com:org/repo.git").unwrap();
+    assert_eq!(
+        (
+            scp.user.as_str(),
+            scp.host.as_str(),
+            scp.port,
+            scp.path.as_str()
+        ),
+        ("git", "github.com", 22, "org/repo.git")
+    );
+    let url = SshUrl::parse("ssh://git@git.example.com:2222/team/repo.git").unwrap();
+    assert_eq!(
+        (url.host.as_str(), url.port, url.path.as_str()),
+        ("git.example.com", 2222, "team/repo.git")
+    );
+    for bad in [
+        "https://github.com/org/repo",
+        "github.com:org/repo",
+        "git@github.com:",
+        "ssh://git@h.example:0/r",
+        "git@h.example:../etc",
+    ] {
+        assert!(SshUrl::parse(bad).is_err(), "{bad:?} must be refused");
+    }
+}
+
+#[test]
+fn secret_keys_are_collected_once_and_files_are_distinct() {
+    let mut s = BottleSpec::default();
+    s.egress.routes = vec![EgressRoute {
+        host: "api.github.com".into(),
+        paths: vec![],
+        auth: Some(auth("creds", "gh")),
+    }];
+    s.cred_proxy.routes = vec![
+        CredRoute {
+            name: "a".into(),
+            upstream: "https://a.example.com".into(),
+            auth: auth("creds", "gh"),
+        },
+        CredRoute {
+            name: "b".into(),
+            upstream: "https://b.example.com".into(),
+            auth: auth("creds", "other"),
+        },
+    ];
+    s.git.remotes = vec![GitRemote {
+        name: "origin".into(),
+        url: "git@github.com:o/r.git".into(),
+        ssh_key_secret_ref: SecretKeyRef {
+            name: "deploy".into(),
+            key: "id".into(),
+        },
+        known_hosts: "github.com ssh-ed25519 AAAA".into(),
+        ..Default::default()
+    }];
+    let p = Policy::from_spec(&s).unwrap();
+    let keys = p.secret_keys();
+    assert_eq!(keys.len(), 3);
+    let files: BTreeSet<String> = keys.iter().map(SecretKey::file_name).collect();
+    assert_eq!(files.len(), 3);
+    assert!(files.iter().all(|f| !f.contains('/')));
+    assert_eq!(p.egress_ports().into_iter().collect::<Vec<_>>(), [22, 443]);
+}
+
+#[test]
+fn cidrs_are_checked() {
+    assert!(check_cidr("10.96.0.0/12").is_ok());
+    assert!(check_cidr("fd00::/108").is_ok());
+    for bad in ["10.96.0.0", "10.96.0.0/33", "x/8", "fd00::/129"] {
+        assert!(check_cidr(bad).is_err(), "{bad}");
+    }
+}

@@ -12,7 +12,9 @@ use crate::render::meta::FIELD_MANAGER;
 
 /// True when `obj` is controlled by the object with `owner_uid`.
 pub fn controlled_by<K: Resource>(obj: &K, owner_uid: &str) -> bool {
-    obj.owner_references().iter().any(|r| r.controller == Some(true) && r.uid == owner_uid)
+    obj.owner_references()
+        .iter()
+        .any(|r| r.controller == Some(true) && r.uid == owner_uid)
 }
 
 /// Reads an object the Bottle should own: `None` when absent, a `NameConflict` when it exists
@@ -23,7 +25,10 @@ where
 {
     match api.get_opt(name).await? {
         Some(obj) if controlled_by(&obj, owner_uid) => Ok(Some(obj)),
-        Some(_) => Err(Error::NameConflict { kind: kind_of::<K>(), name: name.to_string() }),
+        Some(_) => Err(Error::NameConflict {
+            kind: kind_of::<K>(),
+            name: name.to_string(),
+        }),
         None => Ok(None),
     }
 }
@@ -42,7 +47,9 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
 {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    Ok(api.patch(&obj.name_any(), &params, &Patch::Apply(obj)).await?)
+    Ok(api
+        .patch(&obj.name_any(), &params, &Patch::Apply(obj))
+        .await?)
 }
 
 /// Creates `obj` unless it exists; returns the object as stored. A concurrent creator (an
@@ -51,7 +58,10 @@ pub async fn create_once<K>(api: &Api<K>, obj: &K) -> Result<(K, bool), Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
 {
-    let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
     match api.create(&pp, obj).await {
         Ok(created) => Ok((created, true)),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok((api.get(&obj.name_any()).await?, false)),

@@ -30,7 +30,12 @@ impl Context {
             controller: "bottle-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
         };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, settings, failures: Mutex::default() }
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            failures: Mutex::default(),
+        }
     }
 
     /// Records one more failure and returns how long to wait: 1 s doubling to 5 min.

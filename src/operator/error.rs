@@ -11,7 +11,9 @@ pub enum Error {
     #[error(transparent)]
     InvalidSpec(#[from] InvalidSpec),
     /// A referenced Secret does not exist.
-    #[error("Secret {name} (referenced by the Bottle) does not exist in namespace {namespace}; create it")]
+    #[error(
+        "Secret {name} (referenced by the Bottle) does not exist in namespace {namespace}; create it"
+    )]
     SecretNotFound {
         /// Namespace.
         namespace: String,
@@ -27,7 +29,9 @@ pub enum Error {
         key: String,
     },
     /// An object the Bottle would own already exists and belongs to something else.
-    #[error("{kind} {name} already exists and is not owned by this Bottle; rename the Bottle or remove the {kind}")]
+    #[error(
+        "{kind} {name} already exists and is not owned by this Bottle; rename the Bottle or remove the {kind}"
+    )]
     NameConflict {
         /// Kind.
         kind: &'static str,

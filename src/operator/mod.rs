@@ -35,12 +35,21 @@ where
 }
 
 /// Runs the controller until SIGTERM/SIGINT. `namespace` limits it to one namespace.
-pub async fn run(client: Client, settings: Settings, namespace: Option<String>) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    namespace: Option<String>,
+) -> anyhow::Result<()> {
     let ns = namespace.as_deref();
     let bottles: Api<Bottle> = api(&client, ns);
     // Fail fast with a clear message when the CRD is missing, instead of a silent retry loop.
-    if let Err(e) = bottles.list(&kube::api::ListParams::default().limit(1)).await {
-        anyhow::bail!("cannot list Bottles ({e}); is the CRD installed (kubectl apply -f crds/) and RBAC granted?");
+    if let Err(e) = bottles
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+    {
+        anyhow::bail!(
+            "cannot list Bottles ({e}); is the CRD installed (kubectl apply -f crds/) and RBAC granted?"
+        );
     }
     let ctx = Arc::new(Context::new(client.clone(), settings));
     let wc = watcher::Config::default();

@@ -54,7 +54,10 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
     let ns = bottle.namespace().unwrap_or_default();
     let uid = bottle.uid().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pod = pods.get_opt(&meta::pod_name(&bottle)).await?.filter(|p| super::apply::controlled_by(p, &uid));
+    let pod = pods
+        .get_opt(&meta::pod_name(&bottle))
+        .await?
+        .filter(|p| super::apply::controlled_by(p, &uid));
 
     let reference = bottle.object_ref(&());
     match &outcome {
@@ -62,27 +65,68 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
             let old = bottle.status.as_ref();
             let old_hash = old.and_then(|s| s.config_hash.as_deref());
             if old_hash.is_some_and(|h| h != c.config_hash) && c.pod == PodChange::Unchanged {
-                let note = format!("sidecar config {} applied; the Pod keeps running", c.config_hash);
-                publish(&ctx, &reference, EventType::Normal, "ConfigUpdated", "UpdateConfig", note).await;
+                let note = format!(
+                    "sidecar config {} applied; the Pod keeps running",
+                    c.config_hash
+                );
+                publish(
+                    &ctx,
+                    &reference,
+                    EventType::Normal,
+                    "ConfigUpdated",
+                    "UpdateConfig",
+                    note,
+                )
+                .await;
             }
             match c.pod {
                 PodChange::Created => {
                     let note = format!("created Pod {}", meta::pod_name(&bottle));
-                    publish(&ctx, &reference, EventType::Normal, "PodCreated", "CreatePod", note).await;
+                    publish(
+                        &ctx,
+                        &reference,
+                        EventType::Normal,
+                        "PodCreated",
+                        "CreatePod",
+                        note,
+                    )
+                    .await;
                 }
                 PodChange::Replacing => {
-                    let note = "the Pod template changed; deleting the old Pod to start a new one".to_string();
-                    publish(&ctx, &reference, EventType::Normal, "PodReplacing", "ReplacePod", note).await;
+                    let note = "the Pod template changed; deleting the old Pod to start a new one"
+                        .to_string();
+                    publish(
+                        &ctx,
+                        &reference,
+                        EventType::Normal,
+                        "PodReplacing",
+                        "ReplacePod",
+                        note,
+                    )
+                    .await;
                 }
                 PodChange::Unchanged | PodChange::Terminating => {}
             }
         }
         Err(e) => {
-            publish(&ctx, &reference, EventType::Warning, e.reason(), "Reconcile", e.to_string()).await;
+            publish(
+                &ctx,
+                &reference,
+                EventType::Warning,
+                e.reason(),
+                "Reconcile",
+                e.to_string(),
+            )
+            .await;
         }
     }
 
-    let new_status = status::desired(&bottle, &outcome, pod.as_ref(), k8s_openapi::jiff::Timestamp::now());
+    let new_status = status::desired(
+        &bottle,
+        &outcome,
+        pod.as_ref(),
+        k8s_openapi::jiff::Timestamp::now(),
+    );
     status::patch_if_changed(&ctx.client, &bottle, new_status).await?;
 
     let c = outcome?;
@@ -101,8 +145,21 @@ pub fn error_policy(bottle: Arc<Bottle>, err: &Error, ctx: Arc<Context>) -> Acti
     Action::requeue(delay)
 }
 
-async fn publish(ctx: &Context, reference: &k8s_openapi::api::core::v1::ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
-    let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+async fn publish(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
     if let Err(e) = ctx.recorder.publish(&ev, reference).await {
         tracing::warn!(error = %e, "could not publish Event");
     }
@@ -112,12 +169,20 @@ async fn publish(ctx: &Context, reference: &k8s_openapi::api::core::v1::ObjectRe
 async fn check_secrets(api: &Api<Secret>, ns: &str, policy: &Policy) -> Result<(), Error> {
     for k in policy.secret_keys() {
         let Some(s) = api.get_opt(&k.secret).await? else {
-            return Err(Error::SecretNotFound { namespace: ns.into(), name: k.secret });
+            return Err(Error::SecretNotFound {
+                namespace: ns.into(),
+                name: k.secret,
+            });
         };
         let has = s.data.as_ref().is_some_and(|d| d.contains_key(&k.key))
-            || s.string_data.as_ref().is_some_and(|d| d.contains_key(&k.key));
+            || s.string_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(&k.key));
         if !has {
-            return Err(Error::SecretKeyMissing { name: k.secret, key: k.key });
+            return Err(Error::SecretKeyMissing {
+                name: k.secret,
+                key: k.key,
+            });
         }
     }
     Ok(())
@@ -134,12 +199,23 @@ async fn ensure_ca(api: &Api<Secret>, bottle: &Bottle, uid: &str) -> Result<Stri
         }
     };
     let data = secret.data.unwrap_or_default();
-    let cert = data.get(layout::CA_CERT_FILE).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    let cert = data
+        .get(layout::CA_CERT_FILE)
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
     if !data.contains_key(layout::CA_KEY_FILE) {
-        return Err(Error::CaInvalid { name, why: format!("no {} key", layout::CA_KEY_FILE) });
+        return Err(Error::CaInvalid {
+            name,
+            why: format!("no {} key", layout::CA_KEY_FILE),
+        });
     }
-    let cert = cert.ok_or_else(|| Error::CaInvalid { name: name.clone(), why: format!("no {} key", layout::CA_CERT_FILE) })?;
-    ca::fingerprint(&cert).map_err(|e| Error::CaInvalid { name, why: e.to_string() })
+    let cert = cert.ok_or_else(|| Error::CaInvalid {
+        name: name.clone(),
+        why: format!("no {} key", layout::CA_CERT_FILE),
+    })?;
+    ca::fingerprint(&cert).map_err(|e| Error::CaInvalid {
+        name,
+        why: e.to_string(),
+    })
 }
 
 async fn converge(bottle: &Bottle, ctx: &Context) -> Result<Converged, Error> {
@@ -156,7 +232,10 @@ async fn converge(bottle: &Bottle, ctx: &Context) -> Result<Converged, Error> {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     get_owned(&config_maps, &meta::config_map_name(bottle), &uid).await?;
-    for name in [meta::internal_policy_name(bottle), meta::egress_policy_name(bottle)] {
+    for name in [
+        meta::internal_policy_name(bottle),
+        meta::egress_policy_name(bottle),
+    ] {
         get_owned(&policies, &name, &uid).await?;
     }
     let existing_claim = match &bottle.spec.agent.workspace {
@@ -186,12 +265,18 @@ async fn converge(bottle: &Bottle, ctx: &Context) -> Result<Converged, Error> {
             PodChange::Created
         }
         Some(p) if p.meta().deletion_timestamp.is_some() => PodChange::Terminating,
-        Some(p) if p.annotations().get(meta::TEMPLATE_HASH_ANNOTATION) == Some(&desired.template_hash) => {
+        Some(p)
+            if p.annotations().get(meta::TEMPLATE_HASH_ANNOTATION)
+                == Some(&desired.template_hash) =>
+        {
             PodChange::Unchanged
         }
         Some(p) => {
             let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: p.uid(), resource_version: None }),
+                preconditions: Some(Preconditions {
+                    uid: p.uid(),
+                    resource_version: None,
+                }),
                 ..Default::default()
             };
             match pods.delete(&p.name_any(), &dp).await {
@@ -203,5 +288,9 @@ async fn converge(bottle: &Bottle, ctx: &Context) -> Result<Converged, Error> {
             PodChange::Replacing
         }
     };
-    Ok(Converged { config_hash: desired.config_hash, ca_fingerprint, pod })
+    Ok(Converged {
+        config_hash: desired.config_hash,
+        ca_fingerprint,
+        pod,
+    })
 }

@@ -28,22 +28,44 @@ fn pod_not_ready_message(pod: &Pod) -> String {
     let status = pod.status.as_ref();
     let waiting: Vec<String> = status
         .into_iter()
-        .flat_map(|s| s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten()))
+        .flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        })
         .filter_map(|cs| {
             let w = cs.state.as_ref()?.waiting.as_ref()?;
-            Some(format!("{}: {}", cs.name, w.reason.as_deref().unwrap_or("Waiting")))
+            Some(format!(
+                "{}: {}",
+                cs.name,
+                w.reason.as_deref().unwrap_or("Waiting")
+            ))
         })
         .collect();
-    let phase = status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into());
+    let phase = status
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_else(|| "Pending".into());
     if waiting.is_empty() {
         let unscheduled = pod.spec.as_ref().is_none_or(|s| s.node_name.is_none());
-        if unscheduled { format!("Pod is {phase} (not scheduled yet)") } else { format!("Pod is {phase}") }
+        if unscheduled {
+            format!("Pod is {phase} (not scheduled yet)")
+        } else {
+            format!("Pod is {phase}")
+        }
     } else {
         format!("Pod is {phase}; {}", waiting.join(", "))
     }
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
     Condition {
         type_: type_.into(),
         status: if ok { "True" } else { "False" }.into(),
@@ -65,32 +87,81 @@ pub fn desired(
     let generation = bottle.metadata.generation;
     let old = bottle.status.clone().unwrap_or_default();
     let pod_change = outcome.as_ref().ok().map(|c| c.pod);
-    let replacing = matches!(pod_change, Some(PodChange::Replacing | PodChange::Terminating));
+    let replacing = matches!(
+        pod_change,
+        Some(PodChange::Replacing | PodChange::Terminating)
+    );
     let ready = pod.is_some_and(pod_ready) && !replacing;
 
     let (config_applied, phase) = match outcome {
         Ok(c) => (
-            condition(CONFIG_APPLIED, true, "Applied", format!("sidecar config {} applied", c.config_hash), generation, &now),
+            condition(
+                CONFIG_APPLIED,
+                true,
+                "Applied",
+                format!("sidecar config {} applied", c.config_hash),
+                generation,
+                &now,
+            ),
             if ready { "Running" } else { "Pending" },
         ),
         Err(e) => (
-            condition(CONFIG_APPLIED, false, e.reason(), e.to_string(), generation, &now),
+            condition(
+                CONFIG_APPLIED,
+                false,
+                e.reason(),
+                e.to_string(),
+                generation,
+                &now,
+            ),
             if pod.is_some() { "Degraded" } else { "Failed" },
         ),
     };
     let ready_cond = match (outcome, pod) {
-        _ if ready => condition(READY, true, "PodReady", "all containers are ready".into(), generation, &now),
-        _ if replacing => condition(READY, false, "PodReplacing", "a new Pod is replacing the old one".into(), generation, &now),
+        _ if ready => condition(
+            READY,
+            true,
+            "PodReady",
+            "all containers are ready".into(),
+            generation,
+            &now,
+        ),
+        _ if replacing => condition(
+            READY,
+            false,
+            "PodReplacing",
+            "a new Pod is replacing the old one".into(),
+            generation,
+            &now,
+        ),
         (Err(e), None) => condition(READY, false, e.reason(), e.to_string(), generation, &now),
-        (_, Some(p)) => condition(READY, false, "PodNotReady", pod_not_ready_message(p), generation, &now),
-        (Ok(_), None) => condition(READY, false, "PodCreating", "the Pod is being created".into(), generation, &now),
+        (_, Some(p)) => condition(
+            READY,
+            false,
+            "PodNotReady",
+            pod_not_ready_message(p),
+            generation,
+            &now,
+        ),
+        (Ok(_), None) => condition(
+            READY,
+            false,
+            "PodCreating",
+            "the Pod is being created".into(),
+            generation,
+            &now,
+        ),
     };
 
     let conditions = [ready_cond, config_applied]
         .into_iter()
         .map(|mut c| {
             // lastTransitionTime moves only when the status flips.
-            if let Some(prev) = old.conditions.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
+            if let Some(prev) = old
+                .conditions
+                .iter()
+                .find(|o| o.type_ == c.type_ && o.status == c.status)
+            {
                 c.last_transition_time = prev.last_transition_time.clone();
             }
             c
@@ -105,14 +176,20 @@ pub fn desired(
         phase: Some(phase.into()),
         observed_generation: generation,
         conditions,
-        pod_name: pod.map(|p| p.name_any()).or_else(|| outcome.as_ref().ok().map(|_| bottle.name_any())),
+        pod_name: pod
+            .map(|p| p.name_any())
+            .or_else(|| outcome.as_ref().ok().map(|_| bottle.name_any())),
         ca_fingerprint,
         config_hash,
     }
 }
 
 /// Writes `status` unless the Bottle already has it.
-pub async fn patch_if_changed(client: &Client, bottle: &Bottle, status: BottleStatus) -> Result<(), Error> {
+pub async fn patch_if_changed(
+    client: &Client,
+    bottle: &Bottle,
+    status: BottleStatus,
+) -> Result<(), Error> {
     if bottle.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -122,12 +199,26 @@ pub async fn patch_if_changed(client: &Client, bottle: &Bottle, status: BottleSt
     // patch (and wake itself) again.
     let mut value = serde_json::to_value(&status).expect("status serialises");
     if let Some(map) = value.as_object_mut() {
-        for key in ["phase", "observedGeneration", "conditions", "podName", "caFingerprint", "configHash"] {
+        for key in [
+            "phase",
+            "observedGeneration",
+            "conditions",
+            "podName",
+            "caFingerprint",
+            "configHash",
+        ] {
             map.entry(key).or_insert(serde_json::Value::Null);
         }
     }
     let patch = json!({ "status": value });
-    match api.patch_status(&bottle.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch_status(
+            &bottle.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         // Deleted meanwhile: nothing to report on.
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),

@@ -14,7 +14,11 @@ pub fn secret_path(key: &SecretKey) -> String {
 }
 
 fn injection(c: &Credential) -> HeaderInjection {
-    HeaderInjection { header: c.header.clone(), scheme: c.scheme.clone(), token_file: secret_path(&c.secret) }
+    HeaderInjection {
+        header: c.header.clone(),
+        scheme: c.scheme.clone(),
+        token_file: secret_path(&c.secret),
+    }
 }
 
 fn loopback(port: u16) -> String {
@@ -74,7 +78,10 @@ pub fn git_gate_config(p: &Policy) -> git_gate::GitGateConfig {
             .iter()
             .map(|r| git_gate::GitRemote {
                 name: r.name.clone(),
-                upstream: format!("ssh://{}@{}:{}/{}", r.url.user, r.url.host, r.url.port, r.url.path),
+                upstream: format!(
+                    "ssh://{}@{}:{}/{}",
+                    r.url.user, r.url.host, r.url.port, r.url.path
+                ),
                 ssh_key_file: secret_path(&r.ssh_key),
                 known_hosts: r.known_hosts.clone(),
                 allow_force_push: r.allow_force_push,
@@ -91,7 +98,9 @@ pub fn pipelock_config(p: &Policy) -> pipelock::PipelockConfig {
         mode: "strict".into(),
         enforce: true,
         api_allowlist: p.allow.iter().map(ToString::to_string).collect(),
-        fetch_proxy: pipelock::FetchProxy { listen: loopback(layout::PIPELOCK_PORT) },
+        fetch_proxy: pipelock::FetchProxy {
+            listen: loopback(layout::PIPELOCK_PORT),
+        },
         forward_proxy: pipelock::ForwardProxy {
             enabled: true,
             max_tunnel_seconds: 3600,
@@ -137,7 +146,8 @@ pub fn gate_url(r: &Remote) -> String {
 /// The agent's system gitconfig: every spelling of a declared remote goes to git-gate, for
 /// fetch (`insteadOf`) and push (`pushInsteadOf`).
 pub fn agent_gitconfig(p: &Policy) -> String {
-    let mut out = String::from("# Rendered by bottle-operator: declared remotes go through git-gate.\n");
+    let mut out =
+        String::from("# Rendered by bottle-operator: declared remotes go through git-gate.\n");
     for r in &p.remotes {
         let u = &r.url;
         let mut spellings = vec![
@@ -191,6 +201,13 @@ pub fn files(p: &Policy) -> StringMap {
 /// The ConfigMap object.
 pub fn object(b: &Bottle, data: StringMap, config_hash: &str) -> ConfigMap {
     let mut m = meta::owned(b, meta::config_map_name(b));
-    m.annotations = Some(StringMap::from([(meta::CONFIG_HASH_ANNOTATION.into(), config_hash.into())]));
-    ConfigMap { metadata: m, data: Some(data), ..Default::default() }
+    m.annotations = Some(StringMap::from([(
+        meta::CONFIG_HASH_ANNOTATION.into(),
+        config_hash.into(),
+    )]));
+    ConfigMap {
+        metadata: m,
+        data: Some(data),
+        ..Default::default()
+    }
 }

@@ -45,7 +45,10 @@ pub fn labels(b: &Bottle) -> StringMap {
     StringMap::from([
         ("app.kubernetes.io/name".into(), "bottle".into()),
         ("app.kubernetes.io/instance".into(), b.name_any()),
-        ("app.kubernetes.io/managed-by".into(), "bottle-operator".into()),
+        (
+            "app.kubernetes.io/managed-by".into(),
+            "bottle-operator".into(),
+        ),
         (BOTTLE_LABEL.into(), b.name_any()),
     ])
 }

@@ -68,7 +68,11 @@ pub struct Desired {
 
 /// Renders every object of a Bottle, or says why the spec cannot be rendered. The CA
 /// fingerprint is part of the Pod template: a new CA needs a new Pod.
-pub fn desired(bottle: &Bottle, settings: &Settings, ca_fingerprint: &str) -> Result<Desired, InvalidSpec> {
+pub fn desired(
+    bottle: &Bottle,
+    settings: &Settings,
+    ca_fingerprint: &str,
+) -> Result<Desired, InvalidSpec> {
     let policy = Policy::from_spec(&bottle.spec)?;
     pod::check_agent_env(&bottle.spec.agent)?;
     let data = config_map::files(&policy);
@@ -77,7 +81,15 @@ pub fn desired(bottle: &Bottle, settings: &Settings, ca_fingerprint: &str) -> Re
     let (pod, template_hash) = pod::render(bottle, &policy, settings, ca_fingerprint);
     let network_policies = network_policy::render(bottle, &policy, settings);
     let workspace = pod::workspace_claim(bottle)?;
-    Ok(Desired { policy, config_map, config_hash, pod, template_hash, network_policies, workspace })
+    Ok(Desired {
+        policy,
+        config_map,
+        config_hash,
+        pod,
+        template_hash,
+        network_policies,
+        workspace,
+    })
 }
 
 /// Short, stable SHA-256 hex of a serialisable value.

@@ -3,7 +3,8 @@
 //! addresses on the ports its routes and remotes need.
 
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -32,7 +33,10 @@ pub const DENIED_V6: &[&str] = &["::1/128", "fc00::/7", "fe80::/10", "ff00::/8"]
 
 fn selector(b: &Bottle) -> LabelSelector {
     LabelSelector {
-        match_labels: Some(StringMap::from([(meta::BOTTLE_LABEL.into(), meta::pod_name(b))])),
+        match_labels: Some(StringMap::from([(
+            meta::BOTTLE_LABEL.into(),
+            meta::pod_name(b),
+        )])),
         ..Default::default()
     }
 }
@@ -46,7 +50,13 @@ fn port(protocol: &str, port: u16) -> NetworkPolicyPort {
 }
 
 fn ip_block(cidr: &str, except: Vec<String>) -> NetworkPolicyPeer {
-    NetworkPolicyPeer { ip_block: Some(IPBlock { cidr: cidr.into(), except: Some(except) }), ..Default::default() }
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: cidr.into(),
+            except: Some(except),
+        }),
+        ..Default::default()
+    }
 }
 
 /// The two policies: `<bottle>-internal` (deny all ingress) and `<bottle>-egress`.
@@ -60,9 +70,18 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings) -> Vec<NetworkPolicy> {
         }),
     };
 
-    let (v4_extra, v6_extra): (Vec<&String>, Vec<&String>) = s.cluster_cidrs.iter().partition(|c| !c.contains(':'));
-    let except_v4 = DENIED_V4.iter().map(|c| c.to_string()).chain(v4_extra.into_iter().cloned()).collect();
-    let except_v6 = DENIED_V6.iter().map(|c| c.to_string()).chain(v6_extra.into_iter().cloned()).collect();
+    let (v4_extra, v6_extra): (Vec<&String>, Vec<&String>) =
+        s.cluster_cidrs.iter().partition(|c| !c.contains(':'));
+    let except_v4 = DENIED_V4
+        .iter()
+        .map(|c| c.to_string())
+        .chain(v4_extra.into_iter().cloned())
+        .collect();
+    let except_v6 = DENIED_V6
+        .iter()
+        .map(|c| c.to_string())
+        .chain(v6_extra.into_iter().cloned())
+        .collect();
     let dns = NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector {
@@ -81,8 +100,16 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings) -> Vec<NetworkPolicy> {
         ports: Some(vec![port("UDP", 53), port("TCP", 53)]),
     };
     let public = NetworkPolicyEgressRule {
-        to: Some(vec![ip_block("0.0.0.0/0", except_v4), ip_block("::/0", except_v6)]),
-        ports: Some(p.egress_ports().into_iter().map(|n| port("TCP", n)).collect()),
+        to: Some(vec![
+            ip_block("0.0.0.0/0", except_v4),
+            ip_block("::/0", except_v6),
+        ]),
+        ports: Some(
+            p.egress_ports()
+                .into_iter()
+                .map(|n| port("TCP", n))
+                .collect(),
+        ),
     };
     let egress = NetworkPolicy {
         metadata: meta::owned(b, meta::egress_policy_name(b)),

@@ -35,25 +35,45 @@ pub const RESERVED_AGENT_ENV: &[&str] = &[
 
 /// Refuses agent env that would unwire the agent from its sidecars.
 pub fn check_agent_env(agent: &AgentSpec) -> Result<(), InvalidSpec> {
-    match agent.env.iter().find(|e| RESERVED_AGENT_ENV.contains(&e.name.as_str())) {
+    match agent
+        .env
+        .iter()
+        .find(|e| RESERVED_AGENT_ENV.contains(&e.name.as_str()))
+    {
         Some(e) => Err(InvalidSpec {
             reason: "ReservedEnv",
-            message: format!("agent.env {} is set by the operator to wire the agent to its sidecars; remove it", e.name),
+            message: format!(
+                "agent.env {} is set by the operator to wire the agent to its sidecars; remove it",
+                e.name
+            ),
         }),
         None => Ok(()),
     }
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
 }
 
 fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..Default::default() }
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
 }
 
 fn rw_mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount { name: name.into(), mount_path: path.into(), ..Default::default() }
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    }
 }
 
 fn security(uid: i64, read_only_root: bool) -> SecurityContext {
@@ -63,7 +83,10 @@ fn security(uid: i64, read_only_root: bool) -> SecurityContext {
         run_as_non_root: Some(true),
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(read_only_root),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -87,7 +110,15 @@ fn config_volume(b: &Bottle, name: &str, keys: &[&str]) -> Volume {
         name: name.into(),
         config_map: Some(ConfigMapVolumeSource {
             name: meta::config_map_name(b),
-            items: Some(keys.iter().map(|k| KeyToPath { key: k.to_string(), path: k.to_string(), mode: None }).collect()),
+            items: Some(
+                keys.iter()
+                    .map(|k| KeyToPath {
+                        key: k.to_string(),
+                        path: k.to_string(),
+                        mode: None,
+                    })
+                    .collect(),
+            ),
             default_mode: Some(0o444),
             optional: Some(false),
         }),
@@ -97,9 +128,17 @@ fn config_volume(b: &Bottle, name: &str, keys: &[&str]) -> Volume {
 
 /// The CA Secret, optionally with its key. 0440 is what pipelock accepts for a key file.
 fn ca_volume(b: &Bottle, name: &str, with_key: bool) -> Volume {
-    let mut items = vec![KeyToPath { key: layout::CA_CERT_FILE.into(), path: layout::CA_CERT_FILE.into(), mode: Some(0o444) }];
+    let mut items = vec![KeyToPath {
+        key: layout::CA_CERT_FILE.into(),
+        path: layout::CA_CERT_FILE.into(),
+        mode: Some(0o444),
+    }];
     if with_key {
-        items.push(KeyToPath { key: layout::CA_KEY_FILE.into(), path: layout::CA_KEY_FILE.into(), mode: Some(0o440) });
+        items.push(KeyToPath {
+            key: layout::CA_KEY_FILE.into(),
+            path: layout::CA_KEY_FILE.into(),
+            mode: Some(0o440),
+        });
     }
     Volume {
         name: name.into(),
@@ -126,7 +165,11 @@ fn secrets_volume<'a>(name: &str, keys: impl IntoIterator<Item = &'a SecretKey>)
         .map(|k| VolumeProjection {
             secret: Some(SecretProjection {
                 name: k.secret.clone(),
-                items: Some(vec![KeyToPath { key: k.key.clone(), path: k.file_name(), mode: Some(0o440) }]),
+                items: Some(vec![KeyToPath {
+                    key: k.key.clone(),
+                    path: k.file_name(),
+                    mode: Some(0o440),
+                }]),
                 optional: Some(false),
             }),
             ..Default::default()
@@ -134,13 +177,20 @@ fn secrets_volume<'a>(name: &str, keys: impl IntoIterator<Item = &'a SecretKey>)
         .collect();
     Some(Volume {
         name: name.into(),
-        projected: Some(ProjectedVolumeSource { sources: Some(sources), default_mode: Some(0o440) }),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(sources),
+            default_mode: Some(0o440),
+        }),
         ..Default::default()
     })
 }
 
 fn empty_dir(name: &str) -> Volume {
-    Volume { name: name.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }
 }
 
 fn config_arg(file: &str) -> String {
@@ -160,7 +210,11 @@ fn agent_container(b: &Bottle, p: &Policy, s: &Settings) -> Container {
     let a = &b.spec.agent;
     let proxy = format!("http://{}:{}", layout::LOOPBACK, layout::EGRESS_PORT);
     let trust = |f: &str| format!("{}/{f}", layout::TRUST_DIR);
-    let mut envs: Vec<EnvVar> = a.env.iter().map(|e| env(&e.name, e.value.clone())).collect();
+    let mut envs: Vec<EnvVar> = a
+        .env
+        .iter()
+        .map(|e| env(&e.name, e.value.clone()))
+        .collect();
     for name in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
         envs.push(env(name, proxy.clone()));
     }
@@ -171,9 +225,19 @@ fn agent_container(b: &Bottle, p: &Policy, s: &Settings) -> Container {
     envs.push(env("SSL_CERT_FILE", trust(layout::TRUST_BUNDLE_FILE)));
     envs.push(env("REQUESTS_CA_BUNDLE", trust(layout::TRUST_BUNDLE_FILE)));
     if let Some(route) = anthropic_route(p) {
-        envs.push(env("ANTHROPIC_BASE_URL", format!("http://{}:{}/{route}", layout::LOOPBACK, layout::CRED_PROXY_PORT)));
+        envs.push(env(
+            "ANTHROPIC_BASE_URL",
+            format!(
+                "http://{}:{}/{route}",
+                layout::LOOPBACK,
+                layout::CRED_PROXY_PORT
+            ),
+        ));
     }
-    let mut mounts = vec![mount("trust", layout::TRUST_DIR), rw_mount("workspace", layout::WORKSPACE_DIR)];
+    let mut mounts = vec![
+        mount("trust", layout::TRUST_DIR),
+        rw_mount("workspace", layout::WORKSPACE_DIR),
+    ];
     if !p.remotes.is_empty() {
         envs.push(env("GIT_CONFIG_SYSTEM", config_arg(files::AGENT_GITCONFIG)));
         mounts.push(mount("config-agent", layout::CONFIG_DIR));
@@ -236,13 +300,20 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
             "--out-dir".into(),
             layout::TRUST_DIR.into(),
         ]),
-        volume_mounts: Some(vec![mount("ca-cert", layout::CA_DIR), rw_mount("trust", layout::TRUST_DIR)]),
+        volume_mounts: Some(vec![
+            mount("ca-cert", layout::CA_DIR),
+            rw_mount("trust", layout::TRUST_DIR),
+        ]),
         security_context: Some(security(layout::CA_BUNDLE_UID, true)),
         ..Default::default()
     });
 
     let mut pipelock = sidecar("pipelock", &s.pipelock_image, &[], layout::PIPELOCK_UID);
-    pipelock.args = Some(vec!["run".into(), "--config".into(), config_arg(files::PIPELOCK)]);
+    pipelock.args = Some(vec![
+        "run".into(),
+        "--config".into(),
+        config_arg(files::PIPELOCK),
+    ]);
     pipelock.env = Some(vec![env("PIPELOCK_HOME", "/var/lib/pipelock")]);
     pipelock.volume_mounts = Some(vec![
         mount("config-pipelock", layout::CONFIG_DIR),
@@ -253,11 +324,19 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
 
     if !p.remotes.is_empty() {
         let cfg = config_arg(files::GIT_GATE);
-        let mut gate = sidecar("git-gate", &s.sidecar_image, &["git-gate", "--config", &cfg], layout::GIT_GATE_UID);
+        let mut gate = sidecar(
+            "git-gate",
+            &s.sidecar_image,
+            &["git-gate", "--config", &cfg],
+            layout::GIT_GATE_UID,
+        );
         gate.command = Some(vec![sidecar_bin.into()]);
         volumes.push(config_volume(b, "config-git-gate", &[files::GIT_GATE]));
         volumes.push(empty_dir("git-mirrors"));
-        volumes.extend(secrets_volume("git-gate-secrets", p.remotes.iter().map(|r| &r.ssh_key)));
+        volumes.extend(secrets_volume(
+            "git-gate-secrets",
+            p.remotes.iter().map(|r| &r.ssh_key),
+        ));
         gate.volume_mounts = Some(vec![
             mount("config-git-gate", layout::CONFIG_DIR),
             mount("git-gate-secrets", layout::SECRETS_DIR),
@@ -269,11 +348,18 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
 
     if !p.cred_routes.is_empty() {
         let cfg = config_arg(files::CRED_PROXY);
-        let mut cred =
-            sidecar("cred-proxy", &s.sidecar_image, &["cred-proxy", "--config", &cfg], layout::CRED_PROXY_UID);
+        let mut cred = sidecar(
+            "cred-proxy",
+            &s.sidecar_image,
+            &["cred-proxy", "--config", &cfg],
+            layout::CRED_PROXY_UID,
+        );
         cred.command = Some(vec![sidecar_bin.into()]);
         volumes.push(config_volume(b, "config-cred-proxy", &[files::CRED_PROXY]));
-        volumes.extend(secrets_volume("cred-proxy-secrets", p.cred_routes.iter().map(|r| &r.auth.secret)));
+        volumes.extend(secrets_volume(
+            "cred-proxy-secrets",
+            p.cred_routes.iter().map(|r| &r.auth.secret),
+        ));
         cred.volume_mounts = Some(vec![
             mount("config-cred-proxy", layout::CONFIG_DIR),
             mount("ca-cert", layout::CA_DIR),
@@ -283,13 +369,24 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
     }
 
     let cfg = config_arg(files::EGRESS);
-    let mut egress = sidecar("egress", &s.sidecar_image, &["egress", "--config", &cfg], layout::EGRESS_UID);
+    let mut egress = sidecar(
+        "egress",
+        &s.sidecar_image,
+        &["egress", "--config", &cfg],
+        layout::EGRESS_UID,
+    );
     egress.command = Some(vec![sidecar_bin.into()]);
     let egress_secrets = secrets_volume(
         "egress-secrets",
-        p.egress_routes.iter().filter_map(|r| r.auth.as_ref()).map(|c| &c.secret),
+        p.egress_routes
+            .iter()
+            .filter_map(|r| r.auth.as_ref())
+            .map(|c| &c.secret),
     );
-    let mut egress_mounts = vec![mount("config-egress", layout::CONFIG_DIR), mount("ca-intercept", layout::CA_DIR)];
+    let mut egress_mounts = vec![
+        mount("config-egress", layout::CONFIG_DIR),
+        mount("ca-intercept", layout::CA_DIR),
+    ];
     if let Some(v) = egress_secrets {
         volumes.push(v);
         egress_mounts.push(mount("egress-secrets", layout::SECRETS_DIR));
@@ -310,30 +407,58 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             fs_group: Some(layout::SIDECAR_GID),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
     };
     let mut metadata = meta::owned(b, meta::pod_name(b));
-    let mut annotations = StringMap::from([("kubectl.kubernetes.io/default-container".to_string(), "agent".to_string())]);
+    let mut annotations = StringMap::from([(
+        "kubectl.kubernetes.io/default-container".to_string(),
+        "agent".to_string(),
+    )]);
     // pipelock's strict mode refuses reloads that widen trust (new passthrough hosts), so a
     // passthrough change rolls the Pod: it is part of the template hash.
-    annotations.insert("bottle-operator.dev/passthrough".into(), p.passthrough.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
-    annotations.insert("bottle-operator.dev/ca-fingerprint".into(), ca_fingerprint.into());
+    annotations.insert(
+        "bottle-operator.dev/passthrough".into(),
+        p.passthrough
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    annotations.insert(
+        "bottle-operator.dev/ca-fingerprint".into(),
+        ca_fingerprint.into(),
+    );
     let hash = hash_of(&(&spec, &metadata.labels, &annotations));
     annotations.insert(meta::TEMPLATE_HASH_ANNOTATION.into(), hash.clone());
     metadata.annotations = Some(annotations);
-    (Pod { metadata, spec: Some(spec), status: None }, hash)
+    (
+        Pod {
+            metadata,
+            spec: Some(spec),
+            status: None,
+        },
+        hash,
+    )
 }
 
 /// The workspace claim, if the Bottle asks for one.
 pub fn workspace_claim(b: &Bottle) -> Result<Option<PersistentVolumeClaim>, InvalidSpec> {
-    let Some(w) = &b.spec.agent.workspace else { return Ok(None) };
+    let Some(w) = &b.spec.agent.workspace else {
+        return Ok(None);
+    };
     if !is_quantity(&w.size) {
         return Err(InvalidSpec {
             reason: "InvalidWorkspace",
-            message: format!("agent.workspace.size {:?} is not a quantity like 10Gi", w.size),
+            message: format!(
+                "agent.workspace.size {:?} is not a quantity like 10Gi",
+                w.size
+            ),
         });
     }
     Ok(Some(PersistentVolumeClaim {
@@ -362,7 +487,10 @@ fn is_quantity(s: &str) -> bool {
 /// Names of all containers (init, sidecar and main) in a rendered Pod.
 pub fn container_names(pod: &Pod) -> Vec<String> {
     let spec = pod.spec.as_ref();
-    let init = spec.and_then(|s| s.init_containers.as_ref()).into_iter().flatten();
+    let init = spec
+        .and_then(|s| s.init_containers.as_ref())
+        .into_iter()
+        .flatten();
     let main = spec.map(|s| s.containers.iter()).into_iter().flatten();
     init.chain(main).map(|c| c.name.clone()).collect()
 }

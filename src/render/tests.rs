@@ -1,0 +1,663 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use super::*;
+use crate::api::{Bottle, BottleSpec};
+use crate::config::{
+    cred_proxy::CredProxyConfig, egress::EgressConfig, git_gate::GitGateConfig, layout,
+    pipelock::PipelockConfig,
+};
+
+const FP: &str = "AA:BB";
+
+/// The Bottle of `examples/bottle-full.yaml`, with the uid an API server would give it.
+fn full() -> Bottle {
+    let text = include_str!("../../examples/bottle-full.yaml");
+    let doc = text
+        .split("\n---\n")
+        .find(|d| d.contains("kind: Bottle"))
+        .expect("a Bottle document");
+    let mut b: Bottle = serde_norway::from_str(doc).expect("example parses");
+    b.metadata.namespace = Some("team".into());
+    b.metadata.uid = Some("uid-1".into());
+    b
+}
+
+fn minimal() -> Bottle {
+    let mut b: Bottle =
+        serde_norway::from_str(include_str!("../../examples/bottle-minimal.yaml")).unwrap();
+    b.metadata.namespace = Some("team".into());
+    b.metadata.uid = Some("uid-2".into());
+    b
+}
+
+fn render(b: &Bottle) -> Desired {
+    desired(b, &Settings::default(), FP).expect("renders")
+}
+
+fn containers(p: &Pod) -> Vec<&Container> {
+    let s = p.spec.as_ref().unwrap();
+    s.init_containers
+        .iter()
+        .flatten()
+        .chain(s.containers.iter())
+        .collect()
+}
+
+fn container<'a>(p: &'a Pod, name: &str) -> &'a Container {
+    containers(p)
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn env_of(c: &Container) -> BTreeMap<String, String> {
+    c.env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+/// Volume names a container mounts.
+fn mounts(c: &Container) -> BTreeSet<String> {
+    c.volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.name.clone())
+        .collect()
+}
+
+/// Secret keys (secret/key) reachable through a volume.
+fn secret_keys_of_volume(p: &Pod, volume: &str) -> BTreeSet<String> {
+    let v = p
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == volume)
+        .unwrap();
+    let mut out = BTreeSet::new();
+    if let Some(s) = &v.secret {
+        for i in s.items.iter().flatten() {
+            out.insert(format!("{}/{}", s.secret_name.as_deref().unwrap(), i.key));
+        }
+    }
+    if let Some(pr) = &v.projected {
+        for src in pr.sources.iter().flatten() {
+            let s = src.secret.as_ref().unwrap();
+            for i in s.items.iter().flatten() {
+                out.insert(format!("{}/{}", s.name, i.key));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn full_bottle_starts_sidecars_in_the_reference_order_before_the_agent() {
+    let d = render(&full());
+    let spec = d.pod.spec.as_ref().unwrap();
+    let init: Vec<(&str, Option<&str>)> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| (c.name.as_str(), c.restart_policy.as_deref()))
+        .collect();
+    assert_eq!(
+        init,
+        [
+            ("ca-bundle", None),
+            ("pipelock", Some("Always")),
+            ("git-gate", Some("Always")),
+            ("cred-proxy", Some("Always")),
+            ("egress", Some("Always"))
+        ]
+    );
+    assert_eq!(
+        spec.containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["agent"]
+    );
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.share_process_namespace, Some(false));
+}
+
+#[test]
+fn minimal_bottle_has_no_cred_proxy_or_git_gate() {
+    let d = render(&minimal());
+    assert_eq!(
+        pod::container_names(&d.pod),
+        ["ca-bundle", "pipelock", "egress", "agent"]
+    );
+    let keys: Vec<&String> = d.config_map.data.as_ref().unwrap().keys().collect();
+    assert_eq!(keys, ["egress.yaml", "pipelock.yaml"]);
+    let agent = container(&d.pod, "agent");
+    assert!(!env_of(agent).contains_key("ANTHROPIC_BASE_URL"));
+    assert!(!env_of(agent).contains_key("GIT_CONFIG_SYSTEM"));
+    assert_eq!(agent.command.as_deref(), Some(&["sleep".to_string()][..]));
+    assert_eq!(
+        agent.image.as_deref(),
+        Some(Settings::default().agent_image.as_str())
+    );
+}
+
+#[test]
+fn every_container_runs_as_its_own_non_root_uid_without_escalation() {
+    let d = render(&full());
+    let mut uids = BTreeSet::new();
+    for c in containers(&d.pod) {
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        let uid = sc.run_as_user.unwrap();
+        assert!(
+            uid > 0 && uids.insert(uid),
+            "{} shares or lacks a UID",
+            c.name
+        );
+        assert_eq!(
+            sc.read_only_root_filesystem,
+            Some(c.name != "agent"),
+            "{}",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn agent_env_wires_it_to_its_sidecars() {
+    let d = render(&full());
+    let env = env_of(container(&d.pod, "agent"));
+    assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.1:9090");
+    assert_eq!(env["http_proxy"], "http://127.0.0.1:9090");
+    assert_eq!(env["NO_PROXY"], "localhost,127.0.0.1,::1");
+    assert_eq!(
+        env["NODE_EXTRA_CA_CERTS"],
+        "/etc/bottle/trust/bottle-ca.crt"
+    );
+    assert_eq!(env["SSL_CERT_FILE"], "/etc/bottle/trust/ca-bundle.crt");
+    assert_eq!(env["REQUESTS_CA_BUNDLE"], "/etc/bottle/trust/ca-bundle.crt");
+    assert_eq!(env["ANTHROPIC_BASE_URL"], "http://127.0.0.1:9099/anthropic");
+    assert_eq!(
+        env["GIT_CONFIG_SYSTEM"],
+        "/etc/bottle/config/agent.gitconfig"
+    );
+    assert_eq!(env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"], "1");
+}
+
+#[test]
+fn token_values_and_keys_reach_only_the_sidecar_that_uses_them() {
+    let d = render(&full());
+    let p = &d.pod;
+    let agent = container(p, "agent");
+    assert!(agent.env.iter().flatten().all(|e| e.value_from.is_none()));
+    assert!(agent.env_from.is_none());
+    let by_container: BTreeMap<&str, BTreeSet<String>> = containers(p)
+        .into_iter()
+        .map(|c| {
+            let keys = mounts(c)
+                .iter()
+                .filter(|v| {
+                    let vol = p
+                        .spec
+                        .as_ref()
+                        .unwrap()
+                        .volumes
+                        .iter()
+                        .flatten()
+                        .find(|x| &x.name == *v)
+                        .unwrap();
+                    vol.secret.is_some() || vol.projected.is_some()
+                })
+                .flat_map(|v| secret_keys_of_volume(p, v))
+                .collect();
+            (c.name.as_str(), keys)
+        })
+        .collect();
+    let set = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(by_container["agent"], set(&[]));
+    assert_eq!(by_container["ca-bundle"], set(&["full-ca/ca.crt"]));
+    assert_eq!(
+        by_container["pipelock"],
+        set(&["full-ca/ca.crt", "full-ca/ca.key"])
+    );
+    assert_eq!(
+        by_container["egress"],
+        set(&[
+            "full-ca/ca.crt",
+            "full-ca/ca.key",
+            "agent-credentials/github-token"
+        ])
+    );
+    assert_eq!(
+        by_container["cred-proxy"],
+        set(&["full-ca/ca.crt", "agent-credentials/anthropic-api-key"])
+    );
+    assert_eq!(
+        by_container["git-gate"],
+        set(&["agent-deploy-key/id_ed25519"])
+    );
+    // The CA key file mode passes pipelock's check (no group-write, world or exec bits).
+    let ca = p
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "ca-intercept")
+        .unwrap();
+    let key_mode = ca
+        .secret
+        .as_ref()
+        .unwrap()
+        .items
+        .iter()
+        .flatten()
+        .find(|i| i.key == "ca.key")
+        .unwrap()
+        .mode
+        .unwrap();
+    assert_eq!(key_mode & 0o137, 0);
+}
+
+#[test]
+fn config_is_mounted_as_whole_volumes_never_sub_paths() {
+    let d = render(&full());
+    for c in containers(&d.pod) {
+        for m in c.volume_mounts.iter().flatten() {
+            assert!(
+                m.sub_path.is_none() && m.sub_path_expr.is_none(),
+                "{} uses subPath",
+                c.name
+            );
+        }
+    }
+    for v in d.pod.spec.as_ref().unwrap().volumes.iter().flatten() {
+        if let Some(cm) = &v.config_map {
+            assert_eq!(cm.name, "full-config");
+            assert!(
+                cm.items.as_ref().is_some_and(|i| !i.is_empty()),
+                "{} lists its items",
+                v.name
+            );
+        }
+    }
+}
+
+#[test]
+fn each_sidecar_config_parses_with_its_own_type_and_points_at_files_it_mounts() {
+    let d = render(&full());
+    let data = d.config_map.data.as_ref().unwrap();
+    let egress: EgressConfig = serde_norway::from_str(&data["egress.yaml"]).unwrap();
+    let cred: CredProxyConfig = serde_norway::from_str(&data["cred-proxy.yaml"]).unwrap();
+    let gate: GitGateConfig = serde_norway::from_str(&data["git-gate.yaml"]).unwrap();
+    let pipelock: PipelockConfig = serde_norway::from_str(&data["pipelock.yaml"]).unwrap();
+
+    let file_of = |c: &str, vol: &str| {
+        let v = d
+            .pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == vol)
+            .unwrap();
+        let items: Vec<String> = v
+            .projected
+            .as_ref()
+            .unwrap()
+            .sources
+            .iter()
+            .flatten()
+            .flat_map(|s| {
+                s.secret
+                    .as_ref()
+                    .unwrap()
+                    .items
+                    .iter()
+                    .flatten()
+                    .map(|i| i.path.clone())
+            })
+            .collect();
+        assert!(mounts(container(&d.pod, c)).contains(vol));
+        items
+            .into_iter()
+            .map(|p| format!("{}/{p}", layout::SECRETS_DIR))
+            .collect::<BTreeSet<_>>()
+    };
+    let egress_auth = egress.routes[0].auth.as_ref().unwrap();
+    assert_eq!(
+        (egress_auth.header.as_str(), egress_auth.scheme.as_deref()),
+        ("Authorization", Some("Bearer"))
+    );
+    assert!(file_of("egress", "egress-secrets").contains(&egress_auth.token_file));
+    assert_eq!(cred.routes[0].auth.header, "x-api-key");
+    assert!(file_of("cred-proxy", "cred-proxy-secrets").contains(&cred.routes[0].auth.token_file));
+    assert!(file_of("git-gate", "git-gate-secrets").contains(&gate.remotes[0].ssh_key_file));
+    assert_eq!(
+        gate.remotes[0].upstream,
+        "ssh://git@github.com:22/example-org/example-repo.git"
+    );
+    assert_eq!(egress.upstream_proxy, "http://127.0.0.1:8888");
+    assert_eq!(cred.upstream_proxy, "http://127.0.0.1:8888");
+
+    assert_eq!(pipelock.mode, "strict");
+    assert!(pipelock.request_body_scanning.scan_headers);
+    for h in [
+        "api.anthropic.com",
+        "api.github.com",
+        "registry.npmjs.org",
+        "pypi.org",
+    ] {
+        assert!(
+            pipelock.api_allowlist.iter().any(|a| a == h),
+            "{h} missing from the allowlist"
+        );
+    }
+    assert_eq!(
+        pipelock.tls_interception.passthrough_domains,
+        ["api.anthropic.com"]
+    );
+    assert_eq!(pipelock.dlp.patterns[0].name, "Example Corp token");
+}
+
+#[test]
+fn real_git_sends_every_spelling_of_a_declared_remote_to_the_gate() {
+    let d = render(&full());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gitconfig");
+    std::fs::write(
+        &cfg,
+        &d.config_map.data.as_ref().unwrap()["agent.gitconfig"],
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir.path())
+            .env("GIT_CONFIG_SYSTEM", &cfg)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    git(&["init", "-q"]);
+    let gate = "http://127.0.0.1:9420/origin.git";
+    for spelling in [
+        "git@github.com:example-org/example-repo.git",
+        "git@github.com:example-org/example-repo",
+        "ssh://git@github.com/example-org/example-repo.git",
+        "https://github.com/example-org/example-repo",
+    ] {
+        git(&["remote", "add", "r", spelling]);
+        assert_eq!(
+            git(&["remote", "get-url", "r"]),
+            gate,
+            "fetch URL of {spelling}"
+        );
+        assert_eq!(
+            git(&["remote", "get-url", "--push", "r"]),
+            gate,
+            "push URL of {spelling}"
+        );
+        git(&["remote", "remove", "r"]);
+    }
+    // Other repositories on the same host are not rewritten: they stay unreachable.
+    git(&["remote", "add", "other", "git@github.com:someone/else.git"]);
+    assert_eq!(
+        git(&["remote", "get-url", "other"]),
+        "git@github.com:someone/else.git"
+    );
+}
+
+#[test]
+fn template_hash_follows_the_pod_not_the_sidecar_config() {
+    let b = full();
+    let base = render(&b).template_hash;
+    assert_eq!(render(&b).template_hash, base, "rendering is deterministic");
+
+    let mut allow = b.clone();
+    allow.spec.egress.allow.push("crates.io".into());
+    let d = render(&allow);
+    assert_eq!(
+        d.template_hash, base,
+        "an allowlist change is a ConfigMap change"
+    );
+    assert_ne!(d.config_hash, render(&b).config_hash);
+
+    let mut image = b.clone();
+    image.spec.agent.image = Some("example.org/agent:2".into());
+    assert_ne!(render(&image).template_hash, base);
+
+    let mut passthrough = b.clone();
+    passthrough
+        .spec
+        .egress
+        .passthrough
+        .push("api.openai.com".into());
+    assert_ne!(
+        render(&passthrough).template_hash,
+        base,
+        "widening passthrough rolls the Pod"
+    );
+
+    assert_ne!(
+        desired(&b, &Settings::default(), "CC:DD")
+            .unwrap()
+            .template_hash,
+        base,
+        "a new CA rolls the Pod"
+    );
+    assert_eq!(
+        d.pod.metadata.annotations.as_ref().unwrap()[meta::TEMPLATE_HASH_ANNOTATION],
+        d.template_hash
+    );
+}
+
+#[test]
+fn network_policies_deny_ingress_and_private_egress() {
+    let settings = Settings {
+        cluster_cidrs: vec!["198.18.0.0/15".into(), "2001:db8::/64".into()],
+        ..Default::default()
+    };
+    let b = full();
+    let d = desired(&b, &settings, FP).unwrap();
+    let [internal, egress] = &d.network_policies[..] else {
+        panic!("two policies")
+    };
+    let is = internal.spec.as_ref().unwrap();
+    assert_eq!(
+        is.policy_types.as_deref(),
+        Some(&["Ingress".to_string()][..])
+    );
+    assert!(is.ingress.as_ref().is_none_or(|r| r.is_empty()));
+    assert_eq!(
+        is.pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()[meta::BOTTLE_LABEL],
+        "full"
+    );
+
+    let es = egress.spec.as_ref().unwrap();
+    let rules = es.egress.as_ref().unwrap();
+    let dns_ports: Vec<String> = rules[0]
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| format!("{}/{:?}", p.protocol.as_deref().unwrap(), p.port))
+        .collect();
+    assert_eq!(dns_ports.len(), 2);
+    let public = &rules[1];
+    let ports: BTreeSet<String> = public
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| format!("{:?}", p.port.as_ref().unwrap()))
+        .collect();
+    assert_eq!(
+        ports,
+        BTreeSet::from(["Int(22)".to_string(), "Int(443)".to_string()])
+    );
+    let blocks: Vec<_> = public
+        .to
+        .iter()
+        .flatten()
+        .map(|p| p.ip_block.as_ref().unwrap())
+        .collect();
+    let v4 = blocks
+        .iter()
+        .find(|b| b.cidr == "0.0.0.0/0")
+        .unwrap()
+        .except
+        .clone()
+        .unwrap();
+    for c in [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "198.18.0.0/15",
+    ] {
+        assert!(v4.iter().any(|x| x == c), "{c} not excluded");
+    }
+    let v6 = blocks
+        .iter()
+        .find(|b| b.cidr == "::/0")
+        .unwrap()
+        .except
+        .clone()
+        .unwrap();
+    for c in ["fc00::/7", "fe80::/10", "2001:db8::/64"] {
+        assert!(v6.iter().any(|x| x == c), "{c} not excluded");
+    }
+}
+
+#[test]
+fn owned_objects_carry_a_controller_reference_to_the_bottle() {
+    let d = render(&full());
+    let refs = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.owner_references.clone().unwrap()
+    };
+    let mut all = vec![
+        refs(&d.pod.metadata),
+        refs(&d.config_map.metadata),
+        refs(&d.workspace.as_ref().unwrap().metadata),
+    ];
+    all.extend(d.network_policies.iter().map(|n| refs(&n.metadata)));
+    for r in all {
+        assert_eq!(
+            (r[0].uid.as_str(), r[0].kind.as_str(), r[0].controller),
+            ("uid-1", "Bottle", Some(true))
+        );
+    }
+}
+
+#[test]
+fn reserved_agent_env_and_bad_workspace_sizes_are_refused() {
+    let mut b = minimal();
+    b.spec.agent.env.push(crate::api::EnvVar {
+        name: "HTTPS_PROXY".into(),
+        value: "http://evil".into(),
+    });
+    assert_eq!(
+        desired(&b, &Settings::default(), FP).unwrap_err().reason,
+        "ReservedEnv"
+    );
+    let mut b = minimal();
+    b.spec.agent.workspace = Some(crate::api::WorkspaceSpec {
+        size: "lots".into(),
+        storage_class_name: None,
+    });
+    assert_eq!(
+        desired(&b, &Settings::default(), FP).unwrap_err().reason,
+        "InvalidWorkspace"
+    );
+    b.spec.agent.workspace = Some(crate::api::WorkspaceSpec {
+        size: "1.5Gi".into(),
+        storage_class_name: Some("fast".into()),
+    });
+    let claim = desired(&b, &Settings::default(), FP)
+        .unwrap()
+        .workspace
+        .unwrap();
+    assert_eq!(
+        claim.spec.unwrap().storage_class_name.as_deref(),
+        Some("fast")
+    );
+}
+
+#[test]
+fn ca_is_p256_with_a_sec1_key_and_an_openssl_compatible_fingerprint() {
+    let ca = ca::generate("team", "full").unwrap();
+    assert!(
+        ca.key_pem.starts_with("-----BEGIN EC PRIVATE KEY-----"),
+        "pipelock needs SEC1"
+    );
+    let der = ::pem::parse(&ca.cert_pem).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(der.contents()).unwrap();
+    assert!(cert.is_ca());
+    assert!(cert.key_usage().unwrap().unwrap().value.key_cert_sign());
+    assert_eq!(
+        cert.public_key().algorithm.algorithm,
+        x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.crt");
+    std::fs::write(&path, &ca.cert_pem).unwrap();
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let openssl = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        openssl.trim().rsplit('=').next().unwrap(),
+        ca::fingerprint(&ca.cert_pem).unwrap()
+    );
+    // The key matches the certificate.
+    let key_path = dir.path().join("ca.key");
+    std::fs::write(&key_path, &ca.key_pem).unwrap();
+    let pubkey = |args: &[&str]| Command::new("openssl").args(args).output().unwrap().stdout;
+    assert_eq!(
+        pubkey(&["x509", "-noout", "-pubkey", "-in", path.to_str().unwrap()]),
+        pubkey(&["ec", "-pubout", "-in", key_path.to_str().unwrap()])
+    );
+    assert_ne!(
+        ca::generate("team", "full").unwrap().cert_pem,
+        ca.cert_pem,
+        "each CA is new"
+    );
+}
+
+#[test]
+fn specs_round_trip_through_the_crd_types() {
+    let b = full();
+    let json = serde_json::to_value(&b.spec).unwrap();
+    let back: BottleSpec = serde_json::from_value(json).unwrap();
+    assert_eq!(back, b.spec);
+}

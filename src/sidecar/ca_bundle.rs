@@ -19,11 +19,14 @@ pub const SYSTEM_BUNDLES: &[&str] = &[
 /// `out_dir`. Each file is written under a temporary name and renamed, so a reader never sees
 /// half a bundle. Without system roots the bundle holds just the CA (and says so).
 pub fn build(ca: &Path, out_dir: &Path, system_bundles: &[PathBuf]) -> anyhow::Result<usize> {
-    let ca_pem = std::fs::read_to_string(ca).with_context(|| format!("reading bottle CA {}", ca.display()))?;
+    let ca_pem = std::fs::read_to_string(ca)
+        .with_context(|| format!("reading bottle CA {}", ca.display()))?;
     if !ca_pem.contains("-----BEGIN CERTIFICATE-----") {
         bail!("{} is not a PEM certificate", ca.display());
     }
-    let roots = system_bundles.iter().find_map(|p| std::fs::read_to_string(p).ok());
+    let roots = system_bundles
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok());
     if roots.is_none() {
         tracing::warn!("no system CA bundle found; the agent will trust only the bottle CA");
     }
@@ -40,7 +43,8 @@ pub fn build(ca: &Path, out_dir: &Path, system_bundles: &[PathBuf]) -> anyhow::R
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
@@ -68,7 +72,10 @@ mod tests {
         let bundle = std::fs::read_to_string(out.join(layout::TRUST_BUNDLE_FILE)).unwrap();
         assert!(bundle.starts_with(other.cert_pem.trim_end()));
         assert!(bundle.ends_with(&ca.cert_pem));
-        assert_eq!(std::fs::read_to_string(out.join(layout::TRUST_CA_FILE)).unwrap(), ca.cert_pem);
+        assert_eq!(
+            std::fs::read_to_string(out.join(layout::TRUST_CA_FILE)).unwrap(),
+            ca.cert_pem
+        );
     }
 
     #[test]

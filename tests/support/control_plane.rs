@@ -6,6 +6,8 @@
 //! Children get `PR_SET_PDEATHSIG`, so they die with the thread that started them: start the
 //! control plane from a thread that lives as long as you need it.
 
+#![allow(dead_code)] // each user (tests, example, bench) needs a different part
+
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;
@@ -15,7 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 
 /// Directory of the built tools: `$BOTTLE_TOOLS_BIN`, else whatever `install.sh` prints (it
 /// builds on first use and is a no-op when the cache is warm).
@@ -24,17 +29,33 @@ pub fn tools_bin() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(dir));
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/install.sh");
-    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().context("running install.sh")?;
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running install.sh")?;
     if !out.status.success() {
-        bail!("{} failed; the control plane cannot start", script.display());
+        bail!(
+            "{} failed; the control plane cannot start",
+            script.display()
+        );
     }
     let stdout = String::from_utf8(out.stdout)?;
-    Ok(PathBuf::from(stdout.lines().last().context("install.sh printed nothing")?.trim()))
+    Ok(PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .context("install.sh printed nothing")?
+            .trim(),
+    ))
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; the kernel will not hand it out again soon).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind loopback").port()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind loopback")
+        .port()
 }
 
 /// Spawns `cmd` so it is killed when the spawning thread exits.
@@ -78,24 +99,33 @@ struct Pki {
 fn pki() -> anyhow::Result<Pki> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::default();
-    ca.distinguished_name.push(DnType::CommonName, "bottle-test-ca");
+    ca.distinguished_name
+        .push(DnType::CommonName, "bottle-test-ca");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::CrlSign,
+    ];
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, &ca_key);
 
     let serving_key = KeyPair::generate()?;
     let mut s = CertificateParams::new(vec!["localhost".into(), "kubernetes.default.svc".into()])?;
-    s.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse()?));
-    s.subject_alt_names.push(SanType::IpAddress("10.0.0.1".parse()?));
-    s.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    s.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse()?));
+    s.subject_alt_names
+        .push(SanType::IpAddress("10.0.0.1".parse()?));
+    s.distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     s.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_cert = s.signed_by(&serving_key, &issuer)?;
 
     let admin_key = KeyPair::generate()?;
     let mut a = CertificateParams::default();
     a.distinguished_name.push(DnType::CommonName, "admin");
-    a.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    a.distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
     a.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let admin_cert = a.signed_by(&admin_key, &issuer)?;
 
@@ -122,7 +152,10 @@ impl ControlPlane {
     /// ready and the `default` namespace has its service account.
     pub fn start() -> anyhow::Result<Self> {
         let bin = tools_bin()?;
-        let root = PathBuf::from(std::env::var("BOTTLE_CP_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string()));
+        let root = PathBuf::from(
+            std::env::var("BOTTLE_CP_DIR")
+                .unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
+        );
         let dir = root.join(format!("bottle-cp-{}-{}", std::process::id(), free_port()));
         fs::create_dir_all(dir.join("pki"))?;
         let pki = pki()?;
@@ -137,7 +170,8 @@ impl ControlPlane {
         ] {
             fs::write(p(f), body)?;
         }
-        let (etcd_port, peer_port, api_port, kcm_port) = (free_port(), free_port(), free_port(), free_port());
+        let (etcd_port, peer_port, api_port, kcm_port) =
+            (free_port(), free_port(), free_port(), free_port());
         let server = format!("https://127.0.0.1:{api_port}");
         let kubeconfig = dir.join("admin.kubeconfig");
         fs::write(
@@ -149,7 +183,13 @@ impl ControlPlane {
                 b64(&pki.admin_key)
             ),
         )?;
-        let mut cp = Self { dir: dir.clone(), kubeconfig: kubeconfig.clone(), bin: bin.clone(), server: server.clone(), children: Vec::new() };
+        let mut cp = Self {
+            dir: dir.clone(),
+            kubeconfig: kubeconfig.clone(),
+            bin: bin.clone(),
+            server: server.clone(),
+            children: Vec::new(),
+        };
 
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -166,7 +206,9 @@ impl ControlPlane {
                 "--log-level=warn".into(),
             ]),
         )?;
-        cp.wait_http(&format!("{etcd_url}/health"), "etcd", |body| body.contains("\"health\":\"true\""))?;
+        cp.wait_http(&format!("{etcd_url}/health"), "etcd", |body| {
+            body.contains("\"health\":\"true\"")
+        })?;
 
         let pf = |f: &str| p(f).display().to_string();
         cp.spawn(
@@ -215,8 +257,12 @@ impl ControlPlane {
 
     fn spawn(&mut self, name: &str, cmd: &mut Command) -> anyhow::Result<()> {
         let log = fs::File::create(self.dir.join(format!("{name}.log")))?;
-        let child = spawn_tied(cmd.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null()))
-            .with_context(|| format!("starting {name}"))?;
+        let child = spawn_tied(
+            cmd.stdout(log.try_clone()?)
+                .stderr(log)
+                .stdin(Stdio::null()),
+        )
+        .with_context(|| format!("starting {name}"))?;
         self.children.push((name.to_string(), child));
         Ok(())
     }
@@ -241,11 +287,18 @@ impl ControlPlane {
         Ok(())
     }
 
-    fn wait_http(&mut self, url: &str, what: &str, ok: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+    fn wait_http(
+        &mut self,
+        url: &str,
+        what: &str,
+        ok: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             self.check_alive()?;
-            let out = Command::new("curl").args(["-fsS", "-m", "2", url]).output()?;
+            let out = Command::new("curl")
+                .args(["-fsS", "-m", "2", url])
+                .output()?;
             if out.status.success() && ok(&String::from_utf8_lossy(&out.stdout)) {
                 return Ok(());
             }
@@ -265,7 +318,10 @@ impl ControlPlane {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("kube-apiserver not ready after 120s:\n{}", self.log_tail("kube-apiserver"));
+                bail!(
+                    "kube-apiserver not ready after 120s:\n{}",
+                    self.log_tail("kube-apiserver")
+                );
             }
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -276,12 +332,18 @@ impl ControlPlane {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             self.check_alive()?;
-            let out = self.kubectl().args(["-n", ns, "get", "serviceaccount", "default"]).output()?;
+            let out = self
+                .kubectl()
+                .args(["-n", ns, "get", "serviceaccount", "default"])
+                .output()?;
             if out.status.success() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("no default service account in {ns} after 60s:\n{}", self.log_tail("kube-controller-manager"));
+                bail!(
+                    "no default service account in {ns} after 60s:\n{}",
+                    self.log_tail("kube-controller-manager")
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -297,7 +359,9 @@ impl ControlPlane {
     /// A kube client for the admin user.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?;
         Ok(kube::Client::try_from(config)?)
     }
 }

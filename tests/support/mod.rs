@@ -28,13 +28,30 @@ pub fn cluster() -> &'static ControlPlane {
         // The children die with the thread that spawned them, so that thread lives forever.
         std::thread::spawn(move || {
             let started = ControlPlane::start().and_then(|cp| {
-                let out = cp.kubectl().args(["apply", "-f"]).arg(repo().join("crds")).output()?;
-                anyhow::ensure!(out.status.success(), "installing CRDs: {}", String::from_utf8_lossy(&out.stderr));
                 let out = cp
                     .kubectl()
-                    .args(["wait", "--for=condition=Established", "crd/bottles.bottle-operator.dev", "--timeout=60s"])
+                    .args(["apply", "-f"])
+                    .arg(repo().join("crds"))
                     .output()?;
-                anyhow::ensure!(out.status.success(), "CRD not established: {}", String::from_utf8_lossy(&out.stderr));
+                anyhow::ensure!(
+                    out.status.success(),
+                    "installing CRDs: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let out = cp
+                    .kubectl()
+                    .args([
+                        "wait",
+                        "--for=condition=Established",
+                        "crd/bottles.bottle-operator.dev",
+                        "--timeout=60s",
+                    ])
+                    .output()?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "CRD not established: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 Ok(cp)
             });
             tx.send(started).expect("test thread waits");
@@ -51,24 +68,43 @@ pub fn cluster() -> &'static ControlPlane {
 
 /// Runs kubectl, returning its output.
 pub fn kubectl(args: &[&str]) -> Output {
-    cluster().kubectl().args(args).output().expect("kubectl runs")
+    cluster()
+        .kubectl()
+        .args(args)
+        .output()
+        .expect("kubectl runs")
 }
 
 /// Runs kubectl and panics with its stderr when it fails.
 pub fn kubectl_ok(args: &[&str]) -> String {
     let out = kubectl(args);
-    assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
 /// A fresh namespace for one test, with its default service account.
 pub fn namespace(test: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let ns = format!("{test}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)).replace('_', "-");
+    let ns = format!(
+        "{test}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+    .replace('_', "-");
     kubectl_ok(&["create", "namespace", &ns]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !kubectl(&["-n", &ns, "get", "serviceaccount", "default"]).status.success() {
-        assert!(Instant::now() < deadline, "no default service account in {ns}");
+    while !kubectl(&["-n", &ns, "get", "serviceaccount", "default"])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no default service account in {ns}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     ns
@@ -84,7 +120,9 @@ impl Operator {
     /// Starts the operator watching `ns` only, so tests running side by side do not interfere.
     pub fn start(ns: &str) -> Self {
         let cp = cluster();
-        let log = cp.dir.join(format!("operator-{ns}-{}.log", control_plane::free_port()));
+        let log = cp
+            .dir
+            .join(format!("operator-{ns}-{}.log", control_plane::free_port()));
         let file = fs::File::create(&log).expect("operator log");
         let child = control_plane::spawn_tied(
             Command::new(env!("CARGO_BIN_EXE_bottle-operator"))
@@ -137,7 +175,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -1,0 +1,198 @@
+//! The main job on a machine without a cluster: a local control plane (etcd, kube-apiserver,
+//! kube-controller-manager), the CRD, the operator, and the example Bottles, then a look at
+//! what the operator made. Run it through `scripts/up.sh`.
+
+#[path = "../tests/support/control_plane.rs"]
+mod control_plane;
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use control_plane::ControlPlane;
+
+fn run(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
+    let out = cp.kubectl().args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn show(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<()> {
+    println!("\n$ kubectl {}", args.join(" "));
+    print!("{}", run(cp, args)?);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let stay = match std::env::args().nth(1).as_deref() {
+        Some("--stay") => true,
+        Some("--once") => false,
+        _ => std::io::stdin().is_terminal(),
+    };
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let operator = std::env::var("BOTTLE_OPERATOR_BIN")
+        .context("BOTTLE_OPERATOR_BIN (scripts/up.sh sets it)")?;
+
+    eprintln!("==> starting etcd, kube-apiserver and kube-controller-manager on loopback");
+    let t = Instant::now();
+    let cp = ControlPlane::start()?;
+    eprintln!(
+        "    ready in {:.1}s: {}",
+        t.elapsed().as_secs_f64(),
+        cp.server
+    );
+
+    eprintln!("==> installing the Bottle CRD");
+    run(&cp, &["apply", "-f", repo.join("crds").to_str().unwrap()])?;
+    run(
+        &cp,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/bottles.bottle-operator.dev",
+            "--timeout=60s",
+        ],
+    )?;
+
+    eprintln!("==> starting the operator");
+    let log = cp.dir.join("operator.log");
+    let mut op = control_plane::spawn_tied(
+        Command::new(&operator)
+            .env("KUBECONFIG", &cp.kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(&log)?),
+    )?;
+
+    eprintln!("==> kubectl apply -f examples/bottle-full.yaml -f examples/bottle-minimal.yaml");
+    let applied = run(
+        &cp,
+        &[
+            "apply",
+            "-f",
+            repo.join("examples/bottle-full.yaml").to_str().unwrap(),
+            "-f",
+            repo.join("examples/bottle-minimal.yaml").to_str().unwrap(),
+        ],
+    )?;
+    print!("{applied}");
+    let t = Instant::now();
+    for name in ["full", "minimal"] {
+        run(
+            &cp,
+            &[
+                "wait",
+                "--for=condition=ConfigApplied",
+                &format!("bottle/{name}"),
+                "--timeout=60s",
+            ],
+        )
+        .with_context(|| {
+            format!(
+                "bottle {name} never applied; operator log: {}",
+                log.display()
+            )
+        })?;
+    }
+    eprintln!(
+        "    both Bottles applied in {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    show(&cp, &["get", "bottles", "-o", "wide"])?;
+    show(
+        &cp,
+        &[
+            "get",
+            "pods,configmaps,secrets,networkpolicies,persistentvolumeclaims",
+            "-l",
+            "app.kubernetes.io/managed-by=bottle-operator",
+        ],
+    )?;
+    show(
+        &cp,
+        &[
+            "get",
+            "pod",
+            "full",
+            "-o",
+            "jsonpath={range .spec.initContainers[*]}{.name}{\" (init, restartPolicy=\"}{.restartPolicy}{\", uid \"}{.securityContext.runAsUser}{\")\\n\"}{end}{range .spec.containers[*]}{.name}{\" (uid \"}{.securityContext.runAsUser}{\")\\n\"}{end}",
+        ],
+    )?;
+    show(
+        &cp,
+        &[
+            "get",
+            "configmap",
+            "full-config",
+            "-o",
+            "jsonpath={.data.pipelock\\.yaml}",
+        ],
+    )?;
+    show(
+        &cp,
+        &[
+            "get",
+            "bottle",
+            "full",
+            "-o",
+            "jsonpath={range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{\"\\n\"}{end}",
+        ],
+    )?;
+    show(
+        &cp,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=Bottle",
+        ],
+    )?;
+    println!(
+        "\nThere is no kubelet here, so Pods stay Pending; on kind or a real cluster they run (see README).\n"
+    );
+
+    if stay {
+        println!(
+            "The control plane stays up until Ctrl-C. In another shell:\n  export KUBECONFIG={}\n  {} get bottles",
+            cp.kubeconfig.display(),
+            cp.bin.join("kubectl").display()
+        );
+        println!("Operator log: {}", log.display());
+        let (tx, rx) = std::sync::mpsc::channel();
+        ctrlc_channel(tx);
+        let _ = rx.recv();
+    } else {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = op.kill();
+    Ok(())
+}
+
+/// Sends on `tx` at SIGINT/SIGTERM, so the control plane is torn down cleanly on Ctrl-C.
+fn ctrlc_channel(tx: std::sync::mpsc::Sender<()>) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("signal");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        let _ = tx.send(());
+    });
+}
