@@ -14,6 +14,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The agent's HTTP(S) proxy: TLS interception, host + path routes, credential injection.
+    Egress {
+        /// egress.yaml (in the mounted ConfigMap; reloaded live).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Base-URL style door to named upstream APIs, credential injected.
+    CredProxy {
+        /// cred-proxy.yaml (in the mounted ConfigMap; reloaded live).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Build the agent's trust store: system roots plus the bottle CA.
     CaBundle {
         /// The bottle CA certificate.
@@ -28,11 +40,25 @@ enum Command {
     },
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn main() -> anyhow::Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Egress { config } => runtime()?.block_on(bottle_operator::egress::run(config))?,
+        Command::CredProxy { config } => {
+            runtime()?.block_on(bottle_operator::cred_proxy::run(config))?
+        }
         Command::CaBundle {
             ca,
             out_dir,

@@ -13,9 +13,11 @@ pub struct CredProxyConfig {
     pub listen: String,
     /// Admin listener.
     pub admin_listen: String,
-    /// Outbound proxy (pipelock), so the allowlist and DLP apply to cred-proxy's traffic too.
-    pub upstream_proxy: String,
-    /// CA to trust for the intercepted upstream connection (the bottle CA).
+    /// Outbound proxy (pipelock), so the allowlist and DLP apply to cred-proxy's traffic too;
+    /// direct when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_proxy: Option<String>,
+    /// CA trusted upstream besides the system roots (the bottle CA, which pipelock uses).
     pub ca_cert: String,
     /// Routes by name.
     pub routes: Vec<CredRoute>,

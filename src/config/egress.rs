@@ -13,16 +13,25 @@ pub struct EgressConfig {
     pub listen: String,
     /// Admin listener (health, config version).
     pub admin_listen: String,
-    /// Next hop for everything allowed: pipelock.
-    pub upstream_proxy: String,
-    /// Bottle CA certificate, for minting leaf certificates.
+    /// Next hop for everything allowed (pipelock); direct when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_proxy: Option<String>,
+    /// Bottle CA certificate: mints leaf certificates, and is trusted upstream (pipelock
+    /// intercepts with the same CA) besides the system roots.
     pub ca_cert: String,
     /// Bottle CA key.
     pub ca_key: String,
-    /// Hosts tunnelled without interception.
+    /// TCP ports the agent may reach (CONNECT and plain HTTP); the same ports the egress
+    /// NetworkPolicy opens.
+    pub ports: Vec<u16>,
+    /// Hosts (or `*.domain`) allowed on any path without credentials.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Hosts (or `*.domain`) tunnelled without interception.
     #[serde(default)]
     pub passthrough: Vec<String>,
-    /// Host + path routes. A host with no route is passed on to pipelock's allowlist.
+    /// Host + path routes, optionally with a credential. A host that is in no route, `allow`
+    /// or `passthrough` entry is refused.
     #[serde(default)]
     pub routes: Vec<EgressRoute>,
 }

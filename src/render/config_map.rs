@@ -34,9 +34,17 @@ pub fn egress_config(p: &Policy) -> egress::EgressConfig {
     egress::EgressConfig {
         listen: loopback(layout::EGRESS_PORT),
         admin_listen: loopback(layout::EGRESS_ADMIN_PORT),
-        upstream_proxy: pipelock_url(),
+        upstream_proxy: Some(pipelock_url()),
         ca_cert: format!("{}/{}", layout::CA_DIR, layout::CA_CERT_FILE),
         ca_key: format!("{}/{}", layout::CA_DIR, layout::CA_KEY_FILE),
+        // Routes name hosts only, and HTTPS is the one port the egress policy opens for them.
+        ports: vec![443],
+        allow: p
+            .allow
+            .iter()
+            .filter(|h| !p.passthrough.contains(h))
+            .map(ToString::to_string)
+            .collect(),
         passthrough: p.passthrough.iter().map(ToString::to_string).collect(),
         routes: p
             .egress_routes
@@ -55,7 +63,7 @@ pub fn cred_proxy_config(p: &Policy) -> cred_proxy::CredProxyConfig {
     cred_proxy::CredProxyConfig {
         listen: loopback(layout::CRED_PROXY_PORT),
         admin_listen: loopback(layout::CRED_PROXY_ADMIN_PORT),
-        upstream_proxy: pipelock_url(),
+        upstream_proxy: Some(pipelock_url()),
         ca_cert: format!("{}/{}", layout::CA_DIR, layout::CA_CERT_FILE),
         routes: p
             .cred_routes

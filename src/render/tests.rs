@@ -352,8 +352,19 @@ fn each_sidecar_config_parses_with_its_own_type_and_points_at_files_it_mounts() 
         gate.remotes[0].upstream,
         "ssh://git@github.com:22/example-org/example-repo.git"
     );
-    assert_eq!(egress.upstream_proxy, "http://127.0.0.1:8888");
-    assert_eq!(cred.upstream_proxy, "http://127.0.0.1:8888");
+    assert_eq!(
+        egress.upstream_proxy.as_deref(),
+        Some("http://127.0.0.1:8888")
+    );
+    assert_eq!(
+        cred.upstream_proxy.as_deref(),
+        Some("http://127.0.0.1:8888")
+    );
+    assert_eq!(egress.ports, [443]);
+    assert!(
+        egress.allow.contains(&"registry.npmjs.org".to_string())
+            && !egress.allow.contains(&"api.anthropic.com".to_string())
+    );
 
     assert_eq!(pipelock.mode, "strict");
     assert!(pipelock.request_body_scanning.scan_headers);

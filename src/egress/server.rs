@@ -1,0 +1,348 @@
+//! The egress listener: CONNECT and absolute-form HTTP from the agent, TLS interception, and
+//! per-request checks against the live [`Policy`].
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http::{Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::policy::{Deny, HostAction, Policy, normalize_host};
+use crate::config::egress::EgressConfig;
+use crate::proxy::admin::{self, Metrics};
+use crate::proxy::forward::forward;
+use crate::proxy::reload::{self, Loaded, hash_bytes};
+use crate::proxy::tls::Authority;
+use crate::proxy::upstream::{self, Connector, UpstreamClient};
+use crate::proxy::{ProxyBody, deny, init_crypto};
+
+/// Largest request head accepted from the agent; larger ones get 431.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Reads and parses the config file.
+pub fn read_config(path: &Path) -> anyhow::Result<(EgressConfig, Vec<u8>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg =
+        serde_norway::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    Ok((cfg, bytes))
+}
+
+/// Loads and validates a config into a policy (for the reloader).
+pub fn load(path: &Path) -> anyhow::Result<Loaded<Policy>> {
+    let (cfg, bytes) = read_config(path)?;
+    let policy = Policy::compile(&cfg)?;
+    let mut parts: Vec<Vec<u8>> = vec![bytes.clone()];
+    for f in policy.token_files() {
+        parts.push(std::fs::read(f).unwrap_or_default());
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    Ok(Loaded {
+        value: policy,
+        config_hash: hash_bytes(&[&bytes]),
+        change_key: hash_bytes(&refs),
+    })
+}
+
+/// The running proxy.
+pub struct Egress {
+    policy: watch::Receiver<Arc<Policy>>,
+    authority: Authority,
+    connector: Connector,
+    client: UpstreamClient,
+    client_h1: UpstreamClient,
+    metrics: Arc<Metrics>,
+}
+
+fn parent_dirs(config: &Path, p: &Policy) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::iter::once(config)
+        .chain(p.token_files().iter().map(PathBuf::as_path))
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// Runs the egress sidecar with the config at `config_path` until the process is stopped.
+pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    init_crypto();
+    // Listeners, CA and next hop are fixed for the process; routes reload live.
+    let (cfg, _) = read_config(&config_path)?;
+    let path = config_path.clone();
+    let live = reload::start(
+        move || load(&path),
+        move |p| parent_dirs(&config_path, p),
+        Duration::from_secs(2),
+    )?;
+    let authority = Authority::load(&cfg.ca_cert, &cfg.ca_key)?;
+    let connector = Connector::new(cfg.upstream_proxy.as_deref())?;
+    let (client, client_h1) =
+        upstream::clients(connector.clone(), upstream::roots(&[&cfg.ca_cert])?);
+    let metrics = Metrics::new("egress");
+    let admin = TcpListener::bind(&cfg.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.admin_listen))?;
+    admin::serve(admin, metrics.clone(), live.status.clone());
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, upstream_proxy = ?cfg.upstream_proxy, "egress listening");
+    let egress = Arc::new(Egress {
+        policy: live.current,
+        authority,
+        connector,
+        client,
+        client_h1,
+        metrics,
+    });
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let e = egress.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let e = e.clone();
+                async move { Ok::<_, Infallible>(e.outer(req).await) }
+            });
+            let conn = http1::Builder::new()
+                .max_buf_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "agent connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Splits `host[:port]`, allowing `[v6]` forms.
+fn split_authority(a: &str, default_port: u16) -> Option<(String, u16)> {
+    let uri: Uri = format!("http://{a}/").parse().ok()?;
+    let auth = uri.authority()?;
+    Some((
+        auth.host().to_string(),
+        auth.port_u16().unwrap_or(default_port),
+    ))
+}
+
+impl Egress {
+    fn refuse(&self, d: &Deny, method: &Method, target: &str) -> Response<ProxyBody> {
+        self.metrics.count("denied");
+        tracing::warn!(kind = d.kind(), %method, target, reason = %d, "denied");
+        deny(StatusCode::FORBIDDEN, &d.to_string())
+    }
+
+    /// A request on the agent's plain connection: CONNECT, or absolute-form `http://`.
+    async fn outer(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        if req.method() == Method::CONNECT {
+            return self.connect(req).await;
+        }
+        let uri = req.uri().clone();
+        let (Some("http"), Some(auth)) = (uri.scheme_str(), uri.authority()) else {
+            self.metrics.count("denied");
+            return deny(
+                StatusCode::BAD_REQUEST,
+                "egress is a proxy: send absolute http:// URLs or CONNECT (set HTTPS_PROXY)",
+            );
+        };
+        let (raw_host, port) = (auth.host().to_string(), auth.port_u16().unwrap_or(80));
+        let policy = self.policy.borrow().clone();
+        let host =
+            match normalize_host(&raw_host).and_then(|h| policy.host_action(&h, port).map(|_| h)) {
+                Ok(h) => h,
+                Err(d) => return self.refuse(&d, req.method(), &uri.to_string()),
+            };
+        // An absolute-form request must not name another host in its Host header.
+        if let Some(d) = host_header_mismatch(&req, &host, port) {
+            return self.refuse(&d, req.method(), &uri.to_string());
+        }
+        self.checked(req, &policy, &host, port, "http").await
+    }
+
+    async fn connect(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let target = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let Some((raw_host, port)) = req
+            .uri()
+            .authority()
+            .and_then(|a| a.port_u16().map(|p| (a.host().to_string(), p)))
+        else {
+            self.metrics.count("denied");
+            return deny(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+        };
+        let policy = self.policy.borrow().clone();
+        let (host, action) = match normalize_host(&raw_host)
+            .and_then(|h| policy.host_action(&h, port).map(|a| (h, a)))
+        {
+            Ok(x) => x,
+            Err(d) => return self.refuse(&d, &Method::CONNECT, &target),
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let upgraded = match hyper::upgrade::on(req).await {
+                Ok(u) => u,
+                Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            };
+            match action {
+                HostAction::Passthrough => me.splice(upgraded, &host, port).await,
+                HostAction::Intercept => me.intercept(upgraded, host, port).await,
+            }
+        });
+        Response::new(crate::proxy::full(""))
+    }
+
+    async fn splice(&self, upgraded: hyper::upgrade::Upgraded, host: &str, port: u16) {
+        match self.connector.connect(host, port).await {
+            Ok(mut up) => {
+                self.metrics.count("allowed");
+                tracing::info!(host, port, "passthrough tunnel");
+                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut up).await;
+            }
+            Err(e) => {
+                self.metrics.count("error");
+                tracing::warn!(host, port, error = %e, "passthrough upstream unreachable");
+            }
+        }
+    }
+
+    async fn intercept(
+        self: Arc<Self>,
+        upgraded: hyper::upgrade::Upgraded,
+        host: String,
+        port: u16,
+    ) {
+        let config = match self.authority.server_config(&host) {
+            Ok(c) => c,
+            Err(e) => return tracing::error!(host, error = %e, "cannot mint a certificate"),
+        };
+        let tls = match TlsAcceptor::from(config)
+            .accept(TokioIo::new(upgraded))
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => return tracing::debug!(host, error = %e, "agent TLS handshake failed"),
+        };
+        // The name the client asked TLS for must be the host it CONNECTed to.
+        if let Some(sni) = tls.get_ref().1.server_name()
+            && normalize_host(sni).as_deref() != Ok(host.as_str())
+        {
+            self.metrics.count("denied");
+            return tracing::warn!(kind = "sni_mismatch", tunnel = %host, sni, "denied");
+        }
+        let me = self.clone();
+        let svc = service_fn(move |req| {
+            let me = me.clone();
+            let host = host.clone();
+            async move {
+                let policy = me.policy.borrow().clone();
+                if let Some(d) = host_header_mismatch(&req, &host, port) {
+                    return Ok::<_, Infallible>(me.refuse(&d, req.method(), req.uri().path()));
+                }
+                Ok(me.checked(req, &policy, &host, port, "https").await)
+            }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder.http1().max_buf_size(MAX_HEAD);
+        builder.http2().max_header_list_size(MAX_HEAD as u32);
+        if let Err(e) = builder
+            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+            .await
+        {
+            tracing::debug!(error = %e, "intercepted connection ended with an error");
+        }
+    }
+
+    /// Path check, credential injection and forwarding of one request to `host`.
+    async fn checked(
+        &self,
+        req: Request<Incoming>,
+        policy: &Policy,
+        host: &str,
+        port: u16,
+        scheme: &str,
+    ) -> Response<ProxyBody> {
+        let method = req.method().clone();
+        let (path, inject) = match policy.request(host, req.uri().path()) {
+            Ok(x) => x,
+            Err(d) => return self.refuse(&d, &method, &format!("{host}{}", req.uri().path())),
+        };
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        let authority = if port == default_port {
+            host.to_string()
+        } else {
+            format!("{host}:{port}")
+        };
+        let query = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let uri: Uri = match format!("{scheme}://{authority}{path}{query}").parse() {
+            Ok(u) => u,
+            Err(_) => return self.refuse(&Deny::AmbiguousPath(path), &method, host),
+        };
+        let resp = forward(&self.client, &self.client_h1, req, uri, inject).await;
+        self.metrics
+            .count(if resp.status() == StatusCode::BAD_GATEWAY {
+                "error"
+            } else {
+                "allowed"
+            });
+        tracing::info!(%method, host, path, status = resp.status().as_u16(), injected = inject.is_some(), "forwarded");
+        resp
+    }
+}
+
+/// A request whose Host header or :authority names another host or port than the
+/// connection's (or the absolute-form target's). Both are checked: the upstream might honour
+/// either.
+fn host_header_mismatch<B>(req: &Request<B>, host: &str, port: u16) -> Option<Deny> {
+    let default_port = if req.uri().scheme_str() == Some("http") {
+        80
+    } else {
+        443
+    };
+    let from_uri = req.uri().authority().map(|a| a.to_string());
+    let from_header = req
+        .headers()
+        .get_all(http::header::HOST)
+        .iter()
+        .map(|h| h.to_str().map(str::to_string).unwrap_or_default());
+    for named in from_uri.into_iter().chain(from_header) {
+        let mismatch = Some(Deny::HostMismatch {
+            tunnel: format!("{host}:{port}"),
+            request: named.clone(),
+        });
+        let Some((h, p)) = split_authority(&named, default_port) else {
+            return mismatch;
+        };
+        // No explicit port means the connection's own port.
+        let explicit = named
+            .rsplit_once(':')
+            .is_some_and(|(_, tail)| !tail.contains(']'));
+        let p = if explicit { p } else { port };
+        match normalize_host(&h) {
+            Ok(n) if n == host && p == port => {}
+            _ => return mismatch,
+        }
+    }
+    None
+}

@@ -1,0 +1,745 @@
+//! egress and cred-proxy as real processes on loopback, with a real HTTPS origin, curl and
+//! Python `requests` as the agent, and the bottle CA made by the operator's own code.
+
+#[path = "support/control_plane.rs"]
+mod control_plane;
+#[path = "support/origin.rs"]
+mod origin;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bottle_operator::config::HeaderInjection;
+use bottle_operator::config::cred_proxy::{CredProxyConfig, CredRoute};
+use bottle_operator::config::egress::{EgressConfig, EgressRoute};
+use control_plane::{free_port, spawn_tied};
+use serde_json::Value;
+
+/// Writes files the way the kubelet updates a ConfigMap or Secret volume: a new timestamped
+/// directory, then an atomic rename of the `..data` symlink onto it.
+fn kubelet_write(dir: &Path, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let stamp = format!(
+        "..{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    std::fs::create_dir(dir.join(&stamp)).unwrap();
+    for (name, body) in files {
+        std::fs::write(dir.join(&stamp).join(name), body).unwrap();
+    }
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&stamp, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for (name, _) in files {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).unwrap();
+        }
+    }
+}
+
+struct Bench {
+    dir: tempfile::TempDir,
+    origin: origin::Origin,
+    ca_cert: PathBuf,
+    ca_key: PathBuf,
+}
+
+impl Bench {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = origin::start(dir.path()).await;
+        let ca = bottle_operator::render::ca::generate("test", "bottle").unwrap();
+        let (ca_cert, ca_key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+        std::fs::write(&ca_cert, &ca.cert_pem).unwrap();
+        std::fs::write(&ca_key, &ca.key_pem).unwrap();
+        kubelet_write(&dir.path().join("secrets"), &[("token", "s3cret-token\n")]);
+        Self {
+            dir,
+            origin,
+            ca_cert,
+            ca_key,
+        }
+    }
+
+    fn token_file(&self) -> String {
+        self.dir.path().join("secrets/token").display().to_string()
+    }
+
+    fn egress_config(&self, routes: Vec<EgressRoute>, passthrough: Vec<String>) -> EgressConfig {
+        EgressConfig {
+            listen: format!("127.0.0.1:{}", free_port()),
+            admin_listen: format!("127.0.0.1:{}", free_port()),
+            upstream_proxy: None,
+            ca_cert: self.ca_cert.display().to_string(),
+            ca_key: self.ca_key.display().to_string(),
+            ports: vec![443, self.origin.port],
+            allow: vec![],
+            passthrough,
+            routes,
+        }
+    }
+
+    fn default_routes(&self) -> Vec<EgressRoute> {
+        vec![EgressRoute {
+            host: "localhost".into(),
+            paths: vec![
+                "/allowed/".into(),
+                "/sse".into(),
+                "/ws".into(),
+                "/release".into(),
+            ],
+            auth: Some(HeaderInjection {
+                header: "Authorization".into(),
+                scheme: Some("Bearer".into()),
+                token_file: self.token_file(),
+            }),
+        }]
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.origin.port)
+    }
+}
+
+/// A sidecar process; killed on drop, its log printed when the test failed.
+struct Sidecar {
+    child: Child,
+    listen: String,
+    admin: String,
+    config_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Sidecar {
+    async fn start(
+        b: &Bench,
+        kind: &str,
+        file: &str,
+        yaml: String,
+        listen: &str,
+        admin: &str,
+    ) -> Self {
+        let config_dir = b.dir.path().join(format!("config-{kind}-{}", free_port()));
+        kubelet_write(&config_dir, &[(file, &yaml)]);
+        let log = b.dir.path().join(format!("{kind}-{}.log", free_port()));
+        let child = spawn_tied(
+            Command::new(env!("CARGO_BIN_EXE_bottle-sidecar"))
+                .args([kind, "--config"])
+                .arg(config_dir.join(file))
+                // The origin's CA stands in for the public roots (rustls-native-certs reads it).
+                .env("SSL_CERT_FILE", &b.origin.ca_file)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap()),
+        )
+        .unwrap();
+        let s = Self {
+            child,
+            listen: listen.into(),
+            admin: admin.into(),
+            config_dir,
+            log,
+        };
+        s.wait_ready().await;
+        s
+    }
+
+    async fn egress(b: &Bench, cfg: &EgressConfig) -> Self {
+        Self::start(
+            b,
+            "egress",
+            "egress.yaml",
+            serde_norway::to_string(cfg).unwrap(),
+            &cfg.listen,
+            &cfg.admin_listen,
+        )
+        .await
+    }
+
+    async fn cred_proxy(b: &Bench, cfg: &CredProxyConfig) -> Self {
+        Self::start(
+            b,
+            "cred-proxy",
+            "cred-proxy.yaml",
+            serde_norway::to_string(cfg).unwrap(),
+            &cfg.listen,
+            &cfg.admin_listen,
+        )
+        .await
+    }
+
+    async fn wait_ready(&self) {
+        let t = Instant::now();
+        while tokio::net::TcpStream::connect(&self.listen).await.is_err()
+            || tokio::net::TcpStream::connect(&self.admin).await.is_err()
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "sidecar did not start:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn proxy(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    async fn admin_get(&self, path: &str) -> String {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", &format!("http://{}{path}", self.admin)])
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    async fn status(&self) -> Value {
+        serde_json::from_str(&self.admin_get("/status").await).unwrap()
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- sidecar log ---\n{}", self.logs());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs curl; returns (HTTP status, body). A refused CONNECT reports the CONNECT status;
+/// 0 means no HTTP response at all.
+async fn curl(args: &[&str]) -> (u16, String) {
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-m",
+            "20",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code} %{http_connect}",
+        ])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, codes) = text.rsplit_once('\n').unwrap_or(("", "0 0"));
+    let (code, connect) = codes.split_once(' ').unwrap_or((codes, "0"));
+    let (code, connect): (u16, u16) = (
+        code.trim().parse().unwrap_or(0),
+        connect.trim().parse().unwrap_or(0),
+    );
+    let code = if code == 0 && connect >= 300 {
+        connect
+    } else {
+        code
+    };
+    if code == 0 {
+        eprintln!("curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    (code, body.to_string())
+}
+
+async fn via(e: &Sidecar, b: &Bench, extra: &[&str], url: &str) -> (u16, String) {
+    let proxy = e.proxy();
+    let mut args = vec!["--proxy", &proxy, "--cacert", b.ca_cert.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.push(url);
+    curl(&args).await
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn egress_intercepts_injects_the_route_credential_and_refuses_the_rest() {
+    let b = Bench::new().await;
+    let e = Sidecar::egress(&b, &b.egress_config(b.default_routes(), vec![])).await;
+
+    // Allowed path: intercepted (curl trusts only the bottle CA), agent credential replaced.
+    for http in ["--http1.1", "--http2"] {
+        let (code, body) = via(
+            &e,
+            &b,
+            &[
+                http,
+                "-H",
+                "Authorization: Bearer agent-made-up",
+                "-H",
+                "Proxy-Authorization: Basic c211Z2dsZWQ=",
+            ],
+            &b.url("/allowed/x?q=1"),
+        )
+        .await;
+        assert_eq!(code, 200, "{http}: {body}");
+        let echo = json(&body);
+        assert_eq!(echo["headers"]["authorization"], "Bearer s3cret-token");
+        assert!(
+            echo["headers"].get("proxy-authorization").is_none(),
+            "Proxy-Authorization must not reach the origin"
+        );
+        assert_eq!(echo["path"], "/allowed/x");
+        assert!(echo["uri"].as_str().unwrap().ends_with("/allowed/x?q=1"));
+    }
+
+    // Path not in the route.
+    let (code, body) = via(&e, &b, &[], &b.url("/secret")).await;
+    assert_eq!(code, 403);
+    assert!(
+        body.contains("path /secret is not allowed for host localhost"),
+        "{body}"
+    );
+    // The token never shows up in what the agent sees or in the log.
+    assert!(!body.contains("s3cret"));
+    assert!(!e.logs().contains("s3cret"), "token leaked into the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn egress_attack_suite() {
+    let b = Bench::new().await;
+    let e = Sidecar::egress(&b, &b.egress_config(b.default_routes(), vec![])).await;
+    let port = b.origin.port;
+    let p = e.proxy();
+
+    // Absolute-form request to a host with no route.
+    let (code, body) = curl(&["--proxy", &p, "http://evil.example/"]).await;
+    assert_eq!(
+        (code, body.contains("no route for host evil.example")),
+        (403, true),
+        "{body}"
+    );
+    // Absolute-form to an allowed host whose Host header names another.
+    let (code, body) = curl(&[
+        "--proxy",
+        &p,
+        "-H",
+        "Host: evil.example",
+        &format!("http://localhost:{port}/allowed/x"),
+    ])
+    .await;
+    assert_eq!(
+        (code, body.contains("inside a tunnel to localhost")),
+        (403, true),
+        "{body}"
+    );
+    // Host header differing from the CONNECT target.
+    let (code, body) = via(
+        &e,
+        &b,
+        &["--http1.1", "-H", "Host: evil.example"],
+        &b.url("/allowed/x"),
+    )
+    .await;
+    assert_eq!(
+        (code, body.contains("request for host evil.example")),
+        (403, true),
+        "{body}"
+    );
+    // Encoded and double-encoded traversal.
+    let (code, body) = via(&e, &b, &["--path-as-is"], &b.url("/allowed/%2e%2e/secret")).await;
+    assert_eq!(
+        (code, body.contains("path /secret is not allowed")),
+        (403, true),
+        "{body}"
+    );
+    let (code, body) = via(&e, &b, &["--path-as-is"], &b.url("/allowed/../secret")).await;
+    assert_eq!(
+        (code, body.contains("path /secret is not allowed")),
+        (403, true),
+        "{body}"
+    );
+    let (code, body) = via(
+        &e,
+        &b,
+        &["--path-as-is"],
+        &b.url("/allowed/%252e%252e/secret"),
+    )
+    .await;
+    assert_eq!(
+        (code, body.contains("ambiguously encoded")),
+        (403, true),
+        "{body}"
+    );
+    let (code, body) = via(&e, &b, &["--path-as-is"], &b.url("/allowed%2f..%2fsecret")).await;
+    assert_eq!(
+        (code, body.contains("ambiguously encoded")),
+        (403, true),
+        "{body}"
+    );
+    // Upper-case and trailing-dot host names are the same host.
+    let (code, body) = via(&e, &b, &[], &format!("https://LOCALHOST.:{port}/allowed/y")).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        json(&body)["headers"]["authorization"],
+        "Bearer s3cret-token"
+    );
+    // IP literals, v4 and v6, are never routed.
+    for target in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+        let (code, _) = curl(&[
+            "--proxy",
+            &p,
+            "-p",
+            "--cacert",
+            b.ca_cert.to_str().unwrap(),
+            &format!("https://{target}/allowed/x"),
+        ])
+        .await;
+        assert_eq!(code, 403, "{target}");
+        assert!(e.logs().contains("ip_literal"));
+    }
+    // CONNECT to a port the bottle does not use.
+    let (code, _) = via(&e, &b, &[], "https://localhost:8444/allowed/x").await;
+    assert_eq!(code, 403);
+    assert!(e.logs().contains("port 8444 is not allowed"));
+    // Oversized headers are refused and never forwarded: 1 MiB over HTTP/1.1 (raw socket
+    // below, curl will not send that much), 100 KiB over HTTP/2.
+    let hdr_file = b.dir.path().join("big-header");
+    std::fs::write(&hdr_file, format!("X-Big: {}", "a".repeat(100 * 1024))).unwrap();
+    let at = format!("@{}", hdr_file.display());
+    let (code, _) = via(&e, &b, &["--http2", "-H", &at], &b.url("/allowed/x")).await;
+    assert!(
+        code == 431 || code == 0,
+        "HTTP/2 oversized header got {code}"
+    );
+    // Ambiguous framing and SNI that disagrees with the CONNECT target, with raw sockets.
+    let script = format!(
+        r#"
+import socket, ssl, sys
+def tunnel(sni):
+    s = socket.create_connection(("127.0.0.1", {proxy_port}))
+    s.sendall(b"CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n")
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    ctx = ssl.create_default_context(cafile="{ca}")
+    ctx.check_hostname = False
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx.wrap_socket(s, server_hostname=sni)
+t = tunnel("localhost")
+# CL.TE smuggling: Content-Length covers the chunk terminator and a second request
+# rides behind. Transfer-Encoding wins (RFC 9112): the first request has an empty body,
+# and the connection is closed after it, so the hidden request is never read.
+hidden = b"GET /secret HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"
+t.sendall(b"POST /allowed/x HTTP/1.1\r\nHost: localhost:{port}\r\nContent-Length: " + str(5 + len(hidden)).encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + hidden)
+got = b""
+while got.count(b"HTTP/1.1 ") < 2:
+    chunk = t.recv(65536)
+    if not chunk:
+        break
+    got += chunk
+heads = [l.decode() for l in got.split(b"\r\n") if l.startswith(b"HTTP/1.1 ")]
+print("clte", heads, b'"body_len":0' in got)
+t = tunnel("localhost")
+t.sendall(b"GET /allowed/x HTTP/1.1\r\nHost: localhost:{port}\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+print("big", t.recv(4096).split(b"\r\n")[0].decode())
+t = tunnel("evil.example")
+t.sendall(b"GET /allowed/x HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n")
+try:
+    print("sni", repr(t.recv(4096)))
+except Exception as e:
+    print("sni", type(e).__name__)
+"#,
+        proxy_port = e.listen.rsplit(':').next().unwrap(),
+        ca = b.ca_cert.display()
+    );
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("clte ['HTTP/1.1 200 OK'] True"),
+        "CL.TE smuggling: {text}"
+    );
+    assert!(
+        !e.logs().contains("/secret\",\"status\":200"),
+        "the hidden request must not be forwarded"
+    );
+    assert!(text.contains("big HTTP/1.1 431"), "1 MiB header: {text}");
+    assert!(
+        text.contains("sni b''") || text.contains("sni SSL") || text.contains("sni Connection"),
+        "SNI mismatch must get no answer: {text}"
+    );
+    assert!(e.logs().contains("sni_mismatch"));
+
+    // Every refusal was counted, none as allowed traffic to the origin.
+    let metrics = e.admin_get("/metrics").await;
+    let denied: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("egress_requests_total{outcome=\"denied\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(denied >= 10, "denied count {denied}\n{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_hosts_are_tunnelled_without_interception() {
+    let b = Bench::new().await;
+    let e = Sidecar::egress(&b, &b.egress_config(vec![], vec!["localhost".into()])).await;
+    // The origin's own certificate arrives: curl trusts only the origin CA here.
+    let (code, body) = curl(&[
+        "--proxy",
+        &e.proxy(),
+        "--cacert",
+        b.origin.ca_file.to_str().unwrap(),
+        &b.url("/anything"),
+    ])
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(json(&body)["headers"].get("authorization").is_none());
+    // And the bottle CA does not verify it: nothing was intercepted.
+    let (code, _) = via(&e, &b, &[], &b.url("/anything")).await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_requests_streams_server_sent_events_and_upgrades_websockets() {
+    let b = Bench::new().await;
+    let e = Sidecar::egress(&b, &b.egress_config(b.default_routes(), vec![])).await;
+    let script = format!(
+        r#"
+import requests, socket, ssl
+proxies = {{"https": "{proxy}"}}
+r = requests.get("{url}/allowed/py", proxies=proxies, verify="{ca}")
+print("status", r.status_code, r.json()["headers"]["authorization"])
+# Streaming: event two is only sent after /release, which we call after reading event one.
+s = requests.get("{url}/sse", proxies=proxies, verify="{ca}", stream=True, timeout=10)
+lines = s.iter_lines()
+first = next(l for l in lines if l)
+print("first", first.decode())
+requests.get("{url}/release", proxies=proxies, verify="{ca}")
+print("second", next(l for l in lines if l).decode())
+# WebSocket upgrade: 101, then bytes flow both ways through the tunnel.
+sock = socket.create_connection(("127.0.0.1", {proxy_port}))
+sock.sendall(b"CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n")
+assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+ctx = ssl.create_default_context(cafile="{ca}")
+ctx.set_alpn_protocols(["http/1.1"])
+t = ctx.wrap_socket(sock, server_hostname="localhost")
+t.sendall(b"GET /ws HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    head += t.recv(4096)
+print("ws", head.split(b"\r\n")[0].decode())
+t.sendall(b"ping-through-the-tunnel")
+got = b""
+while len(got) < 23:
+    got += t.recv(4096)
+print("echo", got.decode())
+"#,
+        proxy = e.proxy(),
+        url = format!("https://localhost:{}", b.origin.port),
+        port = b.origin.port,
+        proxy_port = e.listen.rsplit(':').next().unwrap(),
+        ca = b.ca_cert.display()
+    );
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("status 200 Bearer s3cret-token"), "{text}");
+    assert!(
+        text.contains("first data: one") && text.contains("second data: two"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ws HTTP/1.1 101") && text.contains("echo ping-through-the-tunnel"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_reloads_live_rejects_bad_versions_and_keeps_open_streams() {
+    let b = Bench::new().await;
+    let mut cfg = b.egress_config(b.default_routes(), vec![]);
+    let e = Sidecar::egress(&b, &cfg).await;
+    let first_hash = e.status().await["config_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(via(&e, &b, &[], &b.url("/new/x")).await.0, 403);
+
+    // A stream held open across the reload.
+    let held = {
+        let (proxy, ca, url) = (e.proxy(), b.ca_cert.display().to_string(), b.url("/sse"));
+        tokio::spawn(async move { curl(&["-N", "--proxy", &proxy, "--cacert", &ca, &url]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    cfg.routes[0].paths.push("/new/".into());
+    kubelet_write(
+        &e.config_dir,
+        &[("egress.yaml", &serde_norway::to_string(&cfg).unwrap())],
+    );
+    let t = Instant::now();
+    while e.status().await["config_hash"] == first_hash.as_str() {
+        assert!(t.elapsed() < Duration::from_secs(10), "no reload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(via(&e, &b, &[], &b.url("/new/x")).await.0, 200);
+
+    // An invalid version is refused; the previous one keeps serving.
+    kubelet_write(
+        &e.config_dir,
+        &[("egress.yaml", "listen: [this is not a config\n")],
+    );
+    let t = Instant::now();
+    while e.status().await["last_error"].is_null() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "bad config not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(via(&e, &b, &[], &b.url("/new/x")).await.0, 200);
+    let metrics = e.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("egress_config_reload_failures_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("egress_config_reloads_total 1"),
+        "{metrics}"
+    );
+
+    // Token rotation reaches the next request without a restart.
+    kubelet_write(
+        &b.dir.path().join("secrets"),
+        &[("token", "rotated-token\n")],
+    );
+    kubelet_write(
+        &e.config_dir,
+        &[("egress.yaml", &serde_norway::to_string(&cfg).unwrap())],
+    );
+    let t = Instant::now();
+    loop {
+        let (_, body) = via(&e, &b, &[], &b.url("/allowed/r")).await;
+        if json(&body)["headers"]["authorization"] == "Bearer rotated-token" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "token not rotated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The held stream was never cut: it completes with both events once released.
+    curl(&[
+        "--proxy",
+        &e.proxy(),
+        "--cacert",
+        b.ca_cert.to_str().unwrap(),
+        &b.url("/release"),
+    ])
+    .await;
+    let (code, body) = held.await.unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("data: one") && body.contains("data: two"),
+        "{body}"
+    );
+}
+
+fn cred_config(b: &Bench, upstream_proxy: Option<String>) -> CredProxyConfig {
+    CredProxyConfig {
+        listen: format!("127.0.0.1:{}", free_port()),
+        admin_listen: format!("127.0.0.1:{}", free_port()),
+        upstream_proxy,
+        ca_cert: b.ca_cert.display().to_string(),
+        routes: vec![CredRoute {
+            name: "api".into(),
+            upstream: format!("https://localhost:{}/base", b.origin.port),
+            auth: HeaderInjection {
+                header: "x-api-key".into(),
+                scheme: None,
+                token_file: b.token_file(),
+            },
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cred_proxy_injects_refuses_git_push_and_goes_through_the_next_proxy() {
+    let b = Bench::new().await;
+    let c = Sidecar::cred_proxy(&b, &cred_config(&b, None)).await;
+    let base = format!("http://{}", c.listen);
+
+    let (code, body) = curl(&[
+        "-H",
+        "x-api-key: agent-made-up",
+        &format!("{base}/api/v1/messages?beta=1"),
+        "-d",
+        "{}",
+    ])
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let echo = json(&body);
+    assert_eq!(echo["headers"]["x-api-key"], "s3cret-token");
+    assert_eq!(echo["path"], "/base/v1/messages");
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["authority"], format!("localhost:{}", b.origin.port));
+
+    let (code, body) = curl(&[&format!(
+        "{base}/api/org/repo.git/info/refs?service=git-receive-pack"
+    )])
+    .await;
+    assert_eq!((code, body.contains("git-gate")), (403, true), "{body}");
+    let (code, _) = curl(&[
+        "-X",
+        "POST",
+        &format!("{base}/api/org/repo.git/git-receive-pack"),
+    ])
+    .await;
+    assert_eq!(code, 403);
+    let (code, _) = curl(&[&format!(
+        "{base}/api/org/repo.git/info/refs?service=git-upload-pack"
+    )])
+    .await;
+    assert_eq!(code, 200, "fetch stays allowed");
+    let (code, body) = curl(&[&format!("{base}/nope/x")]).await;
+    assert_eq!(
+        (code, body.contains("no cred-proxy route named \"nope\"")),
+        (404, true)
+    );
+
+    // Through a real intercepting next hop (an egress instance with the bottle CA, as
+    // pipelock is in the Pod): the request still arrives, credential injected, and the next
+    // hop saw it.
+    let mut hop = b.egress_config(vec![], vec![]);
+    hop.allow = vec!["localhost".into()];
+    let hop = Sidecar::egress(&b, &hop).await;
+    let c2 = Sidecar::cred_proxy(&b, &cred_config(&b, Some(hop.proxy()))).await;
+    let (code, body) = curl(&[&format!("http://{}/api/chained", c2.listen)]).await;
+    assert_eq!(code, 200, "{body}\n{}", hop.logs());
+    assert_eq!(json(&body)["headers"]["x-api-key"], "s3cret-token");
+    assert!(
+        hop.logs().contains("/base/chained"),
+        "the next hop must have seen the request"
+    );
+}
