@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Benchmarks, printing tables (nothing here asserts on time):
+#   proxy_throughput  egress vs no proxy vs mitmproxy (what the reference system used):
+#                     requests/s, p50/p99 latency, idle and loaded RSS
+#   apply_to_objects  Bottle -> objects through the operator, 1 and 200 Bottles, vs direct
+# mitmproxy comes from PyPI into a cached virtualenv. Pass a bench name to run only that one.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/bottle-operator"
+venv="$cache/mitmproxy-11.0.2"
+if [ ! -x "$venv/bin/mitmdump" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "mitmproxy==11.0.2"
+fi
+export MITMDUMP="$venv/bin/mitmdump"
+bin="$(bash tests/tools/install.sh | tail -n1)"
+export BOTTLE_TOOLS_BIN="$bin"
+if [ $# -gt 0 ]; then
+  exec cargo bench --locked --bench "$1"
+fi
+cargo bench --locked --bench proxy_throughput
+cargo bench --locked --bench apply_to_objects
