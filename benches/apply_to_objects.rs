@@ -240,5 +240,6 @@ fn main() -> anyhow::Result<()> {
         n as f64 / mo.as_secs_f64()
     );
     let _ = op.kill();
+    let _ = op.wait();
     Ok(())
 }

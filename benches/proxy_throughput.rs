@@ -190,10 +190,12 @@ fn main() {
                     measure("mitmproxy 11.0.2", client(Some(&format!("http://127.0.0.1:{port}")), &[mitm_ca.to_str().unwrap()]), &url, Some(mitm.id())).await,
                 );
                 let _ = mitm.kill();
+                let _ = mitm.wait();
             }
             _ => eprintln!("MITMDUMP not set or missing: run through scripts/bench.sh to compare with mitmproxy"),
         }
         let _ = egress.kill();
+        let _ = egress.wait();
 
         let base = rows[0].r.p50;
         println!("proxy_throughput: {CONNECTIONS} keep-alive HTTP/1.1 connections, {}s per row after {}s warm-up, same loopback HTTPS origin", RUN.as_secs(), WARMUP.as_secs());

@@ -11,6 +11,7 @@ pub mod config;
 pub mod cred_proxy;
 pub mod egress;
 pub mod model;
+pub mod netinit;
 pub mod operator;
 pub mod proxy;
 pub mod render;

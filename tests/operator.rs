@@ -94,6 +94,7 @@ async fn full_example_applied_with_kubectl_creates_every_object() {
 
     let p = eventually("the full bottle's Pod", WAIT, || pod(&c, &ns, "full")).await;
     let want: BTreeSet<String> = [
+        "netinit",
         "ca-bundle",
         "pipelock",
         "git-gate",
@@ -229,7 +230,7 @@ async fn minimal_bottle_created_with_the_client_has_only_the_core_sidecars() {
     let b = new_bottle("mini", json!({"egress": {"allow": ["api.anthropic.com"]}}));
     api.create(&PostParams::default(), &b).await.unwrap();
     let p = eventually("Pod", WAIT, || pod(&c, &ns, "mini")).await;
-    let want: BTreeSet<String> = ["ca-bundle", "pipelock", "egress", "agent"]
+    let want: BTreeSet<String> = ["netinit", "ca-bundle", "pipelock", "egress", "agent"]
         .iter()
         .map(|s| s.to_string())
         .collect();

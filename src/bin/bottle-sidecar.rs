@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use bottle_operator::netinit;
 use bottle_operator::sidecar::ca_bundle;
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,21 @@ enum Command {
         /// cred-proxy.yaml (in the mounted ConfigMap; reloaded live).
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Install the in-Pod traffic lock (iptables/ip6tables) and exit. Needs NET_ADMIN.
+    Netinit {
+        /// The agent's UID.
+        #[arg(long)]
+        agent_uid: u32,
+        /// A sidecar UID allowed to connect out (repeat).
+        #[arg(long = "sidecar-uid", required = true)]
+        sidecar_uids: Vec<u32>,
+        /// A loopback port the agent may connect to (repeat).
+        #[arg(long = "agent-port", required = true)]
+        agent_ports: Vec<u16>,
+        /// Print the rules instead of installing them.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Build the agent's trust store: system roots plus the bottle CA.
     CaBundle {
@@ -58,6 +74,27 @@ fn main() -> anyhow::Result<()> {
         Command::Egress { config } => runtime()?.block_on(bottle_operator::egress::run(config))?,
         Command::CredProxy { config } => {
             runtime()?.block_on(bottle_operator::cred_proxy::run(config))?
+        }
+        Command::Netinit {
+            agent_uid,
+            sidecar_uids,
+            agent_ports,
+            dry_run,
+        } => {
+            let plan = netinit::Plan {
+                agent_uid,
+                sidecar_uids,
+                agent_ports,
+            };
+            if dry_run {
+                print!(
+                    "{}{}",
+                    netinit::render(&plan, netinit::Family::V4),
+                    netinit::render(&plan, netinit::Family::V6)
+                );
+            } else {
+                netinit::apply(&plan)?;
+            }
         }
         Command::CaBundle {
             ca,

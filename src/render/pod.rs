@@ -265,6 +265,49 @@ fn agent_container(b: &Bottle, p: &Policy, s: &Settings) -> Container {
     }
 }
 
+/// The init container that installs the in-Pod traffic lock ([`crate::netinit`]). It is the
+/// only container with a capability (NET_ADMIN) and the only one running as root; it exits
+/// before any sidecar or the agent starts.
+fn netinit_container(p: &Policy, s: &Settings) -> Container {
+    let mut sidecar_uids = vec![layout::EGRESS_UID, layout::PIPELOCK_UID];
+    let mut agent_ports = vec![layout::EGRESS_PORT];
+    if !p.cred_routes.is_empty() {
+        sidecar_uids.push(layout::CRED_PROXY_UID);
+        agent_ports.push(layout::CRED_PROXY_PORT);
+    }
+    if !p.remotes.is_empty() {
+        sidecar_uids.push(layout::GIT_GATE_UID);
+        agent_ports.push(layout::GIT_GATE_PORT);
+    }
+    let mut args = vec![
+        "netinit".to_string(),
+        "--agent-uid".into(),
+        layout::AGENT_UID.to_string(),
+    ];
+    for uid in sidecar_uids {
+        args.extend(["--sidecar-uid".into(), uid.to_string()]);
+    }
+    for port in agent_ports {
+        args.extend(["--agent-port".into(), port.to_string()]);
+    }
+    let mut sc = security(0, true);
+    sc.run_as_non_root = Some(false);
+    sc.capabilities = Some(Capabilities {
+        add: Some(vec!["NET_ADMIN".into()]),
+        drop: Some(vec!["ALL".into()]),
+    });
+    Container {
+        name: "netinit".into(),
+        image: Some(s.sidecar_image.clone()),
+        command: Some(vec!["bottle-sidecar".into()]),
+        args: Some(args),
+        // iptables takes its lock under /run; the root filesystem stays read-only.
+        volume_mounts: Some(vec![rw_mount("netinit-run", "/run")]),
+        security_context: Some(sc),
+        ..Default::default()
+    }
+}
+
 /// Renders the Pod and returns it with its template hash.
 pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Pod, String) {
     let sidecar_bin = "bottle-sidecar";
@@ -288,7 +331,8 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
         None => empty_dir("workspace"),
     });
 
-    let mut init = Vec::new();
+    let mut init = vec![netinit_container(p, s)];
+    volumes.push(empty_dir("netinit-run"));
     init.push(Container {
         name: "ca-bundle".into(),
         image: Some(s.sidecar_image.clone()),

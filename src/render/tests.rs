@@ -111,6 +111,7 @@ fn full_bottle_starts_sidecars_in_the_reference_order_before_the_agent() {
     assert_eq!(
         init,
         [
+            ("netinit", None),
             ("ca-bundle", None),
             ("pipelock", Some("Always")),
             ("git-gate", Some("Always")),
@@ -134,7 +135,7 @@ fn minimal_bottle_has_no_cred_proxy_or_git_gate() {
     let d = render(&minimal());
     assert_eq!(
         pod::container_names(&d.pod),
-        ["ca-bundle", "pipelock", "egress", "agent"]
+        ["netinit", "ca-bundle", "pipelock", "egress", "agent"]
     );
     let keys: Vec<&String> = d.config_map.data.as_ref().unwrap().keys().collect();
     assert_eq!(keys, ["egress.yaml", "pipelock.yaml"]);
@@ -152,7 +153,10 @@ fn minimal_bottle_has_no_cred_proxy_or_git_gate() {
 fn every_container_runs_as_its_own_non_root_uid_without_escalation() {
     let d = render(&full());
     let mut uids = BTreeSet::new();
-    for c in containers(&d.pod) {
+    for c in containers(&d.pod)
+        .into_iter()
+        .filter(|c| c.name != "netinit")
+    {
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
         assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
@@ -173,6 +177,51 @@ fn every_container_runs_as_its_own_non_root_uid_without_escalation() {
             c.name
         );
     }
+}
+
+#[test]
+fn netinit_is_the_only_privileged_container_and_opens_only_agent_facing_ports() {
+    let d = render(&full());
+    let n = container(&d.pod, "netinit");
+    let sc = n.security_context.as_ref().unwrap();
+    assert_eq!(
+        (
+            sc.run_as_user,
+            sc.run_as_non_root,
+            sc.allow_privilege_escalation
+        ),
+        (Some(0), Some(false), Some(false))
+    );
+    let caps = sc.capabilities.as_ref().unwrap();
+    assert_eq!(caps.add.as_deref(), Some(&["NET_ADMIN".to_string()][..]));
+    let args = n.args.clone().unwrap().join(" ");
+    assert_eq!(
+        args,
+        "netinit --agent-uid 1000 --sidecar-uid 1001 --sidecar-uid 1002 --sidecar-uid 1003 --sidecar-uid 1004 --agent-port 9090 --agent-port 9099 --agent-port 9420"
+    );
+    for c in containers(&d.pod)
+        .into_iter()
+        .filter(|c| c.name != "netinit")
+    {
+        let caps = c
+            .security_context
+            .as_ref()
+            .unwrap()
+            .capabilities
+            .as_ref()
+            .unwrap();
+        assert!(caps.add.is_none(), "{} adds capabilities", c.name);
+    }
+    let mini = render(&minimal());
+    let args = container(&mini.pod, "netinit")
+        .args
+        .clone()
+        .unwrap()
+        .join(" ");
+    assert_eq!(
+        args,
+        "netinit --agent-uid 1000 --sidecar-uid 1001 --sidecar-uid 1002 --agent-port 9090"
+    );
 }
 
 #[test]

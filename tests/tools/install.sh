@@ -23,6 +23,9 @@ command -v curl >/dev/null || need_pkgs+=(curl)
 command -v git >/dev/null || need_pkgs+=(git)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v jq >/dev/null || need_pkgs+=(jq)
+# The containment tests run probes as unprivileged UIDs, which need a system python3.
+[ -x /usr/bin/python3 ] || need_pkgs+=(python3)
+command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v go >/dev/null || { log "Go toolchain missing (needs Go >= 1.24)"; exit 1; }
 if ((${#need_pkgs[@]})); then
   log "apt-get install ${need_pkgs[*]}"

@@ -1,0 +1,563 @@
+//! The in-Pod traffic lock, for real: a network namespace plays the Pod, another plays the
+//! internet (veth, documentation addresses only, no route anywhere else), the real `netinit`
+//! installs the rules, the real egress runs as its sidecar UID, and probes run as the agent
+//! UID. Needs root (CI runs as root); it fails, never skips, without it.
+
+#[path = "support/control_plane.rs"]
+mod control_plane;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bottle_operator::config::egress::{EgressConfig, EgressRoute};
+use bottle_operator::config::layout::{
+    AGENT_UID, EGRESS_ADMIN_PORT, EGRESS_PORT, EGRESS_UID, PIPELOCK_PORT, PIPELOCK_UID,
+};
+use serde_json::Value;
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces joined by a veth pair; deleted on drop, also when the test fails.
+struct World {
+    pod: String,
+    net: String,
+    children: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.pod, &self.net] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+        }
+    }
+}
+
+fn here(f: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/containment")
+        .join(f)
+}
+
+impl World {
+    fn new() -> Self {
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the containment tests need root (network namespaces, iptables)"
+        );
+        static N: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "{}{}",
+            std::process::id() % 100_000,
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let (pod, net) = (format!("bpod{id}"), format!("bnet{id}"));
+        let w = World {
+            pod: pod.clone(),
+            net: net.clone(),
+            children: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let (vp, vn) = (format!("bvp{id}"), format!("bvn{id}"));
+        run(&["ip", "netns", "add", &pod]);
+        run(&["ip", "netns", "add", &net]);
+        run(&[
+            "ip", "link", "add", &vp, "type", "veth", "peer", "name", &vn,
+        ]);
+        run(&["ip", "link", "set", &vp, "netns", &pod]);
+        run(&["ip", "link", "set", &vn, "netns", &net]);
+        let inp = |args: &[&str]| {
+            let mut v = vec!["ip", "netns", "exec", &pod];
+            v.extend_from_slice(args);
+            run(&v);
+        };
+        inp(&["ip", "link", "set", "lo", "up"]);
+        inp(&["ip", "addr", "add", "192.0.2.1/24", "dev", &vp]);
+        inp(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8::1/64",
+            "dev",
+            &vp,
+            "nodad",
+        ]);
+        inp(&["ip", "link", "set", &vp, "up"]);
+        inp(&["ip", "route", "add", "default", "via", "192.0.2.2"]);
+        inp(&["ip", "-6", "route", "add", "default", "via", "2001:db8::2"]);
+        // Unprivileged ICMP sockets, so "no ICMP" is the rules' doing, not a sysctl's.
+        inp(&[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ping_group_range=0 2147483647",
+        ]);
+        let inn = |args: &[&str]| {
+            let mut v = vec!["ip", "netns", "exec", &net];
+            v.extend_from_slice(args);
+            run(&v);
+        };
+        inn(&["ip", "link", "set", "lo", "up"]);
+        inn(&["ip", "addr", "add", "192.0.2.2/24", "dev", &vn]);
+        inn(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8::2/64",
+            "dev",
+            &vn,
+            "nodad",
+        ]);
+        inn(&["ip", "link", "set", &vn, "up"]);
+        inn(&["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"]);
+        inn(&["ip", "addr", "add", "198.51.100.53/32", "dev", "lo"]);
+        // Names the Pod resolves (`ip netns exec` mounts this over /etc/hosts).
+        std::fs::create_dir_all(Path::new("/etc/netns").join(&pod)).unwrap();
+        std::fs::write(
+            Path::new("/etc/netns").join(&pod).join("hosts"),
+            "127.0.0.1 localhost\n::1 localhost\n192.0.2.2 origin.test\n",
+        )
+        .unwrap();
+        w
+    }
+
+    /// Starts `cmd` inside `ns` as `uid` and waits for its "ready" line.
+    fn spawn_ready(&mut self, ns: &str, uid: u32, cmd: &[&str]) {
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            ns,
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ]);
+        let mut child =
+            control_plane::spawn_tied(c.args(cmd).stdout(Stdio::piped()).stderr(Stdio::inherit()))
+                .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "{cmd:?} did not start");
+        self.children.push(child);
+    }
+
+    fn netinit(&self, extra: &[&str]) {
+        let mut args = vec![
+            "ip",
+            "netns",
+            "exec",
+            &self.pod,
+            env!("CARGO_BIN_EXE_bottle-sidecar"),
+            "netinit",
+        ];
+        let (a, e, p, port) = (
+            AGENT_UID.to_string(),
+            EGRESS_UID.to_string(),
+            PIPELOCK_UID.to_string(),
+            EGRESS_PORT.to_string(),
+        );
+        args.extend([
+            "--agent-uid",
+            &a,
+            "--sidecar-uid",
+            &e,
+            "--sidecar-uid",
+            &p,
+            "--agent-port",
+            &port,
+        ]);
+        args.extend_from_slice(extra);
+        run(&args);
+    }
+
+    /// Runs the probes as `uid` in the Pod namespace.
+    fn probe(&self, uid: u32, probes: &Value) -> BTreeMap<String, (String, f64)> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.pod,
+                "setpriv",
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "/usr/bin/python3",
+            ])
+            .arg(here("probe.py"))
+            .arg(probes.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "probe failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: BTreeMap<String, (String, f64)> = serde_json::from_slice(&out.stdout).unwrap();
+        v
+    }
+
+    fn curl_as(&self, uid: u32, args: &[&str]) -> (u16, String) {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.pod,
+                "setpriv",
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .args([
+                "curl",
+                "-sS",
+                "-m",
+                "5",
+                "-w",
+                "\n%{http_code} %{http_connect}",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, codes) = text.rsplit_once('\n').unwrap_or(("", "0 0"));
+        let mut it = codes
+            .split(' ')
+            .map(|c| c.trim().parse::<u16>().unwrap_or(0));
+        let (code, connect) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        let code = if code == 0 && connect >= 300 {
+            connect
+        } else {
+            code
+        };
+        (
+            code,
+            format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+}
+
+fn probes() -> Value {
+    serde_json::json!([
+        ["tcp_internet", "tcp", "192.0.2.2", 80],
+        ["tcp6_internet", "tcp", "2001:db8::2", 443],
+        ["udp_dns", "udp", "198.51.100.53", 53],
+        ["tcp_dns", "tcp", "198.51.100.53", 53],
+        ["icmp", "icmp", "192.0.2.2"],
+        ["metadata", "tcp", "169.254.169.254", 80],
+        [
+            "egress_port",
+            "tcp",
+            "127.0.0.1",
+            EGRESS_PORT,
+            "GET / HTTP/1.0\r\n\r\n"
+        ],
+        [
+            "egress_port_v6",
+            "tcp",
+            "::1",
+            EGRESS_PORT,
+            "GET / HTTP/1.0\r\n\r\n"
+        ],
+        [
+            "egress_admin",
+            "tcp",
+            "127.0.0.1",
+            EGRESS_ADMIN_PORT,
+            "GET /healthz HTTP/1.0\r\n\r\n"
+        ],
+        ["pipelock_port", "tcp", "127.0.0.1", PIPELOCK_PORT],
+    ])
+}
+
+fn egress_config(w: &World, ca: &Path) -> PathBuf {
+    let mat = bottle_operator::render::ca::generate("t", "b").unwrap();
+    let (cert, key) = (w.dir.path().join("ca.crt"), w.dir.path().join("ca.key"));
+    std::fs::write(&cert, &mat.cert_pem).unwrap();
+    std::fs::write(&key, &mat.key_pem).unwrap();
+    let cfg = EgressConfig {
+        listen: format!("127.0.0.1:{EGRESS_PORT}"),
+        admin_listen: format!("127.0.0.1:{EGRESS_ADMIN_PORT}"),
+        upstream_proxy: None,
+        ca_cert: cert.display().to_string(),
+        ca_key: key.display().to_string(),
+        ports: vec![443],
+        allow: vec![],
+        passthrough: vec![],
+        routes: vec![EgressRoute {
+            host: "origin.test".into(),
+            paths: vec![],
+            auth: None,
+        }],
+    };
+    let path = w.dir.path().join("egress.yaml");
+    std::fs::write(&path, serde_norway::to_string(&cfg).unwrap()).unwrap();
+    let _ = ca;
+    path
+}
+
+#[test]
+fn the_agent_reaches_only_its_sidecars_and_the_sidecars_reach_out() {
+    let mut w = World::new();
+    // The origin's certificate for origin.test, from a CA the egress sidecar trusts.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "internet CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec!["origin.test".into()]).unwrap();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "origin.test");
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let d = w.dir.path().to_path_buf();
+    for (f, body) in [
+        ("origin.crt", cert.pem()),
+        ("origin.key", key.serialize_pem()),
+        ("internet-ca.crt", ca_cert.pem()),
+    ] {
+        std::fs::write(d.join(f), body).unwrap();
+    }
+    // Everything the test runs must be readable by the sidecar UIDs.
+    run(&["chmod", "0755", d.to_str().unwrap()]);
+    for f in ["origin.crt", "origin.key", "internet-ca.crt"] {
+        run(&["chmod", "0644", d.join(f).to_str().unwrap()]);
+    }
+
+    let net = w.net.clone();
+    let internet = here("internet.py");
+    let (crt, k) = (d.join("origin.crt"), d.join("origin.key"));
+    w.spawn_ready(
+        &net,
+        0,
+        &[
+            "/usr/bin/python3",
+            internet.to_str().unwrap(),
+            crt.to_str().unwrap(),
+            k.to_str().unwrap(),
+        ],
+    );
+
+    // Before the lock: the agent UID reaches the internet (so the blocks below are the rules').
+    let before = w.probe(
+        AGENT_UID as u32,
+        &serde_json::json!([["tcp_internet", "tcp", "192.0.2.2", 80]]),
+    );
+    assert_eq!(before["tcp_internet"].0, "ok:internet-80");
+
+    w.netinit(&[]);
+
+    // The real egress as its sidecar UID, and stand-ins for pipelock and egress over IPv6.
+    let cfg = egress_config(&w, &d.join("internet-ca.crt"));
+    for f in ["ca.crt", "ca.key", "egress.yaml"] {
+        run(&[
+            "chown",
+            &format!("{EGRESS_UID}:{EGRESS_UID}"),
+            d.join(f).to_str().unwrap(),
+        ]);
+        run(&["chmod", "0400", d.join(f).to_str().unwrap()]);
+    }
+    let pod = w.pod.clone();
+    let sidecar = env!("CARGO_BIN_EXE_bottle-sidecar");
+    let mut c = Command::new("ip");
+    c.args([
+        "netns",
+        "exec",
+        &pod,
+        "setpriv",
+        &format!("--reuid={EGRESS_UID}"),
+        &format!("--regid={EGRESS_UID}"),
+        "--clear-groups",
+        "env",
+    ])
+    .arg(format!(
+        "SSL_CERT_FILE={}",
+        d.join("internet-ca.crt").display()
+    ))
+    .args([sidecar, "egress", "--config", cfg.to_str().unwrap()])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    w.children.push(control_plane::spawn_tied(&mut c).unwrap());
+    let listen = here("listen.py");
+    w.spawn_ready(
+        &pod,
+        PIPELOCK_UID as u32,
+        &[
+            "/usr/bin/python3",
+            listen.to_str().unwrap(),
+            "4",
+            &PIPELOCK_PORT.to_string(),
+            "pipelock",
+        ],
+    );
+    w.spawn_ready(
+        &pod,
+        EGRESS_UID as u32,
+        &[
+            "/usr/bin/python3",
+            listen.to_str().unwrap(),
+            "6",
+            &EGRESS_PORT.to_string(),
+            "egress6",
+        ],
+    );
+    let t = std::time::Instant::now();
+    while w.probe(
+        EGRESS_UID as u32,
+        &serde_json::json!([[
+            "up",
+            "tcp",
+            "127.0.0.1",
+            EGRESS_ADMIN_PORT,
+            "GET /healthz HTTP/1.0\r\n\r\n"
+        ]]),
+    )["up"]
+        .0
+        == "refused"
+    {
+        assert!(t.elapsed().as_secs() < 20, "egress did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let agent = w.probe(AGENT_UID as u32, &probes());
+    let sidecar = w.probe(EGRESS_UID as u32, &probes());
+    let root = w.probe(
+        0,
+        &serde_json::json!([["tcp_internet", "tcp", "192.0.2.2", 80]]),
+    );
+    let expect_agent = [
+        ("tcp_internet", "refused"),
+        ("tcp6_internet", "refused"),
+        // UDP and ICMP rejects reach a local sender as EPERM on send: also immediate.
+        ("udp_dns", "denied"),
+        ("tcp_dns", "refused"),
+        ("icmp", "denied"),
+        ("metadata", "refused"),
+        ("egress_admin", "refused"),
+        ("pipelock_port", "refused"),
+    ];
+    for (probe, want) in expect_agent {
+        let (got, secs) = &agent[probe];
+        assert_eq!(
+            (probe, got.as_str()),
+            (probe, want),
+            "agent {probe}: {agent:?}"
+        );
+        assert!(
+            *secs < 1.0,
+            "agent {probe} took {secs}s: blocks must fail fast, not time out"
+        );
+        // Positive control: the same destination works for a sidecar UID.
+        assert!(
+            sidecar[probe].0.starts_with("ok:"),
+            "sidecar {probe}: {:?}",
+            sidecar[probe]
+        );
+    }
+    assert!(
+        agent["egress_port"].0.starts_with("ok:HTTP/1.0 400"),
+        "agent to egress: {:?}",
+        agent["egress_port"]
+    );
+    assert_eq!(agent["egress_port_v6"].0, "ok:egress6");
+    assert_eq!(
+        root["tcp_internet"].0, "refused",
+        "UIDs that are not sidecars are locked like the agent"
+    );
+
+    // Through egress: the declared host works, everything else is refused by egress.
+    let ca = d.join("ca.crt");
+    run(&["chmod", "0444", ca.to_str().unwrap()]);
+    let proxy = format!("http://127.0.0.1:{EGRESS_PORT}");
+    let via = |url: &str| {
+        w.curl_as(
+            AGENT_UID as u32,
+            &["--proxy", &proxy, "--cacert", ca.to_str().unwrap(), url],
+        )
+    };
+    let (code, body) = via("https://origin.test/");
+    assert_eq!((code, body.trim()), (200, "internet"));
+    assert_eq!(via("https://undeclared.test/").0, 403);
+    assert_eq!(via("https://192.0.2.2/").0, 403);
+    assert_eq!(via("https://169.254.169.254/").0, 403);
+    assert_eq!(
+        via(&format!("https://127.0.0.1:{EGRESS_ADMIN_PORT}/")).0,
+        403
+    );
+    // Without the proxy the agent gets nowhere.
+    let (code, err) = w.curl_as(
+        AGENT_UID as u32,
+        &[
+            "--cacert",
+            d.join("internet-ca.crt").to_str().unwrap(),
+            "https://origin.test/",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        err.contains("Connection refused") || err.contains("Couldn't connect"),
+        "{err}"
+    );
+
+    // The sidecar's files and process environment are closed to the agent.
+    let egress_pid = w.children[2].id();
+    let secrets = w.probe(
+        AGENT_UID as u32,
+        &serde_json::json!([
+            ["ca_key", "read", d.join("ca.key")],
+            ["config", "read", cfg],
+            ["environ", "read", format!("/proc/{egress_pid}/environ")]
+        ]),
+    );
+    assert_eq!(secrets["ca_key"].0, "denied");
+    assert_eq!(secrets["config"].0, "denied");
+    assert_eq!(secrets["environ"].0, "denied");
+
+    // Blocked attempts are counted by the REJECT rules.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pod,
+            "iptables",
+            "-L",
+            "BOTTLE-AGENT",
+            "-v",
+            "-n",
+            "-x",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let rejected: u64 = table
+        .lines()
+        .filter(|l| l.contains("REJECT"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert!(rejected >= 8, "{table}");
+}
