@@ -10,6 +10,7 @@ pub mod api;
 pub mod config;
 pub mod cred_proxy;
 pub mod egress;
+pub mod git_gate;
 pub mod model;
 pub mod netinit;
 pub mod operator;

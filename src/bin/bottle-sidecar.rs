@@ -27,6 +27,27 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Serve the declared git remotes on loopback; scan pushes; forward clean ones upstream.
+    GitGate {
+        /// git-gate.yaml (in the mounted ConfigMap; reloaded live).
+        #[arg(long)]
+        config: PathBuf,
+        /// The gitleaks binary.
+        #[arg(long, default_value = "gitleaks")]
+        gitleaks: String,
+    },
+    /// The pre-receive hook git-gate installs in its mirrors (run by git, not by people).
+    GitGateHook {
+        /// git-gate.yaml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The remote whose mirror runs the hook.
+        #[arg(long)]
+        remote: String,
+        /// The gitleaks binary.
+        #[arg(long, default_value = "gitleaks")]
+        gitleaks: String,
+    },
     /// Install the in-Pod traffic lock (iptables/ip6tables) and exit. Needs NET_ADMIN.
     Netinit {
         /// The agent's UID.
@@ -74,6 +95,26 @@ fn main() -> anyhow::Result<()> {
         Command::Egress { config } => runtime()?.block_on(bottle_operator::egress::run(config))?,
         Command::CredProxy { config } => {
             runtime()?.block_on(bottle_operator::cred_proxy::run(config))?
+        }
+        Command::GitGate { config, gitleaks } => {
+            runtime()?.block_on(bottle_operator::git_gate::run(config, gitleaks))?
+        }
+        Command::GitGateHook {
+            config,
+            remote,
+            gitleaks,
+        } => {
+            let (cfg, _) = bottle_operator::git_gate::server::read_config(&config)?;
+            // stderr reaches the pusher as `remote:` lines; a non-zero exit refuses the push.
+            if let Err(e) = bottle_operator::git_gate::hook::run(
+                &cfg,
+                &remote,
+                &gitleaks,
+                std::io::stdin().lock(),
+            ) {
+                eprintln!("git-gate: {e:#}");
+                std::process::exit(1);
+            }
         }
         Command::Netinit {
             agent_uid,

@@ -384,7 +384,7 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
         gate.volume_mounts = Some(vec![
             mount("config-git-gate", layout::CONFIG_DIR),
             mount("git-gate-secrets", layout::SECRETS_DIR),
-            rw_mount("git-mirrors", "/var/lib/git-gate"),
+            rw_mount("git-mirrors", layout::GIT_GATE_STATE_DIR),
         ]);
         init.push(gate);
         volumes.push(config_volume(b, "config-agent", &[files::AGENT_GITCONFIG]));

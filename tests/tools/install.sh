@@ -26,6 +26,9 @@ command -v jq >/dev/null || need_pkgs+=(jq)
 # The containment tests run probes as unprivileged UIDs, which need a system python3.
 [ -x /usr/bin/python3 ] || need_pkgs+=(python3)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
+# git-gate tests push to a real sshd.
+[ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
+command -v ssh-keygen >/dev/null || need_pkgs+=(openssh-client)
 command -v go >/dev/null || { log "Go toolchain missing (needs Go >= 1.24)"; exit 1; }
 if ((${#need_pkgs[@]})); then
   log "apt-get install ${need_pkgs[*]}"
@@ -36,8 +39,9 @@ fi
 
 # --- Go-built tools ----------------------------------------------------------
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
-key="$(cat "$here"/k8s/go.mod "$here"/k8s/go.sum "$here"/etcd/go.mod "$here"/etcd/go.sum "$0" \
-  | sha256sum | cut -c1-16)"
+# The key covers what decides the binaries: the pinned modules and the versions below.
+key="$( (cat "$here"/k8s/go.mod "$here"/k8s/go.sum "$here"/etcd/go.mod "$here"/etcd/go.sum; \
+  echo "$K8S_VERSION $GITLEAKS_VERSION") | sha256sum | cut -c1-16)"
 bin="$cache/tools/k8s-$K8S_VERSION-$key/bin"
 mkdir -p "$bin"
 
