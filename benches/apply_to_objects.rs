@@ -193,7 +193,7 @@ fn main() -> anyhow::Result<()> {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .args(["--namespace", "bench-op"]),
+            .args(["--namespace", "bench-op", "--metrics-addr", "127.0.0.1:0"]),
     )?;
     namespace(&cp, "bench-op");
     let rounds: usize = std::env::var("BENCH_ROUNDS")

@@ -66,6 +66,7 @@ fn main() -> anyhow::Result<()> {
     let log = cp.dir.join("operator.log");
     let mut op = control_plane::spawn_tied(
         Command::new(&operator)
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .env("KUBECONFIG", &cp.kubeconfig)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log)?)

@@ -611,3 +611,50 @@ async fn restarting_the_operator_mid_way_leaves_no_duplicates_or_orphans() {
         }
     }
 }
+
+#[tokio::test]
+async fn two_replicas_elect_one_leader_and_the_other_takes_over() {
+    let ns = namespace("leader");
+    let c = client().await;
+    let args = [
+        "--leader-elect",
+        "--leader-election-namespace",
+        ns.as_str(),
+        "--lease-duration-seconds",
+        "3",
+    ];
+    let a = Operator::start_with(&ns, &args, &[("POD_NAME", "replica-a")]);
+    eventually("replica-a leads", WAIT, || async {
+        let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(c.clone(), &ns)
+            .get_opt("bottle-operator")
+            .await
+            .ok()??;
+        (lease.spec?.holder_identity.as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    let b = Operator::start_with(&ns, &args, &[("POD_NAME", "replica-b")]);
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    api.create(&PostParams::default(), &new_bottle("first", json!({})))
+        .await
+        .unwrap();
+    wait_condition(&c, &ns, "first", "ConfigApplied", "True", "Applied").await;
+    assert!(b.logs().contains("waiting for leadership"), "{}", b.logs());
+    assert!(
+        !b.logs().contains("reconciled"),
+        "the follower must not reconcile"
+    );
+
+    a.kill();
+    api.create(&PostParams::default(), &new_bottle("second", json!({})))
+        .await
+        .unwrap();
+    wait_condition(&c, &ns, "second", "ConfigApplied", "True", "Applied").await;
+    assert!(b.logs().contains("became leader"));
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(c.clone(), &ns)
+        .get("bottle-operator")
+        .await
+        .unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("replica-b"));
+    assert_eq!(spec.lease_transitions, Some(1));
+}

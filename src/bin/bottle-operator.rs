@@ -23,6 +23,18 @@ struct Args {
     /// Cluster CIDRs outside the private ranges that bottles must not reach (comma-separated).
     #[arg(long, env = "BOTTLE_CLUSTER_CIDRS", value_delimiter = ',')]
     cluster_cidrs: Vec<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "BOTTLE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: String,
+    /// Elect a leader with a Lease before reconciling (run more than one replica safely).
+    #[arg(long, env = "BOTTLE_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Seconds a Lease holds without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
     /// Log as JSON.
     #[arg(long, env = "BOTTLE_LOG_JSON")]
     log_json: bool,
@@ -57,5 +69,18 @@ async fn main() -> anyhow::Result<()> {
     settings.cluster_cidrs = args.cluster_cidrs;
     let client = kube::Client::try_default().await?;
     tracing::info!(namespace = ?args.namespace, "bottle-operator starting");
-    operator::run(client, settings, args.namespace).await
+    let telemetry = operator::telemetry::Telemetry::new();
+    telemetry.clone().serve(&args.metrics_addr).await?;
+    if args.leader_elect {
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("bottle-operator-{}", std::process::id()));
+        let election = operator::leader::Election {
+            namespace: args.leader_election_namespace,
+            name: "bottle-operator".into(),
+            identity,
+            lease: std::time::Duration::from_secs(args.lease_duration_seconds),
+        };
+        operator::leader::lead(client.clone(), election).await;
+    }
+    operator::run(client, settings, args.namespace, telemetry).await
 }

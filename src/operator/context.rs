@@ -2,13 +2,14 @@
 //! failure counts for backoff.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 
+use super::telemetry::Telemetry;
 use crate::api::Bottle;
 use crate::render::Settings;
 
@@ -20,12 +21,14 @@ pub struct Context {
     pub recorder: Recorder,
     /// Rendering inputs.
     pub settings: Settings,
+    /// Metrics.
+    pub telemetry: Arc<Telemetry>,
     failures: Mutex<HashMap<ObjectRef<Bottle>, u32>>,
 }
 
 impl Context {
     /// A context for the given client and settings.
-    pub fn new(client: Client, settings: Settings) -> Self {
+    pub fn new(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> Self {
         let reporter = Reporter {
             controller: "bottle-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -34,6 +37,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
+            telemetry,
             failures: Mutex::default(),
         }
     }

@@ -4,8 +4,10 @@
 pub mod apply;
 pub mod context;
 pub mod error;
+pub mod leader;
 pub mod reconcile;
 pub mod status;
+pub mod telemetry;
 
 pub use context::Context;
 pub use error::Error;
@@ -39,6 +41,7 @@ pub async fn run(
     client: Client,
     settings: Settings,
     namespace: Option<String>,
+    telemetry: Arc<telemetry::Telemetry>,
 ) -> anyhow::Result<()> {
     let ns = namespace.as_deref();
     let bottles: Api<Bottle> = api(&client, ns);
@@ -51,7 +54,10 @@ pub async fn run(
             "cannot list Bottles ({e}); is the CRD installed (kubectl apply -f crds/) and RBAC granted?"
         );
     }
-    let ctx = Arc::new(Context::new(client.clone(), settings));
+    let ctx = Arc::new(Context::new(client.clone(), settings, telemetry.clone()));
+    telemetry
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let wc = watcher::Config::default();
     let controller = Controller::new(bottles, wc.clone());
     let store = controller.store();

@@ -129,6 +129,12 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
     );
     status::patch_if_changed(&ctx.client, &bottle, new_status).await?;
 
+    ctx.telemetry.count(
+        outcome
+            .as_ref()
+            .map(|_| "ok")
+            .unwrap_or_else(|e| e.reason()),
+    );
     let c = outcome?;
     ctx.succeeded(&ObjectRef::from_obj(&*bottle));
     Ok(match c.pod {

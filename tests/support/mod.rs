@@ -119,6 +119,11 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator watching `ns` only, so tests running side by side do not interfere.
     pub fn start(ns: &str) -> Self {
+        Self::start_with(ns, &[], &[])
+    }
+
+    /// Starts the operator with extra arguments and environment.
+    pub fn start_with(ns: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let cp = cluster();
         let log = cp
             .dir
@@ -126,7 +131,14 @@ impl Operator {
         let file = fs::File::create(&log).expect("operator log");
         let child = control_plane::spawn_tied(
             Command::new(env!("CARGO_BIN_EXE_bottle-operator"))
-                .args(["--namespace", ns])
+                .args([
+                    "--namespace",
+                    ns,
+                    "--metrics-addr",
+                    &format!("127.0.0.1:{}", control_plane::free_port()),
+                ])
+                .args(args)
+                .envs(env.iter().copied())
                 .env("KUBECONFIG", &cp.kubeconfig)
                 .env("RUST_LOG", "info,bottle_operator=debug")
                 .stdin(Stdio::null())

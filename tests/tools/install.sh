@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite runs for real: Debian packages, and the
 # Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-# kubectl) plus gitleaks built from the Go module proxy.
+# kubectl), gitleaks and helm, built from the Go module proxy.
 #
 # Built binaries go under ~/.cache/bottle-operator/tools/<key>/bin, keyed by a
 # hash of the pinning go.mod/go.sum, so a warm machine skips the build and a
@@ -12,6 +12,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/bottle-operator"
 K8S_VERSION=1.34.10
 GITLEAKS_VERSION=v8.30.1
+HELM_VERSION=v3.22.0
 
 log() { echo "install: $*" >&2; }
 
@@ -41,7 +42,7 @@ fi
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 # The key covers what decides the binaries: the pinned modules and the versions below.
 key="$( (cat "$here"/k8s/go.mod "$here"/k8s/go.sum "$here"/etcd/go.mod "$here"/etcd/go.sum; \
-  echo "$K8S_VERSION $GITLEAKS_VERSION") | sha256sum | cut -c1-16)"
+  echo "$K8S_VERSION $GITLEAKS_VERSION $HELM_VERSION") | sha256sum | cut -c1-16)"
 bin="$cache/tools/k8s-$K8S_VERSION-$key/bin"
 mkdir -p "$bin"
 
@@ -68,6 +69,11 @@ fi
 if [ ! -x "$bin/gitleaks" ]; then
   log "building gitleaks $GITLEAKS_VERSION"
   GOBIN="$bin" go install "github.com/zricethezav/gitleaks/v8@$GITLEAKS_VERSION"
+fi
+
+if [ ! -x "$bin/helm" ]; then
+  log "building helm $HELM_VERSION"
+  GOBIN="$bin" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 fi
 
 echo "$bin"
