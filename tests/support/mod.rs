@@ -138,8 +138,9 @@ impl Operator {
                     &format!("127.0.0.1:{}", control_plane::free_port()),
                 ])
                 .args(args)
-                .envs(env.iter().copied())
                 .env("KUBECONFIG", &cp.kubeconfig)
+                // After the defaults, so a test can override them (KUBECONFIG included).
+                .envs(env.iter().copied())
                 .env("RUST_LOG", "info,bottle_operator=debug")
                 .stdin(Stdio::null())
                 .stdout(file.try_clone().expect("log"))
