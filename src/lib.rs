@@ -14,6 +14,7 @@ pub mod git_gate;
 pub mod model;
 pub mod netinit;
 pub mod operator;
+pub mod plugin;
 pub mod proxy;
 pub mod render;
 pub mod sidecar;

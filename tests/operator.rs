@@ -219,6 +219,40 @@ async fn full_example_applied_with_kubectl_creates_every_object() {
     let short = kubectl_ok(&["-n", &ns, "get", "btl", "full", "-o", "name"]);
     assert_eq!(short.trim(), "bottle.bottle-operator.dev/full");
     assert!(!events_with_reason(&c, &ns, "PodCreated").await.is_empty());
+
+    // The kubectl plugin, found by kubectl itself on PATH.
+    let plugin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-bottle"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        plugin_dir.display(),
+        std::env::var("PATH").unwrap()
+    );
+    let plugin = |args: &[&str]| {
+        let out = cluster()
+            .kubectl()
+            .env("PATH", &path)
+            .args(["bottle", "-n", &ns])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl bottle {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let status = plugin(&["status", "full"]);
+    assert!(
+        status.contains("Phase:        Pending") && status.contains(&fp),
+        "{status}"
+    );
+    assert!(status.contains("ConfigApplied  True"), "{status}");
+    let ca_out = plugin(&["ca", "full"]);
+    assert_eq!(ca_out, String::from_utf8_lossy(&data["ca.crt"].0));
+    assert!(!ca_out.contains("PRIVATE KEY"));
 }
 
 #[tokio::test]

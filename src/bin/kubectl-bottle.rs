@@ -1,0 +1,123 @@
+//! `kubectl bottle`: get into a bottle, see how it is doing, read its logs, fetch its CA.
+//! Installed on PATH as `kubectl-bottle`, kubectl runs it as `kubectl bottle ...`.
+
+use std::process::Command;
+
+use bottle_operator::api::Bottle;
+use bottle_operator::plugin;
+use bottle_operator::render::meta;
+use clap::{Parser, Subcommand};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::LogParams;
+use kube::{Api, Client};
+
+#[derive(Parser)]
+#[command(
+    name = "kubectl bottle",
+    version,
+    about = "Work with bottles: exec, status, logs, ca"
+)]
+struct Cli {
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Open a shell or program in the agent container (default: claude).
+    Exec {
+        /// Bottle name.
+        name: String,
+        /// Command to run instead of claude.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Phase, conditions, containers, config hash and CA fingerprint.
+    Status {
+        /// Bottle name.
+        name: String,
+    },
+    /// All containers' logs merged by time.
+    Logs {
+        /// Bottle name.
+        name: String,
+        /// Only lines newer than this many seconds.
+        #[arg(long)]
+        since: Option<i64>,
+    },
+    /// Print the bottle CA certificate (PEM), to trust the bottle's interception elsewhere.
+    Ca {
+        /// Bottle name.
+        name: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let client = Client::try_default().await?;
+    let ns = cli
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let bottles: Api<Bottle> = Api::namespaced(client.clone(), &ns);
+    match cli.command {
+        Cmd::Exec { name, command } => {
+            let b = bottles.get(&name).await?;
+            let pod = b.status.and_then(|s| s.pod_name).unwrap_or(name);
+            let command = if command.is_empty() {
+                vec!["claude".to_string()]
+            } else {
+                command
+            };
+            let status = Command::new("kubectl")
+                .args(["exec", "-it", "-n", &ns, &pod, "-c", "agent", "--"])
+                .args(&command)
+                .status()?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Status { name } => {
+            let b = bottles.get(&name).await?;
+            let pods: Api<Pod> = Api::namespaced(client, &ns);
+            let pod = pods.get_opt(&meta::pod_name(&b)).await?;
+            print!("{}", plugin::status_text(&b, pod.as_ref()));
+        }
+        Cmd::Logs { name, since } => {
+            let b = bottles.get(&name).await?;
+            let pods: Api<Pod> = Api::namespaced(client, &ns);
+            let pod = pods.get(&meta::pod_name(&b)).await?;
+            let names = bottle_operator::render::pod::container_names(&pod);
+            let mut all = Vec::new();
+            for c in names {
+                let lp = LogParams {
+                    container: Some(c.clone()),
+                    timestamps: true,
+                    since_seconds: since,
+                    ..Default::default()
+                };
+                match pods.logs(&meta::pod_name(&b), &lp).await {
+                    Ok(text) => all.push((c, text)),
+                    Err(e) => eprintln!("{c}: {e}"),
+                }
+            }
+            print!("{}", plugin::merge_logs(&all));
+        }
+        Cmd::Ca { name } => {
+            let b = bottles.get(&name).await?;
+            let secrets: Api<Secret> = Api::namespaced(client, &ns);
+            let s = secrets.get(&meta::ca_secret_name(&b)).await?;
+            let cert = s.data.and_then(|d| {
+                d.get(bottle_operator::config::layout::CA_CERT_FILE)
+                    .cloned()
+            });
+            match cert {
+                Some(c) => print!("{}", String::from_utf8_lossy(&c.0)),
+                None => anyhow::bail!("the CA Secret has no certificate yet"),
+            }
+        }
+    }
+    Ok(())
+}
