@@ -375,6 +375,8 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
             layout::GIT_GATE_UID,
         );
         gate.command = Some(vec![sidecar_bin.into()]);
+        // git and ssh want a writable HOME; the root filesystem is read-only.
+        gate.env = Some(vec![env("HOME", layout::GIT_GATE_STATE_DIR)]);
         volumes.push(config_volume(b, "config-git-gate", &[files::GIT_GATE]));
         volumes.push(empty_dir("git-mirrors"));
         volumes.extend(secrets_volume(
