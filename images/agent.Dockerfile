@@ -3,7 +3,7 @@
 # (`sleep infinity`); people run `kubectl bottle exec <name>` to start claude.
 # Build: docker build -f images/agent.Dockerfile -t bottle-operator/agent:dev images/
 FROM node:22.21.1-bookworm-slim
-ARG CLAUDE_CODE_VERSION=2.0.50
+ARG CLAUDE_CODE_VERSION=2.1.330
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates git curl less procps ripgrep jq \
       python3 python3-pip python3-venv build-essential openssh-client \

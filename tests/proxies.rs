@@ -295,6 +295,10 @@ async fn egress_intercepts_injects_the_route_credential_and_refuses_the_rest() {
             "Proxy-Authorization must not reach the origin"
         );
         assert_eq!(echo["path"], "/allowed/x");
+        assert_eq!(
+            echo["version"], "HTTP/2.0",
+            "the origin offers h2, so egress uses it"
+        );
         assert!(echo["uri"].as_str().unwrap().ends_with("/allowed/x?q=1"));
     }
 

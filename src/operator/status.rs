@@ -225,3 +225,184 @@ pub async fn patch_if_changed(
         Err(e) => Err(e.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodSpec, PodStatus,
+    };
+
+    use super::*;
+    use crate::model::InvalidSpec;
+
+    fn bottle(status: Option<BottleStatus>) -> Bottle {
+        let mut b = Bottle::new("b", Default::default());
+        b.metadata.generation = Some(4);
+        b.status = status;
+        b
+    }
+
+    fn ok(pod: PodChange) -> Result<Converged, Error> {
+        Ok(Converged {
+            config_hash: "cfg1".into(),
+            ca_fingerprint: "AA".into(),
+            pod,
+        })
+    }
+
+    fn pod(ready: bool, waiting: Option<&str>) -> Pod {
+        Pod {
+            metadata: Default::default(),
+            spec: Some(PodSpec {
+                node_name: Some("n1".into()),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some(if ready { "Running" } else { "Pending" }.into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                container_statuses: waiting.map(|w| {
+                    vec![ContainerStatus {
+                        name: "agent".into(),
+                        state: Some(ContainerState {
+                            waiting: Some(ContainerStateWaiting {
+                                reason: Some(w.into()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn cond<'a>(s: &'a BottleStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    fn t(secs: i64) -> k8s_openapi::jiff::Timestamp {
+        k8s_openapi::jiff::Timestamp::from_second(secs).unwrap()
+    }
+
+    #[test]
+    fn ready_pod_means_running() {
+        let s = desired(
+            &bottle(None),
+            &ok(PodChange::Unchanged),
+            Some(&pod(true, None)),
+            t(100),
+        );
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(
+            (
+                cond(&s, READY).status.as_str(),
+                cond(&s, READY).reason.as_str()
+            ),
+            ("True", "PodReady")
+        );
+        assert_eq!(cond(&s, CONFIG_APPLIED).observed_generation, Some(4));
+        assert_eq!(
+            (s.config_hash.as_deref(), s.ca_fingerprint.as_deref()),
+            (Some("cfg1"), Some("AA"))
+        );
+    }
+
+    #[test]
+    fn waiting_containers_are_named_in_the_ready_message() {
+        let s = desired(
+            &bottle(None),
+            &ok(PodChange::Unchanged),
+            Some(&pod(false, Some("ImagePullBackOff"))),
+            t(100),
+        );
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        let r = cond(&s, READY);
+        assert_eq!(r.reason, "PodNotReady");
+        assert!(
+            r.message.contains("agent: ImagePullBackOff"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn errors_degrade_a_running_bottle_and_fail_a_new_one_keeping_what_was_known() {
+        let err = || {
+            Err(Error::InvalidSpec(InvalidSpec {
+                reason: "InvalidHost",
+                message: "bad host".into(),
+            }))
+        };
+        let before = desired(
+            &bottle(None),
+            &ok(PodChange::Unchanged),
+            Some(&pod(true, None)),
+            t(100),
+        );
+        let s = desired(
+            &bottle(Some(before.clone())),
+            &err(),
+            Some(&pod(true, None)),
+            t(200),
+        );
+        assert_eq!(s.phase.as_deref(), Some("Degraded"));
+        assert_eq!(
+            (
+                cond(&s, CONFIG_APPLIED).status.as_str(),
+                cond(&s, CONFIG_APPLIED).reason.as_str()
+            ),
+            ("False", "InvalidHost")
+        );
+        assert_eq!(
+            cond(&s, READY).status,
+            "True",
+            "the running Pod is still ready"
+        );
+        assert_eq!(
+            s.config_hash.as_deref(),
+            Some("cfg1"),
+            "the applied config is still the old one"
+        );
+        // Ready did not flip, so its transition time stays; ConfigApplied flipped.
+        assert_eq!(
+            cond(&s, READY).last_transition_time,
+            cond(&before, READY).last_transition_time
+        );
+        assert_ne!(
+            cond(&s, CONFIG_APPLIED).last_transition_time,
+            cond(&before, CONFIG_APPLIED).last_transition_time
+        );
+
+        let s = desired(&bottle(None), &err(), None, t(100));
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(cond(&s, READY).reason, "InvalidHost");
+        assert_eq!(s.pod_name, None);
+    }
+
+    #[test]
+    fn replacing_is_not_ready_and_an_unchanged_outcome_is_an_unchanged_status() {
+        let s = desired(
+            &bottle(None),
+            &ok(PodChange::Replacing),
+            Some(&pod(true, None)),
+            t(100),
+        );
+        assert_eq!(cond(&s, READY).reason, "PodReplacing");
+        let again = desired(
+            &bottle(Some(s.clone())),
+            &ok(PodChange::Replacing),
+            Some(&pod(true, None)),
+            t(500),
+        );
+        assert_eq!(
+            again, s,
+            "same outcome later: identical status, so no patch and no wake-up"
+        );
+    }
+}
