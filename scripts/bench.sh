@@ -3,6 +3,7 @@
 #   proxy_throughput  egress vs no proxy vs mitmproxy (what the reference system used):
 #                     requests/s, p50/p99 latency, idle and loaded RSS
 #   apply_to_objects  Bottle -> objects through the operator, 1 and 200 Bottles, vs direct
+#   git_gate          push latency through git-gate vs direct SSH; scan MB/s vs gitleaks by hand
 # mitmproxy comes from PyPI into a cached virtualenv. Pass a bench name to run only that one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,3 +21,4 @@ if [ $# -gt 0 ]; then
 fi
 cargo bench --locked --bench proxy_throughput
 cargo bench --locked --bench apply_to_objects
+cargo bench --locked --bench git_gate

@@ -13,6 +13,37 @@ pub struct GitGateConfig {
     pub state_dir: String,
     /// Remotes by name, served at `http://127.0.0.1:9420/<name>.git`.
     pub remotes: Vec<GitRemote>,
+    /// Rules gitleaks applies on top of its defaults (the Bottle's DLP patterns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<ScanRule>,
+}
+
+/// A gitleaks rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScanRule {
+    /// Rule id, shown in refusals.
+    pub id: String,
+    /// Go (RE2) regular expression.
+    pub regex: String,
+}
+
+impl GitGateConfig {
+    /// The gitleaks config for the extra rules (defaults kept), or `None` without rules.
+    pub fn gitleaks_toml(&self) -> Option<String> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let mut out = String::from("[extend]\nuseDefault = true\n");
+        for r in &self.rules {
+            // TOML literal strings need no escaping; the model refuses regexes with three quotes.
+            out.push_str(&format!(
+                "\n[[rules]]\nid = '{}'\nregex = '''{}'''\n",
+                r.id, r.regex
+            ));
+        }
+        Some(out)
+    }
 }
 
 /// One upstream repository.

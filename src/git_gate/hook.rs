@@ -64,9 +64,18 @@ pub struct Finding {
 
 /// Scans the commits reachable from `new` and from no existing ref: exactly what this push
 /// adds, older commits of the pushed range included, commits upstream already has excluded.
-pub fn scan(repo: &Path, gitleaks: &str, new: &str) -> anyhow::Result<Vec<Finding>> {
+pub fn scan(
+    repo: &Path,
+    gitleaks: &str,
+    rules: Option<&Path>,
+    new: &str,
+) -> anyhow::Result<Vec<Finding>> {
     let report = tempfile::NamedTempFile::new()?;
-    let out = Command::new(gitleaks)
+    let mut cmd = Command::new(gitleaks);
+    if let Some(r) = rules {
+        cmd.arg("--config").arg(r);
+    }
+    let out = cmd
         .args([
             "git",
             "--no-banner",
@@ -123,6 +132,14 @@ pub fn run(
     let lock = std::fs::File::create(&lock_path)?;
     lock.lock()?;
 
+    let rules = match cfg.gitleaks_toml() {
+        Some(toml) => {
+            let p = Path::new(&cfg.state_dir).join("gitleaks.toml");
+            std::fs::write(&p, toml)?;
+            Some(p)
+        }
+        None => None,
+    };
     let default_branch = git(&repo, None, &["symbolic-ref", "-q", "HEAD"])
         .unwrap_or_default()
         .trim()
@@ -153,7 +170,7 @@ pub fn run(
                 u.name
             ));
         }
-        let findings = scan(&repo, gitleaks, &u.new)?;
+        let findings = scan(&repo, gitleaks, rules.as_deref(), &u.new)?;
         for f in &findings {
             refused.push(format!(
                 "{}: secret found by gitleaks rule {} in commit {} file {} line {} ({})",

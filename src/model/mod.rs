@@ -129,6 +129,27 @@ pub struct DlpPattern {
     pub regex: String,
 }
 
+impl DlpPattern {
+    /// The id scanners report for it: the name, lower-case, non-alphanumerics as `-`.
+    pub fn rule_id(&self) -> String {
+        let id: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        id.split('-')
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("-")
+    }
+}
+
 /// The validated policy of one bottle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -276,6 +297,15 @@ impl Policy {
                 return Err(InvalidSpec::new(
                     "InvalidDlpPattern",
                     "dlp patterns need a name and a regex",
+                ));
+            }
+            if p.regex.contains("'''") || p.regex.contains('\n') {
+                return Err(InvalidSpec::new(
+                    "InvalidDlpPattern",
+                    format!(
+                        "dlp pattern {:?}: the regex must be one line without three single quotes",
+                        p.name
+                    ),
                 ));
             }
             dlp_patterns.push(DlpPattern {

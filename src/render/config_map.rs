@@ -97,6 +97,14 @@ pub fn git_gate_config(p: &Policy) -> git_gate::GitGateConfig {
                 allow_delete_default_branch: r.allow_delete_default_branch,
             })
             .collect(),
+        rules: p
+            .dlp_patterns
+            .iter()
+            .map(|d| git_gate::ScanRule {
+                id: d.rule_id(),
+                regex: d.regex.clone(),
+            })
+            .collect(),
     }
 }
 

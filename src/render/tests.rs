@@ -433,6 +433,13 @@ fn each_sidecar_config_parses_with_its_own_type_and_points_at_files_it_mounts() 
         ["api.anthropic.com"]
     );
     assert_eq!(pipelock.dlp.patterns[0].name, "Example Corp token");
+    // The same patterns scan git pushes.
+    assert_eq!(gate.rules[0].id, "example-corp-token");
+    assert!(
+        gate.gitleaks_toml()
+            .unwrap()
+            .contains("regex = '''excorp_[A-Za-z0-9]{32}'''")
+    );
 }
 
 #[test]
