@@ -96,6 +96,7 @@ async fn full_example_applied_with_kubectl_creates_every_object() {
     let want: BTreeSet<String> = [
         "netinit",
         "ca-bundle",
+        "pipelock-config",
         "pipelock",
         "git-gate",
         "cred-proxy",
@@ -264,10 +265,17 @@ async fn minimal_bottle_created_with_the_client_has_only_the_core_sidecars() {
     let b = new_bottle("mini", json!({"egress": {"allow": ["api.anthropic.com"]}}));
     api.create(&PostParams::default(), &b).await.unwrap();
     let p = eventually("Pod", WAIT, || pod(&c, &ns, "mini")).await;
-    let want: BTreeSet<String> = ["netinit", "ca-bundle", "pipelock", "egress", "agent"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let want: BTreeSet<String> = [
+        "netinit",
+        "ca-bundle",
+        "pipelock-config",
+        "pipelock",
+        "egress",
+        "agent",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     assert_eq!(all_names(&p), want);
     let b = wait_condition(&c, &ns, "mini", "Ready", "False", "PodNotReady").await;
     let st = b.status.unwrap();

@@ -747,3 +747,88 @@ async fn cred_proxy_injects_refuses_git_push_and_goes_through_the_next_proxy() {
         "the next hop must have seen the request"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelock_config_arrives_by_rename_so_pipelocks_file_watch_fires() {
+    use notify::Watcher;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = bottle_operator::model::Policy::from_spec(&Default::default()).unwrap();
+    let mut cfg = bottle_operator::render::config_map::pipelock_config(&policy);
+    let src_dir = dir.path().join("configmap");
+    kubelet_write(
+        &src_dir,
+        &[("pipelock.yaml", &serde_norway::to_string(&cfg).unwrap())],
+    );
+    let target_dir = dir.path().join("pipelock");
+    let target = target_dir.join("pipelock.yaml");
+    let log = dir.path().join("sync.log");
+    let mut child = spawn_tied(
+        Command::new(env!("CARGO_BIN_EXE_bottle-sidecar"))
+            .args(["config-sync", "--from"])
+            .arg(src_dir.join("pipelock.yaml"))
+            .arg("--to")
+            .arg(&target)
+            .stderr(std::fs::File::create(&log).unwrap()),
+    )
+    .unwrap();
+    let t = Instant::now();
+    while !target.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "first delivery missing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Watch the target directory the way pipelock does: events whose name is its file.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut w = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        if let Ok(e) = e {
+            let _ = tx.send(e);
+        }
+    })
+    .unwrap();
+    w.watch(&target_dir, notify::RecursiveMode::NonRecursive)
+        .unwrap();
+
+    cfg.api_allowlist.push("pypi.org".into());
+    kubelet_write(
+        &src_dir,
+        &[("pipelock.yaml", &serde_norway::to_string(&cfg).unwrap())],
+    );
+    let t = Instant::now();
+    loop {
+        let e = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an event on pipelock.yaml");
+        if e.paths.iter().any(|p| p.file_name() == target.file_name()) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        std::fs::read_to_string(&target)
+            .unwrap()
+            .contains("pypi.org")
+    );
+
+    // A version pipelock would reject (unknown key) never reaches it.
+    kubelet_write(
+        &src_dir,
+        &[(
+            "pipelock.yaml",
+            "version: 1\nmode: strict\nsurprise: true\n",
+        )],
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let delivered = std::fs::read_to_string(&target).unwrap();
+    assert!(delivered.contains("pypi.org") && !delivered.contains("surprise"));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("still serving the previous one")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -48,6 +48,15 @@ enum Command {
         #[arg(long, default_value = "gitleaks")]
         gitleaks: String,
     },
+    /// Deliver pipelock's config from the ConfigMap into the directory pipelock watches.
+    ConfigSync {
+        /// The file in the mounted ConfigMap.
+        #[arg(long)]
+        from: PathBuf,
+        /// The file pipelock reads (in a shared emptyDir).
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Install the in-Pod traffic lock (iptables/ip6tables) and exit. Needs NET_ADMIN.
     Netinit {
         /// The agent's UID.
@@ -115,6 +124,9 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("git-gate: {e:#}");
                 std::process::exit(1);
             }
+        }
+        Command::ConfigSync { from, to } => {
+            runtime()?.block_on(bottle_operator::sidecar::config_sync::run(from, to))?
         }
         Command::Netinit {
             agent_uid,

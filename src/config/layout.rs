@@ -9,6 +9,8 @@ pub const CA_DIR: &str = "/etc/bottle/ca";
 pub const SECRETS_DIR: &str = "/var/run/bottle/secrets";
 /// Where the init container writes the agent's trust bundle.
 pub const TRUST_DIR: &str = "/etc/bottle/trust";
+/// Where config-sync delivers pipelock's config (an emptyDir pipelock watches).
+pub const PIPELOCK_CONFIG_DIR: &str = "/etc/pipelock";
 /// git-gate's mirrors and private key copies (an emptyDir).
 pub const GIT_GATE_STATE_DIR: &str = "/var/lib/git-gate";
 /// The agent's workspace.

@@ -5,10 +5,10 @@
 //! send traffic through it, then egress; the agent starts last, once its doors are open.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, KeyToPath,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod,
-    PodSecurityContext, PodSpec, ProjectedVolumeSource, SeccompProfile, SecretProjection,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ExecAction,
+    KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    Pod, PodSecurityContext, PodSpec, Probe, ProjectedVolumeSource, SeccompProfile,
+    SecretProjection, SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeProjection,
     VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -318,6 +318,7 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
         config_volume(b, "config-egress", &[files::EGRESS]),
         config_volume(b, "config-pipelock", &[files::PIPELOCK]),
         empty_dir("pipelock-home"),
+        empty_dir("pipelock-config"),
     ];
     volumes.push(match &b.spec.agent.workspace {
         Some(_) => Volume {
@@ -352,15 +353,42 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
         ..Default::default()
     });
 
-    let mut pipelock = sidecar("pipelock", &s.pipelock_image, &[], layout::PIPELOCK_UID);
-    pipelock.args = Some(vec![
-        "run".into(),
-        "--config".into(),
-        config_arg(files::PIPELOCK),
+    // pipelock only reloads on events named after its file, which a ConfigMap swap never
+    // produces: config-sync renames each valid version into an emptyDir pipelock reads.
+    let pipelock_file = format!("{}/{}", layout::PIPELOCK_CONFIG_DIR, files::PIPELOCK);
+    let mut sync = sidecar(
+        "pipelock-config",
+        &s.sidecar_image,
+        &[
+            "config-sync",
+            "--from",
+            &config_arg(files::PIPELOCK),
+            "--to",
+            &pipelock_file,
+        ],
+        layout::PIPELOCK_UID,
+    );
+    sync.command = Some(vec![sidecar_bin.into()]);
+    sync.volume_mounts = Some(vec![
+        mount("config-pipelock", layout::CONFIG_DIR),
+        rw_mount("pipelock-config", layout::PIPELOCK_CONFIG_DIR),
     ]);
+    // pipelock starts only once its first config is in place.
+    sync.startup_probe = Some(Probe {
+        exec: Some(ExecAction {
+            command: Some(vec!["test".into(), "-s".into(), pipelock_file.clone()]),
+        }),
+        period_seconds: Some(1),
+        failure_threshold: Some(60),
+        ..Default::default()
+    });
+    init.push(sync);
+
+    let mut pipelock = sidecar("pipelock", &s.pipelock_image, &[], layout::PIPELOCK_UID);
+    pipelock.args = Some(vec!["run".into(), "--config".into(), pipelock_file]);
     pipelock.env = Some(vec![env("PIPELOCK_HOME", "/var/lib/pipelock")]);
     pipelock.volume_mounts = Some(vec![
-        mount("config-pipelock", layout::CONFIG_DIR),
+        mount("pipelock-config", layout::PIPELOCK_CONFIG_DIR),
         mount("ca-intercept", layout::CA_DIR),
         rw_mount("pipelock-home", "/var/lib/pipelock"),
     ]);

@@ -113,6 +113,7 @@ fn full_bottle_starts_sidecars_in_the_reference_order_before_the_agent() {
         [
             ("netinit", None),
             ("ca-bundle", None),
+            ("pipelock-config", Some("Always")),
             ("pipelock", Some("Always")),
             ("git-gate", Some("Always")),
             ("cred-proxy", Some("Always")),
@@ -135,7 +136,14 @@ fn minimal_bottle_has_no_cred_proxy_or_git_gate() {
     let d = render(&minimal());
     assert_eq!(
         pod::container_names(&d.pod),
-        ["netinit", "ca-bundle", "pipelock", "egress", "agent"]
+        [
+            "netinit",
+            "ca-bundle",
+            "pipelock-config",
+            "pipelock",
+            "egress",
+            "agent"
+        ]
     );
     let keys: Vec<&String> = d.config_map.data.as_ref().unwrap().keys().collect();
     assert_eq!(keys, ["egress.yaml", "pipelock.yaml"]);
@@ -153,9 +161,11 @@ fn minimal_bottle_has_no_cred_proxy_or_git_gate() {
 fn every_container_runs_as_its_own_non_root_uid_without_escalation() {
     let d = render(&full());
     let mut uids = BTreeSet::new();
+    // netinit is root by necessity (tested below); pipelock-config acts for pipelock and
+    // shares its UID on purpose.
     for c in containers(&d.pod)
         .into_iter()
-        .filter(|c| c.name != "netinit")
+        .filter(|c| c.name != "netinit" && c.name != "pipelock-config")
     {
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
@@ -297,6 +307,7 @@ fn token_values_and_keys_reach_only_the_sidecar_that_uses_them() {
         by_container["git-gate"],
         set(&["agent-deploy-key/id_ed25519"])
     );
+    assert!(by_container["pipelock-config"].is_empty());
     // The CA key file mode passes pipelock's check (no group-write, world or exec bits).
     let ca = p
         .spec

@@ -1,3 +1,4 @@
 //! Programs that run inside the bottle Pod, behind the `bottle-sidecar` multi-call binary.
 
 pub mod ca_bundle;
+pub mod config_sync;
