@@ -17,34 +17,16 @@ use super::routes::{Refusal, Routes};
 use crate::config::cred_proxy::CredProxyConfig;
 use crate::proxy::admin::{self, Metrics};
 use crate::proxy::forward::forward;
-use crate::proxy::reload::{self, Loaded, hash_bytes};
+use crate::proxy::reload::{self, Loaded};
 use crate::proxy::upstream::{self, Connector, UpstreamClient};
 use crate::proxy::{ProxyBody, deny, init_crypto};
 
-fn read_config(path: &Path) -> anyhow::Result<(CredProxyConfig, Vec<u8>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg =
-        serde_norway::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
-    Ok((cfg, bytes))
-}
-
 /// Loads and validates a config (for the reloader).
 pub fn load(path: &Path) -> anyhow::Result<Loaded<Routes>> {
-    let (cfg, bytes) = read_config(path)?;
+    let (cfg, bytes): (CredProxyConfig, _) = reload::read_yaml(path)?;
     let routes = Routes::compile(&cfg)?;
-    let mut parts = vec![bytes.clone()];
-    parts.extend(
-        routes
-            .token_files()
-            .iter()
-            .map(|f| std::fs::read(f).unwrap_or_default()),
-    );
-    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    Ok(Loaded {
-        value: routes,
-        config_hash: hash_bytes(&[&bytes]),
-        change_key: hash_bytes(&refs),
-    })
+    let tokens = routes.token_files().to_vec();
+    Ok(reload::loaded_with_tokens(routes, &bytes, &tokens))
 }
 
 struct CredProxy {
@@ -98,17 +80,9 @@ impl CredProxy {
 /// Runs cred-proxy with the config at `config_path` until the process is stopped.
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     init_crypto();
-    let (cfg, _) = read_config(&config_path)?;
+    let (cfg, _): (CredProxyConfig, _) = reload::read_yaml(&config_path)?;
     let path = config_path.clone();
-    let dirs = move |r: &Routes| {
-        let mut d: Vec<PathBuf> = std::iter::once(config_path.as_path())
-            .chain(r.token_files().iter().map(PathBuf::as_path))
-            .filter_map(|f| f.parent().map(Path::to_path_buf))
-            .collect();
-        d.sort();
-        d.dedup();
-        d
-    };
+    let dirs = move |r: &Routes| reload::dirs_of(&config_path, r.token_files());
     let live = reload::start(move || load(&path), dirs, Duration::from_secs(2))?;
     let connector = Connector::new(cfg.upstream_proxy.as_deref())?;
     let (client, client_h1) = upstream::clients(connector, upstream::roots(&[&cfg.ca_cert])?);

@@ -20,7 +20,7 @@ use super::policy::{Deny, HostAction, Policy, normalize_host};
 use crate::config::egress::EgressConfig;
 use crate::proxy::admin::{self, Metrics};
 use crate::proxy::forward::forward;
-use crate::proxy::reload::{self, Loaded, hash_bytes};
+use crate::proxy::reload::{self, Loaded};
 use crate::proxy::tls::Authority;
 use crate::proxy::upstream::{self, Connector, UpstreamClient};
 use crate::proxy::{ProxyBody, deny, init_crypto};
@@ -30,26 +30,15 @@ const MAX_HEAD: usize = 64 * 1024;
 
 /// Reads and parses the config file.
 pub fn read_config(path: &Path) -> anyhow::Result<(EgressConfig, Vec<u8>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg =
-        serde_norway::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
-    Ok((cfg, bytes))
+    reload::read_yaml(path)
 }
 
 /// Loads and validates a config into a policy (for the reloader).
 pub fn load(path: &Path) -> anyhow::Result<Loaded<Policy>> {
     let (cfg, bytes) = read_config(path)?;
     let policy = Policy::compile(&cfg)?;
-    let mut parts: Vec<Vec<u8>> = vec![bytes.clone()];
-    for f in policy.token_files() {
-        parts.push(std::fs::read(f).unwrap_or_default());
-    }
-    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    Ok(Loaded {
-        value: policy,
-        config_hash: hash_bytes(&[&bytes]),
-        change_key: hash_bytes(&refs),
-    })
+    let tokens = policy.token_files().to_vec();
+    Ok(reload::loaded_with_tokens(policy, &bytes, &tokens))
 }
 
 /// The running proxy.
@@ -62,16 +51,6 @@ pub struct Egress {
     metrics: Arc<Metrics>,
 }
 
-fn parent_dirs(config: &Path, p: &Policy) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::iter::once(config)
-        .chain(p.token_files().iter().map(PathBuf::as_path))
-        .filter_map(|f| f.parent().map(Path::to_path_buf))
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs
-}
-
 /// Runs the egress sidecar with the config at `config_path` until the process is stopped.
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     init_crypto();
@@ -80,7 +59,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let path = config_path.clone();
     let live = reload::start(
         move || load(&path),
-        move |p| parent_dirs(&config_path, p),
+        move |p: &Policy| reload::dirs_of(&config_path, p.token_files()),
         Duration::from_secs(2),
     )?;
     let authority = Authority::load(&cfg.ca_cert, &cfg.ca_key)?;

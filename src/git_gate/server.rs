@@ -28,9 +28,7 @@ use crate::proxy::{BoxError, ProxyBody, deny};
 
 /// Reads and checks a config file.
 pub fn read_config(path: &Path) -> anyhow::Result<(GitGateConfig, Vec<u8>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg: GitGateConfig =
-        serde_norway::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    let (cfg, bytes): (GitGateConfig, _) = reload::read_yaml(path)?;
     for r in &cfg.remotes {
         anyhow::ensure!(
             r.upstream.starts_with("ssh://"),

@@ -145,3 +145,42 @@ where
         status,
     })
 }
+
+/// Reads a YAML config file: the parsed value and the bytes it came from.
+pub fn read_yaml<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> anyhow::Result<(T, Vec<u8>)> {
+    use anyhow::Context as _;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let value =
+        serde_norway::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    Ok((value, bytes))
+}
+
+/// A load result whose change key covers the config and the current contents of the token
+/// files it names (so a rotated Secret counts as a change), while the reported hash covers the
+/// config alone.
+pub fn loaded_with_tokens<T>(value: T, config: &[u8], token_files: &[PathBuf]) -> Loaded<T> {
+    let tokens: Vec<Vec<u8>> = token_files
+        .iter()
+        .map(|f| std::fs::read(f).unwrap_or_default())
+        .collect();
+    let mut parts: Vec<&[u8]> = vec![config];
+    parts.extend(tokens.iter().map(Vec::as_slice));
+    Loaded {
+        value,
+        config_hash: hash_bytes(&[config]),
+        change_key: hash_bytes(&parts),
+    }
+}
+
+/// The directories holding `config` and the `files` it names: what to watch.
+pub fn dirs_of(config: &std::path::Path, files: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::iter::once(config)
+        .chain(files.iter().map(PathBuf::as_path))
+        .filter_map(|f| f.parent().map(std::path::Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
