@@ -170,6 +170,13 @@ fn pushes_are_scanned_and_only_clean_ones_reach_upstream() {
         Some(c2.as_str())
     );
 
+    // Only branches and tags.
+    let (pushed, out) = b1.push(&["HEAD:refs/notes/sneaky"]);
+    assert!(
+        !pushed && out.contains("only branches (refs/heads/) and tags"),
+        "{out}"
+    );
+
     // Remotes that are not declared do not exist.
     let out = git_cmd(w.dir.path(), None)
         .args(["ls-remote", &format!("http://127.0.0.1:{port}/other.git")])

@@ -147,6 +147,13 @@ pub fn run(
     let mut refspecs = Vec::new();
     let mut refused = Vec::new();
     for u in &updates {
+        if !(u.name.starts_with("refs/heads/") || u.name.starts_with("refs/tags/")) {
+            refused.push(format!(
+                "{}: only branches (refs/heads/) and tags (refs/tags/) can be pushed",
+                u.name
+            ));
+            continue;
+        }
         if u.new == ZERO {
             if u.name == default_branch && !remote.allow_delete_default_branch {
                 refused.push(format!(
