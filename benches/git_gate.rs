@@ -61,7 +61,8 @@ fn main() {
         via_gate.push(t.elapsed());
 
         std::fs::write(direct_dir.join("small.txt"), format!("change {i}\n")).unwrap();
-        direct_git(&["commit", "-q", "-am", "small change"]);
+        direct_git(&["add", "small.txt"]);
+        direct_git(&["commit", "-q", "-m", "small change"]);
         let t = Instant::now();
         direct_git(&["push", "-q", "origin", "direct"]);
         via_ssh.push(t.elapsed());
