@@ -71,10 +71,11 @@ pub fn git(dir: &Path, ssh: Option<&str>, args: &[&str]) -> anyhow::Result<Strin
 }
 
 /// Creates the mirror if missing (bare repo, push enabled, our pre-receive hook), then
-/// fetches every branch and tag from upstream and follows its default branch.
+/// fetches every branch and tag from upstream (and, for a new mirror, its default branch).
 pub fn sync(cfg: &GitGateConfig, r: &GitRemote, hook_cmd: &str) -> anyhow::Result<()> {
     let dir = mirror_dir(cfg, &r.name);
-    if !dir.join("HEAD").exists() {
+    let fresh = !dir.join("HEAD").exists();
+    if fresh {
         std::fs::create_dir_all(&dir)?;
         git(&dir, None, &["init", "--quiet", "--bare"])?;
         git(&dir, None, &["config", "http.receivepack", "true"])?;
@@ -88,12 +89,18 @@ pub fn sync(cfg: &GitGateConfig, r: &GitRemote, hook_cmd: &str) -> anyhow::Resul
     }
     install_hook(&dir, hook_cmd)?;
     let ssh = ssh_command(cfg, r)?;
-    let heads = git(
-        &dir,
-        Some(&ssh),
-        &["ls-remote", "--symref", &r.upstream, "HEAD"],
-    )
-    .with_context(|| format!("reaching upstream of remote {}", r.name))?;
+    // The upstream's default branch is learnt when the mirror is made; asking every time
+    // would cost a second SSH round trip on every fetch and push.
+    let heads = if fresh {
+        git(
+            &dir,
+            Some(&ssh),
+            &["ls-remote", "--symref", &r.upstream, "HEAD"],
+        )
+        .with_context(|| format!("reaching upstream of remote {}", r.name))?
+    } else {
+        String::new()
+    };
     git(
         &dir,
         Some(&ssh),
