@@ -237,7 +237,9 @@ fn bottle_dlp_patterns_scan_pushes_and_large_pushes_go_through() {
         id: "example-corp-token".into(),
         regex: "excorp_[A-Za-z0-9]{32}".into(),
     };
-    let (_gate, _port, gitconfig, _log) = w.gate(&w.known_hosts, vec![rule]);
+    // The allowlist accepts one known test token; everything else still counts.
+    let allow = vec!["ghp_8fK2mQ9vL1xR7bN5cW3yH6jP0sD4tA8eK2uZ".to_string()];
+    let (_gate, _port, gitconfig, _log) = w.gate_with(&w.known_hosts, vec![rule], allow);
     let a = Agent::clone(&w, &gitconfig, "agent");
     let bad = a.commit(
         "config.txt",
@@ -249,6 +251,16 @@ fn bottle_dlp_patterns_scan_pushes_and_large_pushes_go_through() {
         !pushed && out.contains("rule example-corp-token") && out.contains(&bad[..12]),
         "{out}"
     );
+    a.reset_to_upstream();
+    let fixture = a.commit("fixture.txt", GITHUB, "allowlisted test token");
+    let (pushed, out) = a.push(&["main"]);
+    assert!(pushed, "allowlisted finding must pass: {out}");
+    assert_eq!(w.upstream_rev("main").as_deref(), Some(fixture.as_str()));
+    let (pushed, out) = {
+        a.commit("aws.env", AWS, "not allowlisted");
+        a.push(&["main"])
+    };
+    assert!(!pushed && out.contains("aws-access-token"), "{out}");
     a.reset_to_upstream();
 
     // 50 MB of ordinary text in one push: scanned, forwarded, landed.

@@ -205,6 +205,10 @@ pub struct GitSpec {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     #[schemars(length(max = 32))]
     pub remotes: Vec<GitRemote>,
+    /// Regexes of findings the push scan accepts anyway (test fixtures, public keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    pub scan_allowlist: Vec<String>,
 }
 
 /// One upstream repository reached over SSH with a pinned host key.

@@ -16,6 +16,9 @@ pub struct GitGateConfig {
     /// Rules gitleaks applies on top of its defaults (the Bottle's DLP patterns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<ScanRule>,
+    /// Regexes of findings to accept anyway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowlist: Vec<String>,
 }
 
 /// A gitleaks rule.
@@ -29,12 +32,23 @@ pub struct ScanRule {
 }
 
 impl GitGateConfig {
-    /// The gitleaks config for the extra rules (defaults kept), or `None` without rules.
+    /// The gitleaks config for the extra rules and allowlist (defaults kept), or `None`.
     pub fn gitleaks_toml(&self) -> Option<String> {
-        if self.rules.is_empty() {
+        if self.rules.is_empty() && self.allowlist.is_empty() {
             return None;
         }
         let mut out = String::from("[extend]\nuseDefault = true\n");
+        if !self.allowlist.is_empty() {
+            let list: Vec<String> = self
+                .allowlist
+                .iter()
+                .map(|a| format!("'''{a}'''"))
+                .collect();
+            out.push_str(&format!(
+                "\n[allowlist]\ndescription = \"Bottle git.scanAllowlist\"\nregexes = [{}]\n",
+                list.join(", ")
+            ));
+        }
         for r in &self.rules {
             // TOML literal strings need no escaping; the model refuses regexes with three quotes.
             out.push_str(&format!(

@@ -167,6 +167,8 @@ pub struct Policy {
     pub dlp_block: bool,
     /// Extra DLP patterns.
     pub dlp_patterns: Vec<DlpPattern>,
+    /// Findings the push scan accepts anyway.
+    pub scan_allowlist: Vec<String>,
 }
 
 impl Policy {
@@ -314,6 +316,17 @@ impl Policy {
             });
         }
 
+        for a in &spec.git.scan_allowlist {
+            if a.is_empty() || a.contains("'''") || a.contains('\n') {
+                return Err(InvalidSpec::new(
+                    "InvalidDlpPattern",
+                    format!(
+                        "git.scanAllowlist entry {a:?} must be one non-empty line without three single quotes"
+                    ),
+                ));
+            }
+        }
+
         Ok(Self {
             allow,
             passthrough,
@@ -322,6 +335,7 @@ impl Policy {
             remotes,
             dlp_block: spec.dlp.block,
             dlp_patterns,
+            scan_allowlist: spec.git.scan_allowlist.clone(),
         })
     }
 

@@ -97,6 +97,7 @@ pub fn git_gate_config(p: &Policy) -> git_gate::GitGateConfig {
                 allow_delete_default_branch: r.allow_delete_default_branch,
             })
             .collect(),
+        allowlist: p.scan_allowlist.clone(),
         rules: p
             .dlp_patterns
             .iter()

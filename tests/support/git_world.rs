@@ -160,6 +160,16 @@ impl World {
 
     /// Starts a gate; returns it and the agent gitconfig (rendered by the operator's code).
     pub fn gate(&self, known_hosts: &str, rules: Vec<ScanRule>) -> (Killed, u16, PathBuf, PathBuf) {
+        self.gate_with(known_hosts, rules, vec![])
+    }
+
+    /// A gate with scan rules and an allowlist.
+    pub fn gate_with(
+        &self,
+        known_hosts: &str,
+        rules: Vec<ScanRule>,
+        allowlist: Vec<String>,
+    ) -> (Killed, u16, PathBuf, PathBuf) {
         let port = free_port();
         let state = self.dir.path().join(format!("state-{port}"));
         let cfg = GitGateConfig {
@@ -174,6 +184,7 @@ impl World {
                 allow_delete_default_branch: false,
             }],
             rules,
+            allowlist,
         };
         let cfg_path = self.dir.path().join(format!("git-gate-{port}.yaml"));
         std::fs::write(&cfg_path, serde_norway::to_string(&cfg).unwrap()).unwrap();
