@@ -31,11 +31,17 @@ command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
 command -v ssh-keygen >/dev/null || need_pkgs+=(openssh-client)
 command -v go >/dev/null || { log "Go toolchain missing (needs Go >= 1.24)"; exit 1; }
+if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
 if ((${#need_pkgs[@]})); then
   log "apt-get install ${need_pkgs[*]}"
-  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_pkgs[@]}" >&2
+fi
+
+# The proxy tests use Python requests as one of the agent's clients.
+if ! python3 -c 'import requests' 2>/dev/null; then
+  log "pip install requests"
+  python3 -m pip install -q requests >&2 || $sudo apt-get install -y -qq python3-requests >&2
 fi
 
 # --- Go-built tools ----------------------------------------------------------
