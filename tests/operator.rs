@@ -700,3 +700,67 @@ async fn two_replicas_elect_one_leader_and_the_other_takes_over() {
     assert_eq!(spec.holder_identity.as_deref(), Some("replica-b"));
     assert_eq!(spec.lease_transitions, Some(1));
 }
+
+/// Stands in for the kubelet this control plane does not have: writes Pod status the way a
+/// kubelet would, so the operator's reading of Pod state is exercised against the real API.
+async fn mock_kubelet_set_status(c: &Client, ns: &str, name: &str, status: serde_json::Value) {
+    let pods = Api::<Pod>::namespaced(c.clone(), ns);
+    pods.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "status": status })),
+    )
+    .await
+    .expect("pod status patch");
+}
+
+#[tokio::test]
+async fn pod_state_reaches_the_bottle_status() {
+    let ns = namespace("podstate");
+    let _op = Operator::start(&ns);
+    let c = client().await;
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    api.create(&PostParams::default(), &new_bottle("st", json!({})))
+        .await
+        .unwrap();
+    eventually("Pod", WAIT, || pod(&c, &ns, "st")).await;
+
+    mock_kubelet_set_status(
+        &c,
+        &ns,
+        "st",
+        json!({"phase": "Pending", "containerStatuses": [{"name": "agent", "image": "x", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}),
+    )
+    .await;
+    wait_condition(&c, &ns, "st", "Ready", "False", "PodNotReady").await;
+    eventually("the waiting reason in the Ready message", WAIT, || async {
+        let b = bottle(&c, &ns, "st").await;
+        let m = b
+            .status?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")?
+            .message
+            .clone();
+        m.contains("agent: ImagePullBackOff").then_some(())
+    })
+    .await;
+
+    mock_kubelet_set_status(
+        &c,
+        &ns,
+        "st",
+        json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "agent", "image": "x", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {}}}]}),
+    )
+    .await;
+    let b = wait_condition(&c, &ns, "st", "Ready", "True", "PodReady").await;
+    assert_eq!(b.status.unwrap().phase.as_deref(), Some("Running"));
+    let table = kubectl_ok(&["-n", &ns, "get", "bottle", "st"]);
+    assert!(
+        table.contains("Running") && table.contains("PodReady"),
+        "{table}"
+    );
+}
