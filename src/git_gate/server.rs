@@ -2,7 +2,6 @@
 //! remote's mirror, refreshing the mirror from upstream at the start of every fetch or push.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -13,9 +12,6 @@ use futures::TryStreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::Command;
@@ -240,19 +236,6 @@ pub async fn run(config_path: PathBuf, gitleaks: String) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(listen = %cfg.listen, remotes = cfg.remotes.len(), "git-gate listening");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let g = gate.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let g = g.clone();
-                async move { Ok::<_, Infallible>(g.handle(req).await) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    crate::proxy::serve_http1(listener, move |req| gate.clone().handle(req)).await;
+    Ok(())
 }

@@ -1,15 +1,11 @@
 //! The operator's HTTP endpoint: `/healthz`, `/readyz` (the controller is running) and
 //! `/metrics` (Prometheus text: reconciles by result).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -86,23 +82,10 @@ impl Telemetry {
     /// Serves on `addr` in the background.
     pub async fn serve(self: Arc<Self>, addr: &str) -> anyhow::Result<()> {
         let listener = TcpListener::bind(addr).await?;
-        tokio::spawn(async move {
-            loop {
-                let Ok((s, _)) = listener.accept().await else {
-                    continue;
-                };
-                let me = self.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let me = me.clone();
-                        async move { Ok::<_, Infallible>(me.respond(&req)) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
-                });
-            }
-        });
+        tokio::spawn(crate::proxy::serve_http1(listener, move |req| {
+            let resp = self.respond(&req);
+            async move { resp }
+        }));
         Ok(())
     }
 }

@@ -1,15 +1,11 @@
 //! The admin listener: `/healthz`, `/status` (running config hash, last reload error) and
 //! `/metrics` (Prometheus text). It binds a port the agent's firewall rules do not open.
 
-use std::convert::Infallible;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -105,9 +101,9 @@ async fn handle(
     req: Request<Incoming>,
     metrics: Arc<Metrics>,
     status: Arc<Mutex<ReloadStatus>>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Response<ProxyBody> {
     let snapshot = status.lock().expect("status lock").clone();
-    let resp = match req.uri().path() {
+    match req.uri().path() {
         "/healthz" => Response::new(full("ok\n")),
         "/status" => Response::builder()
             .header("content-type", "application/json")
@@ -132,24 +128,12 @@ async fn handle(
             .status(StatusCode::NOT_FOUND)
             .body(full("not found\n"))
             .expect("valid response"),
-    };
-    Ok(resp)
+    }
 }
 
 /// Serves the admin endpoints on `listener` until the process ends.
 pub fn serve(listener: TcpListener, metrics: Arc<Metrics>, status: Arc<Mutex<ReloadStatus>>) {
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (m, s) = (metrics.clone(), status.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| handle(req, m.clone(), s.clone()));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(super::serve_http1(listener, move |req| {
+        handle(req, metrics.clone(), status.clone())
+    }));
 }

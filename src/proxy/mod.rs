@@ -42,3 +42,35 @@ pub fn deny(status: http::StatusCode, reason: &str) -> http::Response<ProxyBody>
 pub fn init_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// Accepts connections on `listener` forever and serves each over HTTP/1.1 with `handle`:
+/// the loop the admin, metrics and git-gate listeners share.
+pub async fn serve_http1<H, F>(listener: tokio::net::TcpListener, handle: H)
+where
+    H: Fn(http::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = http::Response<ProxyBody>> + Send + 'static,
+{
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let fut = handle(req);
+                async move { Ok::<_, std::convert::Infallible>(fut.await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
