@@ -51,13 +51,20 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
         return Ok(Action::await_change());
     }
     let outcome = converge(&bottle, &ctx).await;
-    let ns = bottle.namespace().unwrap_or_default();
-    let uid = bottle.uid().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pod = pods
-        .get_opt(&meta::pod_name(&bottle))
-        .await?
-        .filter(|p| super::apply::controlled_by(p, &uid));
+    // The Pod as this pass left it; read it again only when the pass failed before looking.
+    let (outcome, pod) = match outcome {
+        Ok((c, pod)) => (Ok(c), pod),
+        Err(e) => {
+            let uid = bottle.uid().unwrap_or_default();
+            let pods: Api<Pod> =
+                Api::namespaced(ctx.client.clone(), &bottle.namespace().unwrap_or_default());
+            let pod = pods
+                .get_opt(&meta::pod_name(&bottle))
+                .await?
+                .filter(|p| super::apply::controlled_by(p, &uid));
+            (Err(e), pod)
+        }
+    };
 
     let reference = bottle.object_ref(&());
     match &outcome {
@@ -224,7 +231,8 @@ async fn ensure_ca(api: &Api<Secret>, bottle: &Bottle, uid: &str) -> Result<Stri
     })
 }
 
-async fn converge(bottle: &Bottle, ctx: &Context) -> Result<Converged, Error> {
+/// Applies everything; returns what happened and the Pod as it now stands.
+async fn converge(bottle: &Bottle, ctx: &Context) -> Result<(Converged, Option<Pod>), Error> {
     let client = &ctx.client;
     let ns = bottle.namespace().unwrap_or_default();
     let uid = bottle.uid().unwrap_or_default();
@@ -265,17 +273,14 @@ async fn converge(bottle: &Bottle, ctx: &Context) -> Result<Converged, Error> {
     }
 
     // 4. The Pod: created when missing, replaced when its template changed.
-    let pod = match existing_pod {
-        None => {
-            apply(&pods, &desired.pod).await?;
-            PodChange::Created
-        }
-        Some(p) if p.meta().deletion_timestamp.is_some() => PodChange::Terminating,
+    let (pod, pod_object) = match existing_pod {
+        None => (PodChange::Created, Some(apply(&pods, &desired.pod).await?)),
+        Some(p) if p.meta().deletion_timestamp.is_some() => (PodChange::Terminating, Some(p)),
         Some(p)
             if p.annotations().get(meta::TEMPLATE_HASH_ANNOTATION)
                 == Some(&desired.template_hash) =>
         {
-            PodChange::Unchanged
+            (PodChange::Unchanged, Some(p))
         }
         Some(p) => {
             let dp = DeleteParams {
@@ -291,12 +296,15 @@ async fn converge(bottle: &Bottle, ctx: &Context) -> Result<Converged, Error> {
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                 Err(e) => return Err(e.into()),
             }
-            PodChange::Replacing
+            (PodChange::Replacing, Some(p))
         }
     };
-    Ok(Converged {
-        config_hash: desired.config_hash,
-        ca_fingerprint,
-        pod,
-    })
+    Ok((
+        Converged {
+            config_hash: desired.config_hash,
+            ca_fingerprint,
+            pod,
+        },
+        pod_object,
+    ))
 }
