@@ -85,11 +85,13 @@ impl World {
         ]);
         run(&["ip", "link", "set", &vp, "netns", &pod]);
         run(&["ip", "link", "set", &vn, "netns", &net]);
-        let inp = |args: &[&str]| {
-            let mut v = vec!["ip", "netns", "exec", &pod];
+        let in_ns = |ns: &str, args: &[&str]| {
+            let mut v = vec!["ip", "netns", "exec", ns];
             v.extend_from_slice(args);
             run(&v);
         };
+        let inp = |args: &[&str]| in_ns(&pod, args);
+        let inn = |args: &[&str]| in_ns(&net, args);
         inp(&["ip", "link", "set", "lo", "up"]);
         inp(&["ip", "addr", "add", "192.0.2.1/24", "dev", &vp]);
         inp(&[
@@ -112,11 +114,6 @@ impl World {
             "-w",
             "net.ipv4.ping_group_range=0 2147483647",
         ]);
-        let inn = |args: &[&str]| {
-            let mut v = vec!["ip", "netns", "exec", &net];
-            v.extend_from_slice(args);
-            run(&v);
-        };
         inn(&["ip", "link", "set", "lo", "up"]);
         inn(&["ip", "addr", "add", "192.0.2.2/24", "dev", &vn]);
         inn(&[

@@ -356,36 +356,15 @@ async fn egress_attack_suite() {
         "{body}"
     );
     // Encoded and double-encoded traversal.
-    let (code, body) = via(&e, &b, &["--path-as-is"], &b.url("/allowed/%2e%2e/secret")).await;
-    assert_eq!(
-        (code, body.contains("path /secret is not allowed")),
-        (403, true),
-        "{body}"
-    );
-    let (code, body) = via(&e, &b, &["--path-as-is"], &b.url("/allowed/../secret")).await;
-    assert_eq!(
-        (code, body.contains("path /secret is not allowed")),
-        (403, true),
-        "{body}"
-    );
-    let (code, body) = via(
-        &e,
-        &b,
-        &["--path-as-is"],
-        &b.url("/allowed/%252e%252e/secret"),
-    )
-    .await;
-    assert_eq!(
-        (code, body.contains("ambiguously encoded")),
-        (403, true),
-        "{body}"
-    );
-    let (code, body) = via(&e, &b, &["--path-as-is"], &b.url("/allowed%2f..%2fsecret")).await;
-    assert_eq!(
-        (code, body.contains("ambiguously encoded")),
-        (403, true),
-        "{body}"
-    );
+    for (path, reason) in [
+        ("/allowed/%2e%2e/secret", "path /secret is not allowed"),
+        ("/allowed/../secret", "path /secret is not allowed"),
+        ("/allowed/%252e%252e/secret", "ambiguously encoded"),
+        ("/allowed%2f..%2fsecret", "ambiguously encoded"),
+    ] {
+        let (code, body) = via(&e, &b, &["--path-as-is"], &b.url(path)).await;
+        assert_eq!((code, body.contains(reason)), (403, true), "{path}: {body}");
+    }
     // Upper-case and trailing-dot host names are the same host.
     let (code, body) = via(&e, &b, &[], &format!("https://LOCALHOST.:{port}/allowed/y")).await;
     assert_eq!(code, 200, "{body}");
@@ -448,7 +427,12 @@ while got.count(b"HTTP/1.1 ") < 2:
 heads = [l.decode() for l in got.split(b"\r\n") if l.startswith(b"HTTP/1.1 ")]
 print("clte", heads, b'"body_len":0' in got)
 t = tunnel("localhost")
-t.sendall(b"GET /allowed/x HTTP/1.1\r\nHost: localhost:{port}\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+# egress answers 431 and closes as soon as the head is too large, possibly before the
+# whole megabyte is written: a failed send is expected, the answer is what counts.
+try:
+    t.sendall(b"GET /allowed/x HTTP/1.1\r\nHost: localhost:{port}\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+except OSError:
+    pass
 print("big", t.recv(4096).split(b"\r\n")[0].decode())
 t = tunnel("evil.example")
 t.sendall(b"GET /allowed/x HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n")
