@@ -51,13 +51,16 @@ impl Drop for World {
     }
 }
 
-fn here(f: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/containment")
-        .join(f)
-}
+/// The scripts and the sidecar binary, copied into the world's directory: the unprivileged
+/// UIDs cannot be assumed to read the checkout (a clone under a 0700 directory, say).
+const RUNTIME_FILES: &[&str] = &["probe.py", "internet.py", "listen.py"];
 
 impl World {
+    /// A file copied in by `new` (a script or `bottle-sidecar`).
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     fn new() -> Self {
         assert_eq!(
             unsafe { libc::geteuid() },
@@ -77,6 +80,17 @@ impl World {
             children: Vec::new(),
             dir: tempfile::tempdir().unwrap(),
         };
+        let d = w.dir.path();
+        run(&["chmod", "0755", d.to_str().unwrap()]);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/containment");
+        for f in RUNTIME_FILES {
+            std::fs::copy(src.join(f), d.join(f)).unwrap();
+        }
+        std::fs::copy(
+            env!("CARGO_BIN_EXE_bottle-sidecar"),
+            d.join("bottle-sidecar"),
+        )
+        .unwrap();
         let (vp, vn) = (format!("bvp{id}"), format!("bvn{id}"));
         run(&["ip", "netns", "add", &pod]);
         run(&["ip", "netns", "add", &net]);
@@ -204,7 +218,7 @@ impl World {
                 "--clear-groups",
                 "/usr/bin/python3",
             ])
-            .arg(here("probe.py"))
+            .arg(self.file("probe.py"))
             .arg(probes.to_string())
             .output()
             .unwrap();
@@ -341,13 +355,12 @@ fn the_agent_reaches_only_its_sidecars_and_the_sidecars_reach_out() {
         std::fs::write(d.join(f), body).unwrap();
     }
     // Everything the test runs must be readable by the sidecar UIDs.
-    run(&["chmod", "0755", d.to_str().unwrap()]);
     for f in ["origin.crt", "origin.key", "internet-ca.crt"] {
         run(&["chmod", "0644", d.join(f).to_str().unwrap()]);
     }
 
     let net = w.net.clone();
-    let internet = here("internet.py");
+    let internet = w.file("internet.py");
     let (crt, k) = (d.join("origin.crt"), d.join("origin.key"));
     w.spawn_ready(
         &net,
@@ -380,7 +393,8 @@ fn the_agent_reaches_only_its_sidecars_and_the_sidecars_reach_out() {
         run(&["chmod", "0400", d.join(f).to_str().unwrap()]);
     }
     let pod = w.pod.clone();
-    let sidecar = env!("CARGO_BIN_EXE_bottle-sidecar");
+    let sidecar = w.file("bottle-sidecar");
+    let sidecar = sidecar.to_str().unwrap();
     let mut c = Command::new("ip");
     c.args([
         "netns",
@@ -400,7 +414,7 @@ fn the_agent_reaches_only_its_sidecars_and_the_sidecars_reach_out() {
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     w.children.push(control_plane::spawn_tied(&mut c).unwrap());
-    let listen = here("listen.py");
+    let listen = w.file("listen.py");
     w.spawn_ready(
         &pod,
         PIPELOCK_UID as u32,
