@@ -73,6 +73,19 @@ fn main() -> anyhow::Result<()> {
             .stderr(std::fs::File::create(&log)?),
     )?;
 
+    // The minimal Bottle expects its API key in a Secret, as the README's first step makes it.
+    eprintln!("==> kubectl create secret generic anthropic --from-literal=api-key=<demo value>");
+    run(
+        &cp,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "anthropic",
+            "--from-literal=api-key=demo-anthropic-key-replace-me",
+        ],
+    )?;
+
     eprintln!("==> kubectl apply -f examples/bottle-full.yaml -f examples/bottle-minimal.yaml");
     let applied = run(
         &cp,

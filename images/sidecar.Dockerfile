@@ -1,20 +1,25 @@
+# syntax=docker/dockerfile:1
 # Every program that runs beside the agent: bottle-sidecar (egress, cred-proxy, git-gate,
-# netinit, ca-bundle), plus git, ssh, iptables and gitleaks that git-gate and netinit call.
-# Each container of a bottle Pod sets its own runAsUser; the default here is non-root.
+# config-sync, netinit, ca-bundle), plus git, ssh, iptables and gitleaks that git-gate and
+# netinit call. Each container of a bottle Pod sets its own runAsUser; the default is non-root.
 # Build from the repository root: docker build -f images/sidecar.Dockerfile -t bottle-operator/sidecar:dev .
 FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin bottle-sidecar
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin bottle-sidecar \
+ && cp target/release/bottle-sidecar /usr/local/bin/
 
-FROM golang:1.25-bookworm AS gitleaks
+# The gitleaks the tests run (tests/tools/install.sh pins the same version).
+FROM golang:1.26.8-bookworm AS gitleaks
 RUN CGO_ENABLED=0 GOBIN=/out go install -trimpath -ldflags "-s -w" github.com/zricethezav/gitleaks/v8@v8.30.1
 
 FROM debian:12.12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates git openssh-client iptables \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/bottle-sidecar /usr/local/bin/bottle-sidecar
+COPY --from=build /usr/local/bin/bottle-sidecar /usr/local/bin/bottle-sidecar
 COPY --from=gitleaks /out/gitleaks /usr/local/bin/gitleaks
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/bottle-sidecar"]

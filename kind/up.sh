@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# A complete bottle on kind: cluster (Calico for NetworkPolicy), images built and loaded,
-# the chart installed, the example Bottle applied. Needs docker, kind, kubectl and helm.
+# A working bottle on kind: a cluster whose CNI (Calico) enforces NetworkPolicy, the three
+# images built and loaded, the chart installed, the minimal Bottle applied with its API key
+# Secret. Needs docker, kind (v0.30 or newer), kubectl and helm 3. Run from anywhere:
+#   ANTHROPIC_API_KEY=sk-ant-... kind/up.sh
+# Without ANTHROPIC_API_KEY the Secret gets a placeholder; put the real key in later (the
+# command is printed at the end) and cred-proxy picks it up without a restart.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-CLUSTER=bottle
+CLUSTER=bottle          # the name in kind/cluster.yaml
 TAG=dev
-CALICO=v3.29.1
+CALICO=v3.31.4
+
+for tool in docker kind kubectl helm; do
+  command -v "$tool" >/dev/null || { echo "kind/up.sh needs $tool on PATH" >&2; exit 1; }
+done
 
 if ! kind get clusters | grep -qx "$CLUSTER"; then
   kind create cluster --config kind/cluster.yaml
-  kubectl apply -f "https://raw.githubusercontent.com/projectcalico/calico/$CALICO/manifests/calico.yaml"
-  kubectl -n kube-system rollout status daemonset/calico-node --timeout=300s
+  kubectl --context "kind-$CLUSTER" apply --server-side \
+    -f "https://raw.githubusercontent.com/projectcalico/calico/$CALICO/manifests/calico.yaml"
+  kubectl --context "kind-$CLUSTER" -n kube-system rollout status daemonset/calico-node --timeout=300s
 fi
 kubectl config use-context "kind-$CLUSTER"
 
@@ -26,13 +35,24 @@ helm upgrade --install bottle-operator charts/bottle-operator \
   --set image.tag="$TAG" --set bottle.sidecarImage.tag="$TAG" --set bottle.agentImage.tag="$TAG" \
   --wait --timeout 5m
 
+# The key goes from the environment straight into the Secret (never onto a command line
+# that `ps` shows, never into a file).
+printf '%s' "${ANTHROPIC_API_KEY:-replace-me}" |
+  kubectl create secret generic anthropic --from-file=api-key=/dev/stdin \
+    --dry-run=client -o yaml | kubectl apply -f -
 kubectl apply -f examples/bottle-minimal.yaml
-kubectl wait --for=condition=Ready bottle/minimal --timeout=5m || kubectl describe bottle minimal
+kubectl wait --for=condition=Ready bottle/minimal --timeout=5m || {
+  kubectl describe bottle minimal
+  exit 1
+}
 kubectl get bottles
-cat <<MSG
+cat <<'MSG'
 
 Your bottle is running. Get in:
   kubectl exec -it minimal -c agent -- claude          # or: kubectl bottle exec minimal
+Put the real API key in (cred-proxy reloads it; the agent never sees it):
+  printf '%s' "$ANTHROPIC_API_KEY" | kubectl create secret generic anthropic \
+    --from-file=api-key=/dev/stdin --dry-run=client -o yaml | kubectl apply -f -
 See what it may reach, and change it live:
   kubectl get configmap minimal-config -o yaml
   kubectl edit bottle minimal

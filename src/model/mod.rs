@@ -3,9 +3,11 @@
 //! downstream (rendering, sidecars) works on values that are already valid.
 
 mod host;
+mod reason;
 mod remote;
 
 pub use host::{Host, HostPattern};
+pub use reason::Reason;
 pub use remote::SshUrl;
 
 use std::collections::BTreeSet;
@@ -15,18 +17,18 @@ use url::Url;
 
 use crate::api::{BottleSpec, RouteAuth};
 
-/// A spec that cannot be turned into a bottle. `reason` is a stable CamelCase condition reason.
+/// A spec that cannot be turned into a bottle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct InvalidSpec {
-    /// Condition reason, for example `InvalidHost`.
-    pub reason: &'static str,
+    /// Condition reason, for example [`Reason::InvalidHost`].
+    pub reason: Reason,
     /// What was wrong and what to do about it.
     pub message: String,
 }
 
 impl InvalidSpec {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    fn new(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
@@ -193,7 +195,7 @@ impl Policy {
                 .map_err(|e| invalid_host("egress.routes[].host", &r.host, &e))?;
             if !seen.insert(host.clone()) {
                 return Err(InvalidSpec::new(
-                    "DuplicateRoute",
+                    Reason::DuplicateRoute,
                     format!(
                         "egress route host {host} is declared twice; merge its paths into one route"
                     ),
@@ -202,7 +204,7 @@ impl Policy {
             for p in &r.paths {
                 if !p.starts_with('/') || p.contains(char::is_whitespace) {
                     return Err(InvalidSpec::new(
-                        "InvalidPath",
+                        Reason::InvalidPath,
                         format!(
                             "egress route {host} path {p:?} must start with '/' and contain no spaces"
                         ),
@@ -222,7 +224,7 @@ impl Policy {
         for r in &spec.cred_proxy.routes {
             if !is_dns_label(&r.name) {
                 return Err(InvalidSpec::new(
-                    "InvalidRouteName",
+                    Reason::InvalidRouteName,
                     format!(
                         "credProxy route name {:?} must be a DNS label (a-z, 0-9, '-')",
                         r.name
@@ -231,7 +233,7 @@ impl Policy {
             }
             if !names.insert(r.name.clone()) {
                 return Err(InvalidSpec::new(
-                    "DuplicateRoute",
+                    Reason::DuplicateRoute,
                     format!("credProxy route {} is declared twice", r.name),
                 ));
             }
@@ -254,7 +256,7 @@ impl Policy {
         for r in &spec.git.remotes {
             if !is_dns_label(&r.name) {
                 return Err(InvalidSpec::new(
-                    "InvalidRemote",
+                    Reason::InvalidRemote,
                     format!(
                         "git remote name {:?} must be a DNS label (a-z, 0-9, '-')",
                         r.name
@@ -263,19 +265,19 @@ impl Policy {
             }
             if !names.insert(r.name.clone()) {
                 return Err(InvalidSpec::new(
-                    "InvalidRemote",
+                    Reason::InvalidRemote,
                     format!("git remote {} is declared twice", r.name),
                 ));
             }
             let url = SshUrl::parse(&r.url).map_err(|e| {
                 InvalidSpec::new(
-                    "InvalidRemote",
+                    Reason::InvalidRemote,
                     format!("git remote {}: url {:?}: {e}", r.name, r.url),
                 )
             })?;
             if r.known_hosts.trim().is_empty() {
                 return Err(InvalidSpec::new(
-                    "InvalidRemote",
+                    Reason::InvalidRemote,
                     format!(
                         "git remote {} needs knownHosts pinning the host key of {}",
                         r.name, url.host
@@ -297,13 +299,13 @@ impl Policy {
         for p in &spec.dlp.patterns {
             if p.name.trim().is_empty() || p.regex.is_empty() {
                 return Err(InvalidSpec::new(
-                    "InvalidDlpPattern",
+                    Reason::InvalidDlpPattern,
                     "dlp patterns need a name and a regex",
                 ));
             }
             if p.regex.contains("'''") || p.regex.contains('\n') {
                 return Err(InvalidSpec::new(
-                    "InvalidDlpPattern",
+                    Reason::InvalidDlpPattern,
                     format!(
                         "dlp pattern {:?}: the regex must be one line without three single quotes",
                         p.name
@@ -319,7 +321,7 @@ impl Policy {
         for a in &spec.git.scan_allowlist {
             if a.is_empty() || a.contains("'''") || a.contains('\n') {
                 return Err(InvalidSpec::new(
-                    "InvalidDlpPattern",
+                    Reason::InvalidDlpPattern,
                     format!(
                         "git.scanAllowlist entry {a:?} must be one non-empty line without three single quotes"
                     ),
@@ -362,7 +364,7 @@ impl Policy {
 
 fn invalid_host(field: &str, value: &str, why: &str) -> InvalidSpec {
     InvalidSpec::new(
-        "InvalidHost",
+        Reason::InvalidHost,
         format!("{field}: {value:?} is not a valid hostname: {why}"),
     )
 }
@@ -378,7 +380,7 @@ fn credential(auth: &RouteAuth) -> Result<Credential, InvalidSpec> {
             .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
     {
         return Err(InvalidSpec::new(
-            "InvalidAuth",
+            Reason::InvalidAuth,
             format!("auth header {header:?} is not a valid header name"),
         ));
     }
@@ -387,7 +389,7 @@ fn credential(auth: &RouteAuth) -> Result<Credential, InvalidSpec> {
         && !s.bytes().all(|b| b.is_ascii_graphic())
     {
         return Err(InvalidSpec::new(
-            "InvalidAuth",
+            Reason::InvalidAuth,
             format!("auth scheme {s:?} must be one printable word"),
         ));
     }
@@ -405,7 +407,7 @@ fn secret_key(name: &str, key: &str) -> Result<SecretKey, InvalidSpec> {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if name.is_empty() || !key_ok {
         return Err(InvalidSpec::new(
-            "InvalidSecretRef",
+            Reason::InvalidSecretRef,
             format!("secretKeyRef {name:?}/{key:?} must name a Secret and one of its keys"),
         ));
     }
@@ -418,7 +420,7 @@ fn secret_key(name: &str, key: &str) -> Result<SecretKey, InvalidSpec> {
 fn parse_upstream(name: &str, raw: &str) -> Result<Url, InvalidSpec> {
     let bad = |why: &str| {
         InvalidSpec::new(
-            "InvalidUrl",
+            Reason::InvalidUrl,
             format!("credProxy route {name}: upstream {raw:?} {why}"),
         )
     };

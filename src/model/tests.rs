@@ -56,7 +56,7 @@ fn only_leading_wildcards_over_a_real_domain() {
 #[test]
 fn invalid_allow_entry_names_the_field_and_value() {
     let err = Policy::from_spec(&spec_with_allow(&["ok.example.com", "10.0.0.1"])).unwrap_err();
-    assert_eq!(err.reason, "InvalidHost");
+    assert_eq!(err.reason, Reason::InvalidHost);
     assert!(
         err.message.contains("egress.allow") && err.message.contains("10.0.0.1"),
         "{}",
@@ -112,7 +112,7 @@ fn upstreams_must_be_plain_https_urls() {
         }];
         let err = Policy::from_spec(&s).unwrap_err();
         assert!(
-            matches!(err.reason, "InvalidUrl" | "InvalidHost"),
+            matches!(err.reason, Reason::InvalidUrl | Reason::InvalidHost),
             "{upstream}: {}",
             err.reason
         );
@@ -135,7 +135,10 @@ fn duplicates_are_refused() {
             ..r
         },
     ];
-    assert_eq!(Policy::from_spec(&s).unwrap_err().reason, "DuplicateRoute");
+    assert_eq!(
+        Policy::from_spec(&s).unwrap_err().reason,
+        Reason::DuplicateRoute
+    );
 }
 
 #[test]

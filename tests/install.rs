@@ -1,0 +1,777 @@
+//! The install path a user takes, checked with the real tools:
+//! - the Helm chart with the real `helm`: lint and schema, rendered content, and an install
+//!   into the real control plane whose ServiceAccount then runs the operator (so a missing
+//!   RBAC verb fails here, not in a user's cluster);
+//! - `kind/cluster.yaml` through kind's own loader and validation;
+//! - `kind/up.sh` run end to end against the test control plane, with every kind, kubectl and
+//!   helm command's flags checked by the real binary, and docker mocked (no container engine
+//!   runs here);
+//! - every command the README shows, through the same flag check;
+//! - the Dockerfiles through hadolint, and against what the rendered Pod runs.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use bottle_operator::api::Bottle;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::{Operator, cluster, eventually, kubectl_ok, namespace, repo};
+
+fn chart() -> PathBuf {
+    repo().join("charts/bottle-operator")
+}
+
+fn helm(args: &[&str]) -> Output {
+    let cp = cluster();
+    Command::new(cp.bin.join("helm"))
+        .args(args)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("HELM_CACHE_HOME", cp.dir.join("helm-cache"))
+        .env("HELM_CONFIG_HOME", cp.dir.join("helm-config"))
+        .env("HELM_DATA_HOME", cp.dir.join("helm-data"))
+        .output()
+        .expect("helm runs")
+}
+
+fn template(extra: &[&str]) -> Vec<Value> {
+    let mut args = vec![
+        "template",
+        "bo",
+        chart().to_str().unwrap().to_string().leak() as &str,
+        "--namespace",
+        "bottle-system",
+        "--kube-version",
+        "1.34.0",
+    ];
+    args.extend_from_slice(extra);
+    let out = helm(&args);
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split("\n---")
+        .filter_map(|d| serde_norway::from_str::<Value>(d).ok())
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name_suffix: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| {
+            d["kind"] == kind
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with(name_suffix))
+        })
+        .unwrap_or_else(|| panic!("no {kind} *{name_suffix}"))
+}
+
+#[test]
+fn chart_lints_and_its_schema_rejects_typos() {
+    let c = chart();
+    let out = helm(&["lint", c.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for bad in [
+        "replicas=abc",
+        "replicsa=2",
+        "clusterCIDRs[0]=not-a-cidr",
+        "image.pullPolicy=Sometimes",
+    ] {
+        let out = helm(&["lint", c.to_str().unwrap(), "--set", bad]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !out.status.success() && text.contains("schema"),
+            "{bad} must fail the values schema: {text}"
+        );
+    }
+    // The chart ships the same CRD the operator is built from.
+    assert_eq!(
+        std::fs::read_to_string(c.join("crds/bottle.yaml")).unwrap(),
+        std::fs::read_to_string(repo().join("crds/bottle.yaml")).unwrap(),
+        "charts/bottle-operator/crds is stale: cp crds/bottle.yaml charts/bottle-operator/crds/"
+    );
+}
+
+#[test]
+fn rendered_chart_is_hardened_and_scoped() {
+    let docs = template(&[
+        "--set",
+        "clusterCIDRs={198.18.0.0/15,fd00:10::/64}",
+        "--set",
+        "bottle.pipelockImage.repository=ghcr.io/luckypipewrench/pipelock@sha256:0123",
+    ]);
+    let dep = find(&docs, "Deployment", "bottle-operator");
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--leader-elect"));
+    assert!(
+        args.contains(&"--cluster-cidrs=198.18.0.0/15,fd00:10::/64"),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--pipelock-image=ghcr.io/luckypipewrench/pipelock@sha256:0123"),
+        "a digest is used as is: {args:?}"
+    );
+    assert!(!args.iter().any(|a| a.starts_with("--namespace")));
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    find(&docs, "PodDisruptionBudget", "bottle-operator");
+    find(&docs, "Service", "-metrics");
+    let cluster_rules = find(&docs, "ClusterRole", "bottle-system")["rules"].clone();
+
+    // Namespaced mode: the same rules, as a Role in the watched namespace only.
+    let docs = template(&["--set", "watchNamespace=team-a"]);
+    assert!(!docs.iter().any(|d| d["kind"] == "ClusterRole"));
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == "team-a")
+        .expect("Role in team-a");
+    assert_eq!(role["rules"], cluster_rules);
+    let dep = find(&docs, "Deployment", "bottle-operator");
+    assert!(
+        dep["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--namespace=team-a")
+    );
+    // Secrets: the operator reads and creates them, never updates or deletes them.
+    let secrets = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"][0] == "secrets")
+        .unwrap();
+    assert_eq!(
+        secrets["verbs"],
+        serde_json::json!(["get", "list", "watch", "create"])
+    );
+}
+
+#[tokio::test]
+async fn installed_chart_credentials_are_enough_to_run_the_operator() {
+    let ns = namespace("chart");
+    kubectl_ok(&["create", "namespace", "bottle-system"]);
+    let c = chart();
+    let out = helm(&[
+        "install",
+        "bo",
+        c.to_str().unwrap(),
+        "--namespace",
+        "bottle-system",
+        "--set",
+        &format!("watchNamespace={ns}"),
+        "--wait=false",
+    ]);
+    assert!(
+        out.status.success(),
+        "helm install: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kubectl_ok(&[
+        "-n",
+        "bottle-system",
+        "get",
+        "deployment/bottle-operator",
+        "serviceaccount/bottle-operator",
+        "role/bottle-operator-leader",
+    ]);
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "role/bottle-operator",
+        "rolebinding/bottle-operator",
+    ]);
+
+    // The operator with exactly the chart's ServiceAccount credentials.
+    let cp = cluster();
+    let token = kubectl_ok(&[
+        "-n",
+        "bottle-system",
+        "create",
+        "token",
+        "bottle-operator",
+        "--duration=1h",
+    ]);
+    let admin: Value =
+        serde_norway::from_str(&std::fs::read_to_string(&cp.kubeconfig).unwrap()).unwrap();
+    let ca = admin["clusters"][0]["cluster"]["certificate-authority-data"]
+        .as_str()
+        .unwrap();
+    let kubeconfig = cp.dir.join(format!("sa-{ns}.kubeconfig"));
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: {}, certificate-authority-data: {ca}}}\nusers:\n- name: sa\n  user: {{token: {}}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sa}}\ncurrent-context: c\n",
+            cp.server,
+            token.trim()
+        ),
+    )
+    .unwrap();
+    let kc = kubeconfig.to_str().unwrap().to_string();
+    let _op = Operator::start_with(
+        &ns,
+        &[
+            "--leader-elect",
+            "--leader-election-namespace",
+            "bottle-system",
+        ],
+        &[("KUBECONFIG", kc.as_str())],
+    );
+    let example = repo().join("examples/bottle-full.yaml");
+    kubectl_ok(&["-n", &ns, "apply", "-f", example.to_str().unwrap()]);
+    let client = cp.client().await.unwrap();
+    eventually(
+        "the full example applied by the chart's ServiceAccount",
+        Duration::from_secs(60),
+        || async {
+            let b = Api::<Bottle>::namespaced(client.clone(), &ns)
+                .get("full")
+                .await
+                .ok()?;
+            b.status?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "ConfigApplied" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
+    let objects = kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "pods,configmaps,secrets,networkpolicies,persistentvolumeclaims",
+        "-l",
+        "bottle-operator.dev/bottle=full",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(
+        objects.lines().count(),
+        6,
+        "Pod, ConfigMap, CA Secret, two NetworkPolicies, workspace: {objects}"
+    );
+    let events = kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "events",
+        "--field-selector",
+        "reason=PodCreated",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        !events.trim().is_empty(),
+        "the ServiceAccount can publish Events"
+    );
+
+    // And nothing beyond its namespace.
+    let can = |verb: &str, res: &str, n: &str| {
+        let out = cp
+            .kubectl()
+            .args([
+                "auth",
+                "can-i",
+                verb,
+                res,
+                "-n",
+                n,
+                "--as",
+                "system:serviceaccount:bottle-system:bottle-operator",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(can("get", "secrets", &ns), "yes");
+    assert_eq!(can("get", "secrets", "default"), "no");
+    assert_eq!(can("delete", "secrets", &ns), "no");
+    assert_eq!(can("update", "configmaps", &ns), "no");
+}
+
+// --- kind/cluster.yaml ----------------------------------------------------------------------
+
+/// A stand-in for docker that lets kind get as far as it can without a container engine:
+/// it answers kind's provider probes and refuses to pull the node image.
+const DOCKER_MOCK_FOR_KIND: &str = r#"#!/bin/sh
+case "$1" in
+  -v) echo "Docker version 0.0.0-mock" ;;
+  info) echo '{}' ;;
+  ps) ;;
+  *) echo "docker-mock: no container engine here" >&2; exit 1 ;;
+esac
+"#;
+
+fn kind_create(config: &std::path::Path) -> String {
+    let cp = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    write_executable(&dir.path().join("docker"), DOCKER_MOCK_FOR_KIND);
+    let out = Command::new(cp.bin.join("kind"))
+        .args(["create", "cluster", "--config"])
+        .arg(config)
+        .env("PATH", path_with(dir.path()))
+        .env("KUBECONFIG", dir.path().join("kubeconfig"))
+        .output()
+        .expect("kind runs");
+    assert!(!out.status.success(), "kind cannot succeed without docker");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn kind_config_passes_kinds_own_validation() {
+    // kind decodes the config strictly and validates it before it needs a node image; the
+    // mock refusing the image pull is the first thing that may stop it.
+    let err = kind_create(&repo().join("kind/cluster.yaml"));
+    assert!(
+        err.contains("failed to pull image") && err.contains("docker-mock"),
+        "kind refused kind/cluster.yaml before reaching the container engine:\n{err}"
+    );
+    assert!(err.contains("Creating cluster \"bottle\""), "{err}");
+
+    // The same check refuses a misspelled field and an invalid subnet.
+    let original = std::fs::read_to_string(repo().join("kind/cluster.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to, expect) in [
+        (
+            "disableDefaultCNI",
+            "disableDefaultCni",
+            "field disableDefaultCni not found",
+        ),
+        ("192.168.0.0/16", "192.168.0.0/33", "invalid pod subnet"),
+    ] {
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, original.replace(from, to)).unwrap();
+        let err = kind_create(&bad);
+        assert!(err.contains(expect), "{to}: {err}");
+    }
+}
+
+// --- tool shims -----------------------------------------------------------------------------
+
+/// Put first on PATH for kind/up.sh and the README's commands. kind, kubectl and helm: the
+/// real binary parses every command (with `--help` before any `--`, so nothing runs) and a
+/// command it refuses fails with 97; in `run` mode kubectl then runs for real against the
+/// test control plane, helm renders with `--dry-run=client`, and kind (which needs a
+/// container engine) and the kind cluster's own context are skipped. docker is a mock: it
+/// checks that a build's Dockerfile and context exist and does nothing else.
+const TOOL_SHIM: &str = r#"#!/usr/bin/env bash
+set -u
+tool=${0##*/}
+printf '%s\n' "$tool $*" >> "$SHIM_LOG"
+if [ "$tool" = docker ]; then
+  if [ "${1:-}" = build ]; then
+    shift; file=""; context=""
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        -f) file=$2; shift 2 ;;
+        -t) shift 2 ;;
+        -*) echo "docker-mock: flag $1 not expected" >&2; exit 97 ;;
+        *) context=$1; shift ;;
+      esac
+    done
+    [ -f "$file" ] && [ -d "$context" ] || { echo "docker-mock: no $file or $context" >&2; exit 97; }
+  fi
+  exit 0
+fi
+checked=(); placed=0
+for a in "$@"; do
+  if [ "$a" = -- ] && [ $placed = 0 ]; then checked+=(--help); placed=1; fi
+  checked+=("$a")
+done
+[ $placed = 1 ] || checked+=(--help)
+if ! err=$("$REAL_BIN/$tool" "${checked[@]}" 2>&1 >/dev/null </dev/null); then
+  echo "shim: $tool refuses: $*: $err" >&2
+  exit 97
+fi
+[ "$SHIM_MODE" = check ] && exit 0
+case "$tool $*" in
+  kind\ *) exit 0 ;;
+  "kubectl config use-context kind-bottle"|"kubectl --context kind-bottle "*) exit 0 ;;
+  helm\ *) exec "$REAL_BIN/helm" "$@" --dry-run=client ;;
+esac
+exec "$REAL_BIN/$tool" "$@"
+"#;
+
+fn write_executable(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn path_with(first: &std::path::Path) -> String {
+    format!(
+        "{}:{}",
+        first.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// A directory of shims plus the log they write, and a kubeconfig whose default namespace
+/// is the test's.
+struct Shims {
+    dir: tempfile::TempDir,
+    log: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Shims {
+    fn new(ns: &str) -> Self {
+        let cp = cluster();
+        let dir = tempfile::tempdir().unwrap();
+        for tool in ["docker", "kind", "kubectl", "helm"] {
+            write_executable(&dir.path().join(tool), TOOL_SHIM);
+        }
+        // kubectl finds the plugin on PATH, as it would on a user's machine.
+        let plugin = PathBuf::from(env!("CARGO_BIN_EXE_kubectl-bottle"));
+        std::os::unix::fs::symlink(&plugin, dir.path().join("kubectl-bottle")).unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::copy(&cp.kubeconfig, &kubeconfig).unwrap();
+        let out = Command::new(cp.bin.join("kubectl"))
+            .args(["config", "set-context", "--current", "--namespace", ns])
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let log = dir.path().join("calls.log");
+        Shims {
+            dir,
+            log,
+            kubeconfig,
+        }
+    }
+
+    fn command(&self, mode: &str, program: &str) -> Command {
+        let cp = cluster();
+        let mut c = Command::new(program);
+        c.current_dir(repo())
+            .env("PATH", path_with(self.dir.path()))
+            .env("SHIM_MODE", mode)
+            .env("SHIM_LOG", &self.log)
+            .env("REAL_BIN", &cp.bin)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HELM_CACHE_HOME", self.dir.path().join("helm-cache"))
+            .env("HELM_CONFIG_HOME", self.dir.path().join("helm-config"))
+            .env("HELM_DATA_HOME", self.dir.path().join("helm-data"));
+        c
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Checks one shell command line (pipes allowed) in `check` mode, in a directory that
+    /// shows the repository's files but takes what the line writes (`> bottle-ca.crt`).
+    fn check(&self, line: &str) -> Result<(), String> {
+        let work = self.dir.path().join("work");
+        if !work.exists() {
+            std::fs::create_dir(&work).unwrap();
+            for entry in std::fs::read_dir(repo()).unwrap() {
+                let entry = entry.unwrap();
+                std::os::unix::fs::symlink(entry.path(), work.join(entry.file_name())).unwrap();
+            }
+        }
+        let out = self
+            .command("check", "bash")
+            .current_dir(&work)
+            .args(["-euo", "pipefail", "-c", line])
+            .env("ANTHROPIC_API_KEY", "sk-ant-check")
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{line}\n  {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+}
+
+/// The shell commands in `text` that call kind, kubectl, helm or docker: continuation lines
+/// joined, comments dropped.
+fn tool_commands(text: &str) -> Vec<String> {
+    let mut joined = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(head) = line.strip_suffix('\\') {
+            cur.push_str(head);
+            continue;
+        }
+        cur.push_str(line);
+        joined.push(std::mem::take(&mut cur));
+    }
+    joined
+        .into_iter()
+        .map(|l| match l.find(" #") {
+            Some(i) => l[..i].trim().to_string(),
+            None => l,
+        })
+        .filter(|l| {
+            l.split('|').any(|part| {
+                matches!(
+                    part.split_whitespace().next(),
+                    Some("kind" | "kubectl" | "helm" | "docker")
+                )
+            })
+        })
+        .collect()
+}
+
+// --- kind/up.sh -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn kind_script_brings_up_a_ready_bottle_with_real_tools_and_mock_docker() {
+    let ns = namespace("kindup");
+    let _op = Operator::start(&ns);
+    let shims = Shims::new(&ns);
+    let key = "sk-ant-kind-up-test-0123456789";
+    let script = shims
+        .command("run", "bash")
+        .arg("kind/up.sh")
+        .env("ANTHROPIC_API_KEY", key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let mut finished = tokio::task::spawn_blocking(move || script.wait_with_output());
+
+    // No kubelet here: once the operator has made the Pod, mark it running and ready the way
+    // a kubelet would, so the script's `kubectl wait` can finish.
+    let client = cluster().client().await.unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let pod_made = eventually(
+        "the minimal bottle's Pod",
+        Duration::from_secs(90),
+        || async { pods.get("minimal").await.ok() },
+    );
+    let early = tokio::select! {
+        _ = pod_made => None,
+        out = &mut finished => Some(out.unwrap().unwrap()),
+    };
+    if let Some(out) = early {
+        panic!(
+            "kind/up.sh ended before the Pod existed ({})\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    pods.patch_status(
+        "minimal",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}]}})),
+    )
+    .await
+    .unwrap();
+
+    let out = finished.await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kind/up.sh failed\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let calls = shims.calls();
+    let expected = [
+        "kind create cluster --config kind/cluster.yaml",
+        "docker build -f images/operator.Dockerfile -t bottle-operator/operator:dev .",
+        "docker build -f images/sidecar.Dockerfile -t bottle-operator/sidecar:dev .",
+        "docker build -f images/agent.Dockerfile -t bottle-operator/agent:dev images/",
+        "kind load docker-image --name bottle bottle-operator/agent:dev",
+        "helm upgrade --install bottle-operator charts/bottle-operator",
+        "kubectl apply -f examples/bottle-minimal.yaml",
+        "kubectl wait --for=condition=Ready bottle/minimal",
+    ];
+    let mut at = 0;
+    for want in expected {
+        let found = calls[at..]
+            .iter()
+            .position(|c| c.starts_with(want))
+            .unwrap_or_else(|| panic!("{want:?} not called (in order); calls:\n{calls:#?}"));
+        at += found + 1;
+    }
+    assert!(
+        !calls.iter().any(|c| c.contains(key)),
+        "the API key appeared on a command line"
+    );
+
+    // The key reached the Secret exactly, the Bottle is applied and ready.
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .get("anthropic")
+        .await
+        .unwrap();
+    assert_eq!(secret.data.unwrap()["api-key"].0, key.as_bytes());
+    let b = Api::<Bottle>::namespaced(client, &ns)
+        .get("minimal")
+        .await
+        .unwrap();
+    let status = b.status.unwrap();
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.status == "True" && (c.type_ != "Ready" || c.reason == "PodReady")),
+        "{:?}",
+        status.conditions
+    );
+
+    // What it tells the user to do next parses with the real tools too.
+    assert!(
+        stdout.contains("kubectl exec -it minimal -c agent -- claude"),
+        "{stdout}"
+    );
+    let (_, advice) = stdout.split_once("Your bottle is running").unwrap();
+    let advice = tool_commands(advice);
+    assert!(advice.len() >= 4, "{advice:?}");
+    let refused: Vec<String> = advice.iter().filter_map(|c| shims.check(c).err()).collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+}
+
+// --- README ---------------------------------------------------------------------------------
+
+#[test]
+fn every_readme_command_parses_with_the_real_tools() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let mut blocks = String::new();
+    let mut inside = false;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            inside = line == "```sh" && !inside;
+            continue;
+        }
+        if inside {
+            blocks.push_str(line);
+            blocks.push('\n');
+        }
+    }
+    let commands = tool_commands(&blocks);
+    assert!(commands.len() >= 10, "{commands:#?}");
+    let shims = Shims::new("default");
+    let refused: Vec<String> = commands
+        .iter()
+        .filter_map(|c| shims.check(c).err())
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+
+    // Control: the check refuses a misspelled flag.
+    assert!(
+        shims
+            .check("helm install x charts/bottle-operator --namspace a")
+            .is_err()
+    );
+    assert!(shims.check("kubectl bottle status x --sincee 5").is_err());
+}
+
+// --- images ---------------------------------------------------------------------------------
+
+#[test]
+fn dockerfiles_pass_hadolint_and_hold_what_the_pod_runs() {
+    let cp = cluster();
+    let images = repo().join("images");
+    for name in ["operator", "sidecar", "agent"] {
+        let file = images.join(format!("{name}.Dockerfile"));
+        let out = Command::new(cp.bin.join("hadolint"))
+            .arg("--config")
+            .arg(repo().join(".hadolint.yaml"))
+            .arg(&file)
+            .output()
+            .expect("hadolint runs");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    // Every container the operator gives the sidecar image starts a program that image has.
+    let sidecar = std::fs::read_to_string(images.join("sidecar.Dockerfile")).unwrap();
+    let settings = bottle_operator::render::Settings::default();
+    let full: Vec<Value> = serde_norway::Deserializer::from_str(
+        &std::fs::read_to_string(repo().join("examples/bottle-full.yaml")).unwrap(),
+    )
+    .map(|d| Value::deserialize(d).unwrap())
+    .collect();
+    let bottle: Bottle =
+        serde_json::from_value(full.into_iter().find(|d| d["kind"] == "Bottle").unwrap()).unwrap();
+    let pod = bottle_operator::render::desired(&bottle, &settings, "fp")
+        .unwrap()
+        .pod;
+    let spec = pod.spec.unwrap();
+    let containers: Vec<_> = spec
+        .init_containers
+        .unwrap_or_default()
+        .into_iter()
+        .chain(spec.containers)
+        .collect();
+    let mut checked = 0;
+    for c in containers
+        .iter()
+        .filter(|c| c.image.as_deref() == Some(settings.sidecar_image.as_str()))
+    {
+        let program = &c.command.as_ref().unwrap()[0];
+        assert!(
+            sidecar.contains(&format!("/usr/local/bin/{program}\n")),
+            "{}: the sidecar image has no /usr/local/bin/{program}",
+            c.name
+        );
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} sidecar containers");
+    // git-gate and netinit call these; the image must install them.
+    for needed in [
+        "git",
+        "openssh-client",
+        "iptables",
+        "/usr/local/bin/gitleaks",
+    ] {
+        assert!(sidecar.contains(needed), "sidecar image lacks {needed}");
+    }
+
+    // The agent image runs as the UID netinit confines.
+    let agent = std::fs::read_to_string(images.join("agent.Dockerfile")).unwrap();
+    let agent_uid = containers
+        .iter()
+        .find(|c| c.name == "agent")
+        .and_then(|c| c.security_context.as_ref()?.run_as_user)
+        .unwrap();
+    assert!(
+        agent.contains(&format!("\nUSER {agent_uid}:{agent_uid}\n")),
+        "agent image user is not {agent_uid}"
+    );
+}
