@@ -315,6 +315,31 @@ async fn installed_chart_credentials_are_enough_to_run_the_operator() {
     assert_eq!(can("update", "configmaps", &ns), "no");
 }
 
+#[test]
+fn gvisor_runtime_class_is_opt_in() {
+    assert!(
+        !template(&[]).iter().any(|d| d["kind"] == "RuntimeClass"),
+        "no RuntimeClass unless asked for"
+    );
+    let docs = template(&[
+        "--set",
+        "gvisor.runtimeClass.create=true",
+        "--set",
+        "gvisor.runtimeClass.nodeSelector.sandbox=gvisor",
+    ]);
+    let rc = find(&docs, "RuntimeClass", "gvisor");
+    assert_eq!(rc["handler"], "runsc");
+    assert_eq!(rc["scheduling"]["nodeSelector"]["sandbox"], "gvisor");
+    let out = helm(&[
+        "template",
+        "bo",
+        chart().to_str().unwrap(),
+        "--set",
+        "gvisor.runtimeClass.handler=Run SC",
+    ]);
+    assert!(!out.status.success(), "an invalid handler name is refused");
+}
+
 // --- kind/cluster.yaml ----------------------------------------------------------------------
 
 /// A stand-in for docker that lets kind get as far as it can without a container engine:
