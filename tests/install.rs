@@ -402,8 +402,9 @@ fn kind_config_passes_kinds_own_validation() {
 /// Put first on PATH for kind/up.sh and the README's commands. kind, kubectl and helm: the
 /// real binary parses every command (with `--help` before any `--`, so nothing runs) and a
 /// command it refuses fails with 97; in `run` mode kubectl then runs for real against the
-/// test control plane, helm renders with `--dry-run=client`, and kind (which needs a
-/// container engine) and the kind cluster's own context are skipped. docker is a mock: it
+/// test control plane, `helm upgrade --install` renders the chart with `helm template` and the
+/// same flags (another test installs it; two releases of it in one namespace would collide),
+/// and kind (which needs a container engine) and the kind cluster's own context are skipped. docker is a mock: it
 /// checks that a build's Dockerfile and context exist and does nothing else.
 const TOOL_SHIM: &str = r#"#!/usr/bin/env bash
 set -u
@@ -438,7 +439,7 @@ fi
 case "$tool $*" in
   kind\ *) exit 0 ;;
   "kubectl config use-context kind-bottle"|"kubectl --context kind-bottle "*) exit 0 ;;
-  helm\ *) exec "$REAL_BIN/helm" "$@" --dry-run=client ;;
+  "helm upgrade --install "*) shift 2; exec "$REAL_BIN/helm" template "$@" --kube-version 1.34.10 ;;
 esac
 exec "$REAL_BIN/$tool" "$@"
 "#;

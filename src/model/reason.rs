@@ -52,11 +52,13 @@ reasons! {
     InvalidAuth,
     /// A `secretKeyRef` has an empty name or key.
     InvalidSecretRef,
-    /// A git remote's name is not a DNS label or repeats, its SSH URL is unusable, or it has no knownHosts.
+    /// A git remote's name is not a DNS label or repeats, its SSH URL is unusable, or it has
+    /// no knownHosts.
     InvalidRemote,
-    /// A DLP pattern lacks a name or regex, or a pattern or scanAllowlist entry is not one safe line.
+    /// A DLP pattern lacks a name or regex, or a pattern or scanAllowlist entry is not one
+    /// safe line.
     InvalidDlpPattern,
-    /// `spec.agent.env` sets a variable the operator owns (proxy, CA or git settings).
+    /// `spec.agent.env` sets a variable the operator owns (proxy, CA, git or Anthropic settings).
     ReservedEnv,
     /// `spec.agent.workspace.size` is not a Kubernetes quantity.
     InvalidWorkspace,
