@@ -144,6 +144,38 @@ fn pushes_are_scanned_and_only_clean_ones_reach_upstream() {
     let (pushed, out) = a.push(&["--delete", "feature"]);
     assert!(pushed, "{out}");
     assert_eq!(w.upstream_rev("refs/heads/feature"), None);
+
+    // Upstream moves its default branch after the mirror was made: the protection follows.
+    let (pushed, out) = a.push(&["main:refs/heads/trunk"]);
+    assert!(pushed, "{out}");
+    ok(
+        git_cmd(&w.upstream, None)
+            .args(["symbolic-ref", "HEAD", "refs/heads/trunk"])
+            .output()
+            .unwrap(),
+        "upstream default branch",
+    );
+    let (pushed, out) = a.push(&["--delete", "trunk"]);
+    assert!(
+        !pushed && out.contains("refs/heads/trunk: deleting the default branch"),
+        "{out}"
+    );
+    let (pushed, out) = a.push(&["--delete", "main"]);
+    assert!(pushed, "main is an ordinary branch now: {out}");
+    ok(
+        git_cmd(&w.upstream, None)
+            .args(["update-ref", "refs/heads/main", on_top.as_str()])
+            .output()
+            .unwrap(),
+        "restore main",
+    );
+    ok(
+        git_cmd(&w.upstream, None)
+            .args(["symbolic-ref", "HEAD", "refs/heads/main"])
+            .output()
+            .unwrap(),
+        "restore default branch",
+    );
     a.reset_to_upstream();
 
     // Two agents pushing at once to different branches: both land, serialised by the gate.

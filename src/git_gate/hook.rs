@@ -11,7 +11,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
-use super::mirror::{self, ZERO, git};
+use super::mirror::{self, ZERO};
 use crate::config::git_gate::GitGateConfig;
 
 /// One `<old> <new> <ref>` line from git.
@@ -140,10 +140,15 @@ pub fn run(
         }
         None => None,
     };
-    let default_branch = git(&repo, None, &["symbolic-ref", "-q", "HEAD"])
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    // Only a deletion needs the default branch, and then the upstream's current one: it may
+    // have changed since the mirror was made.
+    let deletes = updates.iter().any(|u| u.new == ZERO);
+    let default_branch = if deletes && !remote.allow_delete_default_branch {
+        let ssh = mirror::ssh_command(cfg, remote)?;
+        mirror::upstream_head(&repo, &ssh, remote)?.unwrap_or_default()
+    } else {
+        String::new()
+    };
     let mut refspecs = Vec::new();
     let mut refused = Vec::new();
     for u in &updates {

@@ -89,18 +89,6 @@ pub fn sync(cfg: &GitGateConfig, r: &GitRemote, hook_cmd: &str) -> anyhow::Resul
     }
     install_hook(&dir, hook_cmd)?;
     let ssh = ssh_command(cfg, r)?;
-    // The upstream's default branch is learnt when the mirror is made; asking every time
-    // would cost a second SSH round trip on every fetch and push.
-    let heads = if fresh {
-        git(
-            &dir,
-            Some(&ssh),
-            &["ls-remote", "--symref", &r.upstream, "HEAD"],
-        )
-        .with_context(|| format!("reaching upstream of remote {}", r.name))?
-    } else {
-        String::new()
-    };
     git(
         &dir,
         Some(&ssh),
@@ -114,14 +102,32 @@ pub fn sync(cfg: &GitGateConfig, r: &GitRemote, hook_cmd: &str) -> anyhow::Resul
         ],
     )
     .with_context(|| format!("fetching upstream of remote {}", r.name))?;
-    if let Some(head) = heads.lines().find_map(|l| {
+    // A new mirror takes the upstream's default branch, so clones check it out. Later
+    // fetches skip the second SSH round trip; the hook asks again before any deletion.
+    if fresh {
+        upstream_head(&dir, &ssh, r)?;
+    }
+    Ok(())
+}
+
+/// Asks upstream for its default branch (`refs/heads/...`) now, and points the mirror's HEAD
+/// at it. `None` when upstream has no HEAD (an empty repository).
+pub fn upstream_head(dir: &Path, ssh: &str, r: &GitRemote) -> anyhow::Result<Option<String>> {
+    let out = git(
+        dir,
+        Some(ssh),
+        &["ls-remote", "--symref", &r.upstream, "HEAD"],
+    )
+    .with_context(|| format!("reaching upstream of remote {}", r.name))?;
+    let head = out.lines().find_map(|l| {
         l.strip_prefix("ref: ")?
             .split_once('\t')
             .map(|(r, _)| r.to_string())
-    }) {
-        git(&dir, None, &["symbolic-ref", "HEAD", &head])?;
+    });
+    if let Some(h) = &head {
+        git(dir, None, &["symbolic-ref", "HEAD", h])?;
     }
-    Ok(())
+    Ok(head)
 }
 
 fn install_hook(dir: &Path, hook_cmd: &str) -> anyhow::Result<()> {
