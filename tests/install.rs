@@ -130,6 +130,8 @@ fn rendered_chart_is_hardened_and_scoped() {
         "a digest is used as is: {args:?}"
     );
     assert!(!args.iter().any(|a| a.starts_with("--namespace")));
+    assert!(!args.iter().any(|a| a.contains("pull-policy")), "{args:?}");
+    operator_accepts(&args);
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(
@@ -313,6 +315,58 @@ async fn installed_chart_credentials_are_enough_to_run_the_operator() {
     assert_eq!(can("get", "secrets", "default"), "no");
     assert_eq!(can("delete", "secrets", &ns), "no");
     assert_eq!(can("update", "configmaps", &ns), "no");
+}
+
+/// The operator binary parses `args` (the flags the chart passes it).
+fn operator_accepts(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bottle-operator"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the operator refuses the chart's args {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bottle_image_pull_policies_reach_the_operator() {
+    let docs = template(&[
+        "--set",
+        "bottle.sidecarImage.pullPolicy=Always",
+        "--set",
+        "bottle.agentImage.pullPolicy=Never",
+        "--set",
+        "bottle.pipelockImage.pullPolicy=IfNotPresent",
+    ]);
+    let dep = find(&docs, "Deployment", "bottle-operator");
+    let args: Vec<&str> = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for want in [
+        "--sidecar-image-pull-policy=Always",
+        "--agent-image-pull-policy=Never",
+        "--pipelock-image-pull-policy=IfNotPresent",
+    ] {
+        assert!(args.contains(&want), "{want} missing: {args:?}");
+    }
+    operator_accepts(&args);
+    let out = helm(&[
+        "template",
+        "bo",
+        chart().to_str().unwrap(),
+        "--set",
+        "bottle.agentImage.pullPolicy=Sometimes",
+    ]);
+    assert!(
+        !out.status.success(),
+        "the schema refuses an unknown policy"
+    );
 }
 
 #[test]

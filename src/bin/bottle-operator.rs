@@ -5,6 +5,8 @@ use bottle_operator::render::Settings;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+const PULL_POLICIES: [&str; 3] = ["Always", "IfNotPresent", "Never"];
+
 #[derive(Parser)]
 #[command(version, about = "Reconciles Bottles into sandboxed agent Pods")]
 struct Args {
@@ -20,6 +22,15 @@ struct Args {
     /// pipelock image.
     #[arg(long, env = "BOTTLE_PIPELOCK_IMAGE")]
     pipelock_image: Option<String>,
+    /// imagePullPolicy of the agent container (default: Kubernetes' own).
+    #[arg(long, value_parser = PULL_POLICIES)]
+    agent_image_pull_policy: Option<String>,
+    /// imagePullPolicy of the containers running the sidecar image.
+    #[arg(long, value_parser = PULL_POLICIES)]
+    sidecar_image_pull_policy: Option<String>,
+    /// imagePullPolicy of the pipelock container.
+    #[arg(long, value_parser = PULL_POLICIES)]
+    pipelock_image_pull_policy: Option<String>,
     /// Cluster CIDRs outside the private ranges that bottles must not reach (comma-separated).
     #[arg(long, env = "BOTTLE_CLUSTER_CIDRS", value_delimiter = ',')]
     cluster_cidrs: Vec<String>,
@@ -63,6 +74,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(i) = args.pipelock_image {
         settings.pipelock_image = i;
     }
+    settings.agent_pull_policy = args.agent_image_pull_policy;
+    settings.sidecar_pull_policy = args.sidecar_image_pull_policy;
+    settings.pipelock_pull_policy = args.pipelock_image_pull_policy;
     for cidr in &args.cluster_cidrs {
         bottle_operator::model::check_cidr(cidr).map_err(anyhow::Error::msg)?;
     }

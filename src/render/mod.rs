@@ -25,6 +25,12 @@ pub struct Settings {
     pub sidecar_image: String,
     /// pipelock image (pin a digest in production).
     pub pipelock_image: String,
+    /// `imagePullPolicy` of the agent container (`None`: the Kubernetes default).
+    pub agent_pull_policy: Option<String>,
+    /// `imagePullPolicy` of the containers running the sidecar image.
+    pub sidecar_pull_policy: Option<String>,
+    /// `imagePullPolicy` of the pipelock container.
+    pub pipelock_pull_policy: Option<String>,
     /// Cluster CIDRs (pods, services, nodes) outside the private ranges, denied to bottles.
     pub cluster_cidrs: Vec<String>,
     /// Namespace of the cluster DNS pods.
@@ -40,6 +46,9 @@ impl Default for Settings {
             agent_image: format!("bottle-operator/agent:{v}"),
             sidecar_image: format!("bottle-operator/sidecar:{v}"),
             pipelock_image: "ghcr.io/luckypipewrench/pipelock:2.3.0".into(),
+            agent_pull_policy: None,
+            sidecar_pull_policy: None,
+            pipelock_pull_policy: None,
             cluster_cidrs: Vec::new(),
             dns_namespace: "kube-system".into(),
             dns_pod_label: ("k8s-app".into(), "kube-dns".into()),

@@ -474,9 +474,18 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
     egress.volume_mounts = Some(egress_mounts);
     init.push(egress);
 
+    let mut agent = agent_container(b, p, s);
+    agent.image_pull_policy = s.agent_pull_policy.clone();
+    for c in &mut init {
+        c.image_pull_policy = if c.image.as_deref() == Some(s.pipelock_image.as_str()) {
+            s.pipelock_pull_policy.clone()
+        } else {
+            s.sidecar_pull_policy.clone()
+        };
+    }
     let spec = PodSpec {
         init_containers: Some(init),
-        containers: vec![agent_container(b, p, s)],
+        containers: vec![agent],
         volumes: Some(volumes),
         runtime_class_name: b.spec.agent.runtime_class_name.clone(),
         // The agent must not reach the API server with a token, nor see its sidecars' processes.

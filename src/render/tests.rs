@@ -181,6 +181,46 @@ fn first_bottle_example_keeps_the_api_key_in_cred_proxy() {
 }
 
 #[test]
+fn pull_policies_follow_each_image() {
+    let d = render(&full());
+    let spec = d.pod.spec.as_ref().unwrap();
+    let all = || {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+    };
+    assert!(
+        all().all(|c| c.image_pull_policy.is_none()),
+        "default: unset"
+    );
+
+    let settings = Settings {
+        agent_pull_policy: Some("Never".into()),
+        sidecar_pull_policy: Some("Always".into()),
+        pipelock_pull_policy: Some("IfNotPresent".into()),
+        ..Settings::default()
+    };
+    let d = desired(&full(), &settings, FP).unwrap();
+    let spec = d.pod.spec.as_ref().unwrap();
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+    {
+        let want = match c.name.as_str() {
+            "agent" => "Never",
+            "pipelock" => "IfNotPresent",
+            _ => "Always",
+        };
+        assert_eq!(c.image_pull_policy.as_deref(), Some(want), "{}", c.name);
+    }
+    // The policy is part of the Pod template: changing it replaces the Pod.
+    assert_ne!(d.template_hash, render(&full()).template_hash);
+}
+
+#[test]
 fn minimal_bottle_has_no_cred_proxy_or_git_gate() {
     let d = render(&minimal());
     assert_eq!(
