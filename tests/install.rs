@@ -332,7 +332,7 @@ fn operator_accepts(args: &[&str]) {
 }
 
 #[test]
-fn bottle_image_pull_policies_reach_the_operator() {
+fn bottle_image_pull_settings_reach_the_operator() {
     let docs = template(&[
         "--set",
         "bottle.sidecarImage.pullPolicy=Always",
@@ -340,6 +340,8 @@ fn bottle_image_pull_policies_reach_the_operator() {
         "bottle.agentImage.pullPolicy=Never",
         "--set",
         "bottle.pipelockImage.pullPolicy=IfNotPresent",
+        "--set",
+        "bottle.imagePullSecrets={registry-a,registry-b}",
     ]);
     let dep = find(&docs, "Deployment", "bottle-operator");
     let args: Vec<&str> = dep["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -352,6 +354,7 @@ fn bottle_image_pull_policies_reach_the_operator() {
         "--sidecar-image-pull-policy=Always",
         "--agent-image-pull-policy=Never",
         "--pipelock-image-pull-policy=IfNotPresent",
+        "--image-pull-secret=registry-a,registry-b",
     ] {
         assert!(args.contains(&want), "{want} missing: {args:?}");
     }

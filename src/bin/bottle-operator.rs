@@ -31,6 +31,10 @@ struct Args {
     /// imagePullPolicy of the pipelock container.
     #[arg(long, value_parser = PULL_POLICIES)]
     pipelock_image_pull_policy: Option<String>,
+    /// Secrets the kubelet uses to pull bottle images; each must exist in every Bottle's
+    /// namespace (comma-separated).
+    #[arg(long, env = "BOTTLE_IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    image_pull_secret: Vec<String>,
     /// Cluster CIDRs outside the private ranges that bottles must not reach (comma-separated).
     #[arg(long, env = "BOTTLE_CLUSTER_CIDRS", value_delimiter = ',')]
     cluster_cidrs: Vec<String>,
@@ -77,6 +81,15 @@ async fn main() -> anyhow::Result<()> {
     settings.agent_pull_policy = args.agent_image_pull_policy;
     settings.sidecar_pull_policy = args.sidecar_image_pull_policy;
     settings.pipelock_pull_policy = args.pipelock_image_pull_policy;
+    for name in &args.image_pull_secret {
+        let dns = name.len() <= 253
+            && !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        anyhow::ensure!(dns, "--image-pull-secret {name:?} is not a Secret name");
+    }
+    settings.image_pull_secrets = args.image_pull_secret;
     for cidr in &args.cluster_cidrs {
         bottle_operator::model::check_cidr(cidr).map_err(anyhow::Error::msg)?;
     }

@@ -31,6 +31,8 @@ pub struct Settings {
     pub sidecar_pull_policy: Option<String>,
     /// `imagePullPolicy` of the pipelock container.
     pub pipelock_pull_policy: Option<String>,
+    /// Secrets (in each Bottle's namespace) the kubelet uses to pull the bottle images.
+    pub image_pull_secrets: Vec<String>,
     /// Cluster CIDRs (pods, services, nodes) outside the private ranges, denied to bottles.
     pub cluster_cidrs: Vec<String>,
     /// Namespace of the cluster DNS pods.
@@ -49,6 +51,7 @@ impl Default for Settings {
             agent_pull_policy: None,
             sidecar_pull_policy: None,
             pipelock_pull_policy: None,
+            image_pull_secrets: Vec::new(),
             cluster_cidrs: Vec::new(),
             dns_namespace: "kube-system".into(),
             dns_pod_label: ("k8s-app".into(), "kube-dns".into()),

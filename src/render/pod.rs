@@ -6,10 +6,10 @@
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ExecAction,
-    KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    Pod, PodSecurityContext, PodSpec, Probe, ProjectedVolumeSource, SeccompProfile,
-    SecretProjection, SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeProjection,
-    VolumeResourceRequirements,
+    KeyToPath, LocalObjectReference, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
+    ProjectedVolumeSource, SeccompProfile, SecretProjection, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -488,6 +488,12 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
         containers: vec![agent],
         volumes: Some(volumes),
         runtime_class_name: b.spec.agent.runtime_class_name.clone(),
+        image_pull_secrets: (!s.image_pull_secrets.is_empty()).then(|| {
+            s.image_pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect()
+        }),
         // The agent must not reach the API server with a token, nor see its sidecars' processes.
         automount_service_account_token: Some(false),
         share_process_namespace: Some(false),

@@ -181,7 +181,7 @@ fn first_bottle_example_keeps_the_api_key_in_cred_proxy() {
 }
 
 #[test]
-fn pull_policies_follow_each_image() {
+fn pull_settings_follow_each_image() {
     let d = render(&full());
     let spec = d.pod.spec.as_ref().unwrap();
     let all = || {
@@ -199,10 +199,15 @@ fn pull_policies_follow_each_image() {
         agent_pull_policy: Some("Never".into()),
         sidecar_pull_policy: Some("Always".into()),
         pipelock_pull_policy: Some("IfNotPresent".into()),
+        image_pull_secrets: vec!["registry".into()],
         ..Settings::default()
     };
     let d = desired(&full(), &settings, FP).unwrap();
     let spec = d.pod.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.image_pull_secrets.as_ref().unwrap()[0].name,
+        "registry"
+    );
     for c in spec
         .init_containers
         .iter()
