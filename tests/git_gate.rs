@@ -149,10 +149,7 @@ fn pushes_are_scanned_and_only_clean_ones_reach_upstream() {
     let (pushed, out) = a.push(&["main:refs/heads/trunk"]);
     assert!(pushed, "{out}");
     ok(
-        git_cmd(&w.upstream, None)
-            .args(["symbolic-ref", "HEAD", "refs/heads/trunk"])
-            .output()
-            .unwrap(),
+        w.upstream_git(&["symbolic-ref", "HEAD", "refs/heads/trunk"]),
         "upstream default branch",
     );
     let (pushed, out) = a.push(&["--delete", "trunk"]);
@@ -163,17 +160,11 @@ fn pushes_are_scanned_and_only_clean_ones_reach_upstream() {
     let (pushed, out) = a.push(&["--delete", "main"]);
     assert!(pushed, "main is an ordinary branch now: {out}");
     ok(
-        git_cmd(&w.upstream, None)
-            .args(["update-ref", "refs/heads/main", on_top.as_str()])
-            .output()
-            .unwrap(),
+        w.upstream_git(&["update-ref", "refs/heads/main", on_top.as_str()]),
         "restore main",
     );
     ok(
-        git_cmd(&w.upstream, None)
-            .args(["symbolic-ref", "HEAD", "refs/heads/main"])
-            .output()
-            .unwrap(),
+        w.upstream_git(&["symbolic-ref", "HEAD", "refs/heads/main"]),
         "restore default branch",
     );
     a.reset_to_upstream();

@@ -74,6 +74,16 @@ fn find<'a>(docs: &'a [Value], kind: &str, name_suffix: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} *{name_suffix}"))
 }
 
+/// The arguments the chart's Deployment gives the operator.
+fn operator_args(docs: &[Value]) -> Vec<&str> {
+    find(docs, "Deployment", "bottle-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn chart_lints_and_its_schema_rejects_typos() {
     let c = chart();
@@ -114,12 +124,7 @@ fn rendered_chart_is_hardened_and_scoped() {
     ]);
     let dep = find(&docs, "Deployment", "bottle-operator");
     let c = &dep["spec"]["template"]["spec"]["containers"][0];
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = operator_args(&docs);
     assert!(args.contains(&"--leader-elect"));
     assert!(
         args.contains(&"--cluster-cidrs=198.18.0.0/15,fd00:10::/64"),
@@ -151,14 +156,7 @@ fn rendered_chart_is_hardened_and_scoped() {
         .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == "team-a")
         .expect("Role in team-a");
     assert_eq!(role["rules"], cluster_rules);
-    let dep = find(&docs, "Deployment", "bottle-operator");
-    assert!(
-        dep["spec"]["template"]["spec"]["containers"][0]["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a == "--namespace=team-a")
-    );
+    assert!(operator_args(&docs).contains(&"--namespace=team-a"));
     // Secrets: the operator reads and creates them, never updates or deletes them.
     let secrets = role["rules"]
         .as_array()
@@ -343,13 +341,7 @@ fn bottle_image_pull_settings_reach_the_operator() {
         "--set",
         "bottle.imagePullSecrets={registry-a,registry-b}",
     ]);
-    let dep = find(&docs, "Deployment", "bottle-operator");
-    let args: Vec<&str> = dep["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = operator_args(&docs);
     for want in [
         "--sidecar-image-pull-policy=Always",
         "--agent-image-pull-policy=Never",

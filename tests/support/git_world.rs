@@ -146,6 +146,11 @@ impl World {
         )
     }
 
+    /// Runs git in the upstream repository itself, as its owner would.
+    pub fn upstream_git(&self, args: &[&str]) -> Output {
+        git_cmd(&self.upstream, None).args(args).output().unwrap()
+    }
+
     pub fn upstream_rev(&self, rev: &str) -> Option<String> {
         let out = Command::new("git")
             .arg("-C")
