@@ -19,7 +19,7 @@ use crate::proxy::admin::{self, Metrics};
 use crate::proxy::forward::forward;
 use crate::proxy::reload::{self, Loaded};
 use crate::proxy::upstream::{self, Connector, UpstreamClient};
-use crate::proxy::{ProxyBody, deny, init_crypto};
+use crate::proxy::{ProxyBody, accept, deny, init_crypto};
 
 /// Loads and validates a config (for the reloader).
 pub fn load(path: &Path) -> anyhow::Result<Loaded<Routes>> {
@@ -102,10 +102,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         metrics,
     });
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = accept(&listener).await;
         let p = proxy.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {

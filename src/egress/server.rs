@@ -23,7 +23,7 @@ use crate::proxy::forward::forward;
 use crate::proxy::reload::{self, Loaded};
 use crate::proxy::tls::Authority;
 use crate::proxy::upstream::{self, Connector, UpstreamClient};
-use crate::proxy::{ProxyBody, deny, init_crypto};
+use crate::proxy::{ProxyBody, accept, deny, init_crypto};
 
 /// Largest request head accepted from the agent; larger ones get 431.
 const MAX_HEAD: usize = 64 * 1024;
@@ -84,14 +84,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         metrics,
     });
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = accept(&listener).await;
         let e = egress.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {

@@ -43,6 +43,23 @@ pub fn init_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The next connection on `listener`. Accept errors (out of file descriptors, a connection
+/// reset before it was taken) are logged and retried after a pause instead of spinning.
+pub async fn accept(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                return stream;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Accepts connections on `listener` forever and serves each over HTTP/1.1 with `handle`:
 /// the loop the admin, metrics and git-gate listeners share.
 pub async fn serve_http1<H, F>(listener: tokio::net::TcpListener, handle: H)
@@ -51,13 +68,7 @@ where
     F: std::future::Future<Output = http::Response<ProxyBody>> + Send + 'static,
 {
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                continue;
-            }
-        };
+        let stream = accept(&listener).await;
         let handle = handle.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
