@@ -3,12 +3,15 @@
 # images built and loaded, the chart installed, the minimal Bottle applied with its API key
 # Secret. Needs docker, kind (v0.30 or newer), kubectl and helm 3. Run from anywhere:
 #   ANTHROPIC_API_KEY=sk-ant-... kind/up.sh
-# Without ANTHROPIC_API_KEY the Secret gets a placeholder; put the real key in later (the
-# command is printed at the end) and cred-proxy picks it up without a restart.
+# Without ANTHROPIC_API_KEY a new Secret gets a placeholder (an existing one is kept); put
+# the real key in later (the command is printed at the end) and cred-proxy picks it up
+# without a restart.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CLUSTER=bottle          # the name in kind/cluster.yaml
-TAG=dev
+# A new tag each run: the upgrade then rolls the operator, and it replaces bottle Pods
+# whose sidecar or agent image changed.
+TAG="${TAG:-dev-$(date +%Y%m%d%H%M%S)}"
 CALICO=v3.31.4
 
 for tool in docker kind kubectl helm; do
@@ -36,10 +39,15 @@ helm upgrade --install bottle-operator charts/bottle-operator \
   --wait --timeout 5m
 
 # The key goes from the environment straight into the Secret (never onto a command line
-# that `ps` shows, never into a file).
-printf '%s' "${ANTHROPIC_API_KEY:-replace-me}" |
-  kubectl create secret generic anthropic --from-file=api-key=/dev/stdin \
-    --dry-run=client -o yaml | kubectl apply -f -
+# that `ps` shows, never into a file). Without it, a key already there is kept.
+if [ -n "${ANTHROPIC_API_KEY:-}" ]; then
+  printf '%s' "$ANTHROPIC_API_KEY" |
+    kubectl create secret generic anthropic --from-file=api-key=/dev/stdin \
+      --dry-run=client -o yaml | kubectl apply -f -
+elif ! kubectl get secret anthropic >/dev/null 2>&1; then
+  echo "ANTHROPIC_API_KEY is not set: the Secret anthropic holds a placeholder until you put the key in." >&2
+  printf 'replace-me' | kubectl create secret generic anthropic --from-file=api-key=/dev/stdin
+fi
 kubectl apply -f examples/bottle-minimal.yaml
 kubectl wait --for=condition=Ready bottle/minimal --timeout=5m || {
   kubectl describe bottle minimal

@@ -636,6 +636,7 @@ async fn kind_script_brings_up_a_ready_bottle_with_real_tools_and_mock_docker() 
         .command("run", "bash")
         .arg("kind/up.sh")
         .env("ANTHROPIC_API_KEY", key)
+        .env("TAG", "dev")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -712,7 +713,7 @@ async fn kind_script_brings_up_a_ready_bottle_with_real_tools_and_mock_docker() 
         .await
         .unwrap();
     assert_eq!(secret.data.unwrap()["api-key"].0, key.as_bytes());
-    let b = Api::<Bottle>::namespaced(client, &ns)
+    let b = Api::<Bottle>::namespaced(client.clone(), &ns)
         .get("minimal")
         .await
         .unwrap();
@@ -736,6 +737,26 @@ async fn kind_script_brings_up_a_ready_bottle_with_real_tools_and_mock_docker() 
     assert!(advice.len() >= 4, "{advice:?}");
     let refused: Vec<String> = advice.iter().filter_map(|c| shims.check(c).err()).collect();
     assert!(refused.is_empty(), "{refused:#?}");
+
+    // A second run without the key in the environment keeps the one already stored.
+    let again = shims
+        .command("run", "bash")
+        .arg("kind/up.sh")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env("TAG", "dev")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "second run: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, &ns)
+        .get("anthropic")
+        .await
+        .unwrap();
+    assert_eq!(secret.data.unwrap()["api-key"].0, key.as_bytes());
 }
 
 // --- README ---------------------------------------------------------------------------------
