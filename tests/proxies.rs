@@ -678,9 +678,16 @@ async fn cred_proxy_injects_refuses_git_push_and_goes_through_the_next_proxy() {
     let c = Sidecar::cred_proxy(&b, &cred_config(&b, None)).await;
     let base = format!("http://{}", c.listen);
 
+    // What Claude Code sends in a bottle: its placeholder bearer token and a made-up key.
+    let placeholder = format!(
+        "Authorization: Bearer {}",
+        bottle_operator::render::pod::AGENT_TOKEN_PLACEHOLDER
+    );
     let (code, body) = curl(&[
         "-H",
         "x-api-key: agent-made-up",
+        "-H",
+        &placeholder,
         &format!("{base}/api/v1/messages?beta=1"),
         "-d",
         "{}",
@@ -689,6 +696,10 @@ async fn cred_proxy_injects_refuses_git_push_and_goes_through_the_next_proxy() {
     assert_eq!(code, 200, "{body}");
     let echo = json(&body);
     assert_eq!(echo["headers"]["x-api-key"], "s3cret-token");
+    assert!(
+        echo["headers"].get("authorization").is_none(),
+        "the agent's placeholder must not reach upstream: {echo}"
+    );
     assert_eq!(echo["path"], "/base/v1/messages");
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["authority"], format!("localhost:{}", b.origin.port));
