@@ -3,9 +3,10 @@
 //!   into the real control plane whose ServiceAccount then runs the operator (so a missing
 //!   RBAC verb fails here, not in a user's cluster);
 //! - `kind/cluster.yaml` through kind's own loader and validation;
-//! - `kind/up.sh` run end to end against the test control plane, with every kind, kubectl and
-//!   helm command's flags checked by the real binary, and docker mocked (no container engine
-//!   runs here);
+//! - `kind/up.sh` run end to end against the test control plane (kube-scheduler places the
+//!   bottle Pod on a kwok node, which reports it running), with every kind, kubectl and helm
+//!   command's flags checked by the real binary, and docker mocked (no container engine runs
+//!   here);
 //! - every command the README shows, through the same flag check;
 //! - the Dockerfiles through hadolint, and against what the rendered Pod runs.
 
@@ -16,12 +17,10 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use bottle_operator::api::Bottle;
-use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use serde::Deserialize;
-use serde_json::{Value, json};
-use support::{Operator, cluster, eventually, kubectl_ok, namespace, repo};
+use serde_json::Value;
+use support::{Operator, cluster, eventually, kubectl_ok, namespace, namespace_on_node, repo};
 
 fn chart() -> PathBuf {
     repo().join("charts/bottle-operator")
@@ -628,7 +627,7 @@ fn tool_commands(text: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn kind_script_brings_up_a_ready_bottle_with_real_tools_and_mock_docker() {
-    let ns = namespace("kindup");
+    let ns = namespace_on_node("kindup");
     let _op = Operator::start(&ns);
     let shims = Shims::new(&ns);
     let key = "sk-ant-kind-up-test-0123456789";
@@ -643,39 +642,13 @@ async fn kind_script_brings_up_a_ready_bottle_with_real_tools_and_mock_docker() 
         .spawn()
         .unwrap();
 
-    let mut finished = tokio::task::spawn_blocking(move || script.wait_with_output());
-
-    // No kubelet here: once the operator has made the Pod, mark it running and ready the way
-    // a kubelet would, so the script's `kubectl wait` can finish.
+    // The Pod lands on the kwok node, which reports it running and ready as a kubelet
+    // would, so the script's `kubectl wait` can finish.
+    let out = tokio::task::spawn_blocking(move || script.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     let client = cluster().client().await.unwrap();
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    let pod_made = eventually(
-        "the minimal bottle's Pod",
-        Duration::from_secs(90),
-        || async { pods.get("minimal").await.ok() },
-    );
-    let early = tokio::select! {
-        _ = pod_made => None,
-        out = &mut finished => Some(out.unwrap().unwrap()),
-    };
-    if let Some(out) = early {
-        panic!(
-            "kind/up.sh ended before the Pod existed ({})\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    pods.patch_status(
-        "minimal",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"status": {"phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True"}]}})),
-    )
-    .await
-    .unwrap();
-
-    let out = finished.await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -706,6 +679,17 @@ async fn kind_script_brings_up_a_ready_bottle_with_real_tools_and_mock_docker() 
         !calls.iter().any(|c| c.contains(key)),
         "the API key appeared on a command line"
     );
+
+    // The Pod ran on the kwok node, whose reports made the Bottle ready.
+    let pod = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns)
+        .get("minimal")
+        .await
+        .unwrap();
+    assert_eq!(
+        pod.spec.unwrap().node_name.as_deref(),
+        Some(support::control_plane::KWOK_NODE)
+    );
+    assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Running"));
 
     // The key reached the Secret exactly, the Bottle is applied and ready.
     let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)

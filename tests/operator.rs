@@ -11,7 +11,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use support::{Operator, cluster, eventually, kubectl, kubectl_ok, namespace, repo};
+use support::{
+    Operator, cluster, eventually, kubectl, kubectl_ok, namespace, namespace_on_node, repo,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -701,8 +703,43 @@ async fn two_replicas_elect_one_leader_and_the_other_takes_over() {
     assert_eq!(spec.lease_transitions, Some(1));
 }
 
-/// Stands in for the kubelet this control plane does not have: writes Pod status the way a
-/// kubelet would, so the operator's reading of Pod state is exercised against the real API.
+#[tokio::test]
+async fn a_bottle_on_a_node_runs_and_stays_put() {
+    // kube-scheduler binds the Pod to the kwok node and kwok reports it running and ready.
+    let ns = namespace_on_node("onnode");
+    let _op = Operator::start(&ns);
+    let c = client().await;
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &new_bottle("run", json!({"egress": {"allow": ["pypi.org"]}})),
+    )
+    .await
+    .unwrap();
+    let b = wait_condition(&c, &ns, "run", "Ready", "True", "PodReady").await;
+    assert_eq!(b.status.unwrap().phase.as_deref(), Some("Running"));
+    let p = pod(&c, &ns, "run").await.unwrap();
+    assert_eq!(
+        p.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(support::control_plane::KWOK_NODE)
+    );
+
+    // Admission added a toleration the operator did not render, and kwok keeps writing Pod
+    // status: neither makes the operator replace the running Pod.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = pod(&c, &ns, "run").await.unwrap();
+    assert_eq!(again.metadata.uid, p.metadata.uid);
+    assert!(events_with_reason(&c, &ns, "PodReplacing").await.is_empty());
+    let table = kubectl_ok(&["-n", &ns, "get", "bottle", "run"]);
+    assert!(
+        table.contains("Running") && table.contains("PodReady"),
+        "{table}"
+    );
+}
+
+/// Writes Pod status the way a kubelet would, for states the kwok node's stages never
+/// produce (an image that cannot be pulled), so the operator's reading of them is exercised
+/// against the real API.
 async fn mock_kubelet_set_status(c: &Client, ns: &str, name: &str, status: serde_json::Value) {
     let pods = Api::<Pod>::namespaced(c.clone(), ns);
     pods.patch_status(

@@ -1,7 +1,7 @@
 //! A real Kubernetes control plane on loopback: etcd, kube-apiserver and
-//! kube-controller-manager (garbage collection, namespaces, service accounts), built from the
-//! Go module proxy by `tests/tools/install.sh`. Used by the integration tests, the benchmark
-//! and `scripts/up.sh`.
+//! kube-controller-manager (garbage collection, namespaces, service accounts), and on request
+//! kube-scheduler with a kwok node, built from the Go module proxy by
+//! `tests/tools/install.sh`. Used by the integration tests, the benchmark and `scripts/up.sh`.
 //!
 //! Children get `PR_SET_PDEATHSIG`, so they die with the thread that started them: start the
 //! control plane from a thread that lives as long as you need it.
@@ -9,7 +9,7 @@
 #![allow(dead_code)] // each user (tests, example, bench) needs a different part
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -71,6 +71,11 @@ pub fn spawn_tied(cmd: &mut Command) -> std::io::Result<Child> {
     }
     cmd.spawn()
 }
+
+/// The fake node [`ControlPlane::start_kwok_node`] registers.
+pub const KWOK_NODE: &str = "kwok-node";
+/// The taint (and annotation) that marks the kwok node.
+pub const KWOK_TAINT: &str = "kwok.x-k8s.io/node";
 
 /// The running control plane.
 pub struct ControlPlane {
@@ -228,6 +233,8 @@ impl ControlPlane {
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
                 "--authorization-mode=Node,RBAC".into(),
                 "--allow-privileged=true".into(),
+                // Lets a namespace give its Pods a default toleration (the kwok node's).
+                "--enable-admission-plugins=PodTolerationRestriction".into(),
                 format!("--cert-dir={}", dir.join("certs").display()),
             ]),
         )?;
@@ -256,15 +263,101 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self, name: &str, cmd: &mut Command) -> anyhow::Result<()> {
+        let child = self.spawn_logged(name, cmd)?;
+        self.children.push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// Starts `cmd` tied to the calling thread, its output in `<name>.log`.
+    fn spawn_logged(&self, name: &str, cmd: &mut Command) -> anyhow::Result<Child> {
         let log = fs::File::create(self.dir.join(format!("{name}.log")))?;
-        let child = spawn_tied(
+        spawn_tied(
             cmd.stdout(log.try_clone()?)
                 .stderr(log)
                 .stdin(Stdio::null()),
         )
-        .with_context(|| format!("starting {name}"))?;
-        self.children.push((name.to_string(), child));
-        Ok(())
+        .with_context(|| format!("starting {name}"))
+    }
+
+    /// Starts kube-scheduler and kwok, and registers one fake node that kwok runs: Pods
+    /// scheduled there are reported running and ready as a kubelet would report them, though
+    /// no container runs. The node is tainted with [`KWOK_TAINT`], so only Pods of namespaces
+    /// that tolerate it by default land there; every other Pod stays unscheduled, as before.
+    /// The processes die with the calling thread.
+    pub fn start_kwok_node(&self) -> anyhow::Result<Vec<Child>> {
+        let kc = format!("--kubeconfig={}", self.kubeconfig.display());
+        let scheduler = self.spawn_logged(
+            "kube-scheduler",
+            Command::new(self.bin.join("kube-scheduler")).args([
+                kc.as_str(),
+                "--leader-elect=false",
+                "--secure-port=0",
+            ]),
+        )?;
+        let kwok = self.spawn_logged(
+            "kwok",
+            Command::new(self.bin.join("kwok")).args([
+                kc,
+                format!("--config={}", self.bin.join("kwok-stages.yaml").display()),
+                "--manage-all-nodes=false".into(),
+                format!("--manage-nodes-with-annotation-selector={KWOK_TAINT}=fake"),
+                // Addresses kwok reports for Pods and the node; nothing is ever sent to them.
+                "--cidr=10.244.0.0/24".into(),
+                "--node-ip=10.244.1.1".into(),
+            ]),
+        )?;
+        let node = format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {KWOK_NODE}\n  annotations: {{{KWOK_TAINT}: fake}}\n\
+             spec:\n  taints: [{{key: {KWOK_TAINT}, value: fake, effect: NoSchedule}}]\n\
+             status:\n  allocatable: {{cpu: '64', memory: 256Gi, pods: '500'}}\n  capacity: {{cpu: '64', memory: 256Gi, pods: '500'}}\n"
+        );
+        let mut apply = self
+            .kubectl()
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()?;
+        apply
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(node.as_bytes())?;
+        anyhow::ensure!(apply.wait()?.success(), "creating the kwok node failed");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self
+                .kubectl()
+                .args([
+                    "get",
+                    "node",
+                    KWOK_NODE,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .output()?;
+            if String::from_utf8_lossy(&out.stdout) == "True" {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the kwok node is not Ready after 60s:\n{}",
+                    self.log_tail("kwok")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The API server taints every new node not-ready; kube-controller-manager's node
+        // lifecycle controller (not run here) would lift it once the node reports Ready.
+        let _ = self
+            .kubectl()
+            .args([
+                "taint",
+                "node",
+                KWOK_NODE,
+                "node.kubernetes.io/not-ready:NoSchedule-",
+            ])
+            .output()?;
+        Ok(vec![scheduler, kwok])
     }
 
     /// The last lines of a component's log, for failure messages.

