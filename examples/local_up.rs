@@ -1,6 +1,7 @@
 //! The main job on a machine without a cluster: a local control plane (etcd, kube-apiserver,
-//! kube-controller-manager), the CRD, the operator, and the example Bottles, then a look at
-//! what the operator made. Run it through `scripts/up.sh`.
+//! kube-controller-manager, kube-scheduler and a kwok node standing in for a kubelet), the
+//! CRD, the operator, and the example Bottles, then a look at what the operator made. Run it
+//! through `scripts/up.sh`.
 
 #[path = "../tests/support/control_plane.rs"]
 mod control_plane;
@@ -49,6 +50,12 @@ fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64(),
         cp.server
     );
+
+    eprintln!(
+        "==> starting kube-scheduler and a kwok node (Pods are reported running; no container runs)"
+    );
+    let _node = cp.start_kwok_node()?;
+    cp.tolerate_kwok_node("default")?;
 
     eprintln!("==> installing the Bottle CRD");
     run(&cp, &["apply", "-f", repo.join("crds").to_str().unwrap()])?;
@@ -120,6 +127,27 @@ fn main() -> anyhow::Result<()> {
         "    both Bottles applied in {:.2}s",
         t.elapsed().as_secs_f64()
     );
+    // The minimal bottle runs on the kwok node; the full one waits for a storage provisioner
+    // to bind its workspace claim, which this control plane does not have.
+    run(
+        &cp,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "bottle/minimal",
+            "--timeout=60s",
+        ],
+    )
+    .with_context(|| {
+        format!(
+            "bottle minimal never ready; operator log: {}",
+            log.display()
+        )
+    })?;
+    eprintln!(
+        "    minimal Ready after {:.2}s (on the kwok node)",
+        t.elapsed().as_secs_f64()
+    );
 
     show(&cp, &["get", "bottles", "-o", "wide"])?;
     show(
@@ -171,7 +199,9 @@ fn main() -> anyhow::Result<()> {
         ],
     )?;
     println!(
-        "\nThere is no kubelet here, so Pods stay Pending; on kind or a real cluster they run (see README).\n"
+        "\nThe kwok node reports Pods running but runs no container: `minimal` shows the status a running\n\
+         bottle gets; `full` waits for a storage provisioner to bind its workspace claim. On kind or a\n\
+         real cluster the containers run (see README).\n"
     );
 
     if stay {

@@ -442,6 +442,24 @@ impl ControlPlane {
         }
     }
 
+    /// Gives the Pods of namespace `ns` a default toleration of the kwok node, so they are
+    /// scheduled there and reported running.
+    pub fn tolerate_kwok_node(&self, ns: &str) -> anyhow::Result<()> {
+        let toleration = format!(
+            r#"scheduler.alpha.kubernetes.io/defaultTolerations=[{{"key":"{KWOK_TAINT}","operator":"Exists","effect":"NoSchedule"}}]"#
+        );
+        let out = self
+            .kubectl()
+            .args(["annotate", "--overwrite", "namespace", ns, &toleration])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "annotating namespace {ns}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
     /// `kubectl` against this control plane.
     pub fn kubectl(&self) -> Command {
         let mut c = Command::new(self.bin.join("kubectl"));

@@ -119,11 +119,9 @@ pub fn namespace(test: &str) -> String {
 /// reported running.
 pub fn namespace_on_node(test: &str) -> String {
     let ns = namespace(test);
-    let toleration = format!(
-        r#"scheduler.alpha.kubernetes.io/defaultTolerations=[{{"key":"{}","operator":"Exists","effect":"NoSchedule"}}]"#,
-        control_plane::KWOK_TAINT
-    );
-    kubectl_ok(&["annotate", "namespace", &ns, &toleration]);
+    cluster()
+        .tolerate_kwok_node(&ns)
+        .expect("namespace annotation");
     ns
 }
 
