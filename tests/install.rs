@@ -449,11 +449,11 @@ fn kind_config_passes_kinds_own_validation() {
 
 /// Put first on PATH for kind/up.sh and the README's commands. kind, kubectl and helm: the
 /// real binary parses every command (with `--help` before any `--`, so nothing runs) and a
-/// command it refuses fails with 97; in `run` mode kubectl then runs for real against the
-/// test control plane, `helm upgrade --install` renders the chart with `helm template` and the
-/// same flags (another test installs it; two releases of it in one namespace would collide),
-/// and kind (which needs a container engine) and the kind cluster's own context are skipped. docker is a mock: it
-/// checks that a build's Dockerfile and context exist and does nothing else.
+/// command it refuses fails with 97. In `run` mode kubectl then runs for real against the
+/// test control plane; `helm upgrade --install` renders the chart with `helm template` and
+/// the same flags (another test installs it, and two releases of it in one namespace would
+/// collide); kind (which needs a container engine) and the kind cluster's own context are
+/// skipped. docker is a mock: it checks that a build's Dockerfile and context exist.
 const TOOL_SHIM: &str = r#"#!/usr/bin/env bash
 set -u
 tool=${0##*/}
