@@ -348,7 +348,7 @@ impl ControlPlane {
         }
         // The API server taints every new node not-ready; kube-controller-manager's node
         // lifecycle controller (not run here) would lift it once the node reports Ready.
-        let _ = self
+        let out = self
             .kubectl()
             .args([
                 "taint",
@@ -357,6 +357,11 @@ impl ControlPlane {
                 "node.kubernetes.io/not-ready:NoSchedule-",
             ])
             .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(
+            out.status.success() || err.contains("not found"),
+            "lifting the not-ready taint: {err}"
+        );
         Ok(vec![scheduler, kwok])
     }
 
