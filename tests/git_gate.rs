@@ -10,6 +10,8 @@ mod git_world;
 use std::process::Command;
 
 use bottle_operator::config::git_gate::ScanRule;
+use bottle_operator::proxy::reload::hash_bytes;
+use bottle_operator::sidecar::config_status::Report;
 use git_world::*;
 
 #[test]
@@ -25,6 +27,22 @@ fn pushes_are_scanned_and_only_clean_ones_reach_upstream() {
     assert_eq!(
         ok(a.git(&["remote", "get-url", "--push", "origin"]), "url"),
         format!("http://127.0.0.1:{port}/origin.git")
+    );
+    // It reports the config it runs on its admin listener, as `kubectl bottle status` asks.
+    let cfg = w.dir.path().join(format!("git-gate-{port}.yaml"));
+    let out = Command::new(env!("CARGO_BIN_EXE_bottle-sidecar"))
+        .args(["config-status", "git-gate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let report: Report = serde_json::from_slice(&out.stdout).unwrap();
+    let h = hash_bytes(&[&std::fs::read(&cfg).unwrap()]);
+    assert_eq!(report.mounted.as_deref(), Some(h.as_str()));
+    assert_eq!(report.running.map(|r| r.config_hash), Some(h));
+    assert!(
+        report.refused.is_none() && report.problems.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 
     // A clean push lands upstream.

@@ -6,42 +6,15 @@ mod control_plane;
 #[path = "support/origin.rs"]
 mod origin;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bottle_operator::config::HeaderInjection;
 use bottle_operator::config::cred_proxy::{CredProxyConfig, CredRoute};
 use bottle_operator::config::egress::{EgressConfig, EgressRoute};
-use control_plane::{free_port, spawn_tied};
+use control_plane::{free_port, kubelet_write, spawn_tied};
 use serde_json::Value;
-
-/// Writes files the way the kubelet updates a ConfigMap or Secret volume: a new timestamped
-/// directory, then an atomic rename of the `..data` symlink onto it.
-fn kubelet_write(dir: &Path, files: &[(&str, &str)]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let stamp = format!(
-        "..{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    std::fs::create_dir(dir.join(&stamp)).unwrap();
-    for (name, body) in files {
-        std::fs::write(dir.join(&stamp).join(name), body).unwrap();
-    }
-    let tmp = dir.join("..data_tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&stamp, &tmp).unwrap();
-    std::fs::rename(&tmp, dir.join("..data")).unwrap();
-    for (name, _) in files {
-        let link = dir.join(name);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{name}"), &link).unwrap();
-        }
-    }
-}
 
 struct Bench {
     dir: tempfile::TempDir,

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
+use bottle_operator::config::layout;
 use bottle_operator::netinit;
-use bottle_operator::sidecar::ca_bundle;
+use bottle_operator::sidecar::{ca_bundle, config_status};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -56,6 +57,19 @@ enum Command {
         /// The file pipelock reads (in a shared emptyDir).
         #[arg(long)]
         to: PathBuf,
+    },
+    /// Print (JSON) the config version this container has mounted and the one its sidecar
+    /// runs; `kubectl bottle status` runs it by exec.
+    ConfigStatus {
+        /// Which sidecar this container serves.
+        #[arg(value_enum)]
+        kind: layout::Sidecar,
+        /// The mounted config file (the Pod sets it in the environment).
+        #[arg(long, env = layout::CONFIG_ENV)]
+        config: PathBuf,
+        /// pipelock only: the file config-sync delivers (the Pod sets it in the environment).
+        #[arg(long, env = layout::DELIVERED_CONFIG_ENV)]
+        delivered: Option<PathBuf>,
     },
     /// Install the in-Pod traffic lock (iptables/ip6tables) and exit. Needs NET_ADMIN.
     Netinit {
@@ -127,6 +141,14 @@ fn main() -> anyhow::Result<()> {
         }
         Command::ConfigSync { from, to } => {
             runtime()?.block_on(bottle_operator::sidecar::config_sync::run(from, to))?
+        }
+        Command::ConfigStatus {
+            kind,
+            config,
+            delivered,
+        } => {
+            let r = runtime()?.block_on(config_status::report(kind, &config, delivered.as_deref()));
+            println!("{}", serde_json::to_string(&r)?);
         }
         Command::Netinit {
             agent_uid,

@@ -4,11 +4,13 @@
 use std::process::Command;
 
 use bottle_operator::api::Bottle;
+use bottle_operator::config::layout::{self, Sidecar};
 use bottle_operator::plugin;
 use bottle_operator::render::meta;
+use bottle_operator::sidecar::config_status::Report;
 use clap::{Parser, Subcommand};
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::LogParams;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{AttachParams, LogParams};
 use kube::{Api, Client};
 
 #[derive(Parser)]
@@ -35,7 +37,8 @@ enum Cmd {
         #[arg(last = true)]
         command: Vec<String>,
     },
-    /// Phase, conditions, containers, config hash and CA fingerprint.
+    /// Phase, conditions, containers, CA fingerprint, and each sidecar's config version
+    /// (ConfigMap, mounted, running).
     Status {
         /// Bottle name.
         name: String,
@@ -53,6 +56,63 @@ enum Cmd {
         /// Bottle name.
         name: String,
     },
+}
+
+/// Asks every config-reloading sidecar of `pod` (by exec, all at once) which config version
+/// it has mounted and which it runs.
+async fn sidecar_configs(pods: &Api<Pod>, pod: &Pod, cm: &ConfigMap) -> Vec<plugin::SidecarConfig> {
+    let names = bottle_operator::render::pod::container_names(pod);
+    let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    let asks = Sidecar::ALL
+        .into_iter()
+        .filter(|s| names.iter().any(|n| n == s.container()))
+        .map(|s| async move {
+            let report = if running {
+                config_report(pods, pod.metadata.name.as_deref().unwrap_or_default(), s).await
+            } else {
+                Err("the Pod is not running".to_string())
+            };
+            plugin::SidecarConfig {
+                sidecar: s,
+                desired: plugin::desired_hash(cm, s),
+                report,
+            }
+        });
+    futures::future::join_all(asks).await
+}
+
+async fn config_report(pods: &Api<Pod>, pod: &str, s: Sidecar) -> Result<Report, String> {
+    use tokio::io::AsyncReadExt;
+    let ap = AttachParams::default()
+        .container(s.container())
+        .stdin(false)
+        .stdout(true)
+        .stderr(true);
+    let command = [layout::SIDECAR_BIN, "config-status", s.arg()];
+    let mut p = pods
+        .exec(pod, command, &ap)
+        .await
+        .map_err(|e| format!("exec into {}: {e}", s.container()))?;
+    let (mut out, mut err) = (String::new(), String::new());
+    let (mut so, mut se) = (p.stdout().expect("stdout"), p.stderr().expect("stderr"));
+    let status = p.take_status().expect("status");
+    let (r1, r2, status) = tokio::join!(
+        so.read_to_string(&mut out),
+        se.read_to_string(&mut err),
+        status
+    );
+    r1.and(r2)
+        .map_err(|e| format!("reading from {}: {e}", s.container()))?;
+    if let Some(st) = status.filter(|st| st.status.as_deref() != Some("Success")) {
+        let why = if err.trim().is_empty() {
+            st.message.unwrap_or_default()
+        } else {
+            err.trim().to_string()
+        };
+        return Err(format!("config-status in {}: {why}", s.container()));
+    }
+    serde_json::from_str(&out)
+        .map_err(|e| format!("config-status in {} printed no report: {e}", s.container()))
 }
 
 #[tokio::main]
@@ -81,9 +141,15 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Status { name } => {
             let b = bottles.get(&name).await?;
-            let pods: Api<Pod> = Api::namespaced(client, &ns);
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
             let pod = pods.get_opt(&meta::pod_name(&b)).await?;
-            print!("{}", plugin::status_text(&b, pod.as_ref()));
+            let cms: Api<ConfigMap> = Api::namespaced(client, &ns);
+            let cm = cms.get_opt(&meta::config_map_name(&b)).await?;
+            let configs = match (&pod, &cm) {
+                (Some(p), Some(cm)) => sidecar_configs(&pods, p, cm).await,
+                _ => Vec::new(),
+            };
+            print!("{}", plugin::status_text(&b, pod.as_ref(), &configs));
         }
         Cmd::Logs { name, since } => {
             let b = bottles.get(&name).await?;

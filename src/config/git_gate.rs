@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub struct GitGateConfig {
     /// Address the gate listens on.
     pub listen: String,
+    /// Admin listener (config version), on a port the agent's firewall rules do not open.
+    pub admin_listen: String,
     /// Writable directory for the mirrors, private key copies and locks.
     pub state_dir: String,
     /// Remotes by name, served at `http://127.0.0.1:9420/<name>.git`.

@@ -16,6 +16,14 @@ pub const GIT_GATE_STATE_DIR: &str = "/var/lib/git-gate";
 /// The agent's workspace.
 pub const WORKSPACE_DIR: &str = "/workspace";
 
+/// The multi-call binary of the sidecar image (on its PATH).
+pub const SIDECAR_BIN: &str = "bottle-sidecar";
+
+/// Environment variable naming a sidecar's mounted config file, for `config-status`.
+pub const CONFIG_ENV: &str = "BOTTLE_CONFIG";
+/// Environment variable naming the file config-sync delivers to pipelock.
+pub const DELIVERED_CONFIG_ENV: &str = "BOTTLE_CONFIG_DELIVERED";
+
 /// CA certificate file name in the CA Secret.
 pub const CA_CERT_FILE: &str = "ca.crt";
 /// CA private key file name in the CA Secret (SEC1 PEM, as pipelock requires).
@@ -37,6 +45,8 @@ pub const CRED_PROXY_PORT: u16 = 9099;
 pub const CRED_PROXY_ADMIN_PORT: u16 = 9100;
 /// git-gate smart HTTP.
 pub const GIT_GATE_PORT: u16 = 9420;
+/// git-gate admin (config version).
+pub const GIT_GATE_ADMIN_PORT: u16 = 9421;
 
 /// UID of the agent container.
 pub const AGENT_UID: i64 = 1000;
@@ -52,6 +62,68 @@ pub const GIT_GATE_UID: i64 = 1004;
 pub const CA_BUNDLE_UID: i64 = 1005;
 /// Group shared by the sidecars for Secret volume access.
 pub const SIDECAR_GID: i64 = 2000;
+
+/// The sidecars whose config a bottle reloads live, and the containers that answer for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sidecar {
+    /// The agent's HTTP(S) proxy.
+    Egress,
+    /// The base-URL API door.
+    CredProxy,
+    /// The git push gate.
+    GitGate,
+    /// pipelock, whose config `config-sync` delivers.
+    Pipelock,
+}
+
+impl Sidecar {
+    /// Every kind, in the order status lists them.
+    pub const ALL: [Sidecar; 4] = [
+        Sidecar::Egress,
+        Sidecar::Pipelock,
+        Sidecar::CredProxy,
+        Sidecar::GitGate,
+    ];
+
+    /// The container that answers for this sidecar's config (for pipelock: the container
+    /// that delivers it, since the pipelock image holds none of our code).
+    pub fn container(self) -> &'static str {
+        match self {
+            Sidecar::Egress => "egress",
+            Sidecar::CredProxy => "cred-proxy",
+            Sidecar::GitGate => "git-gate",
+            Sidecar::Pipelock => "pipelock-config",
+        }
+    }
+
+    /// Its file in the bottle ConfigMap.
+    pub fn file(self) -> &'static str {
+        match self {
+            Sidecar::Egress => files::EGRESS,
+            Sidecar::CredProxy => files::CRED_PROXY,
+            Sidecar::GitGate => files::GIT_GATE,
+            Sidecar::Pipelock => files::PIPELOCK,
+        }
+    }
+
+    /// The name people know it by.
+    pub fn label(self) -> &'static str {
+        match self {
+            Sidecar::Pipelock => "pipelock",
+            k => k.container(),
+        }
+    }
+
+    /// The `config-status` argument naming it.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Sidecar::Egress => "egress",
+            Sidecar::CredProxy => "cred-proxy",
+            Sidecar::GitGate => "git-gate",
+            Sidecar::Pipelock => "pipelock",
+        }
+    }
+}
 
 /// Config file names, one per sidecar, in the ConfigMap.
 pub mod files {

@@ -205,6 +205,23 @@ impl Gate {
     }
 }
 
+/// The admin listener's answer: `/status` (running config hash, last refused reload).
+fn admin_response<B>(
+    req: &Request<B>,
+    status: &std::sync::Mutex<reload::ReloadStatus>,
+) -> Response<ProxyBody> {
+    if req.uri().path() != "/status" {
+        return deny(StatusCode::NOT_FOUND, "git-gate admin serves /status");
+    }
+    let snapshot = status.lock().expect("status lock").clone();
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(crate::proxy::full(
+            serde_json::to_vec(&snapshot).expect("status serialises"),
+        ))
+        .expect("valid response")
+}
+
 /// Runs git-gate until the process is stopped.
 pub async fn run(config_path: PathBuf, gitleaks: String) -> anyhow::Result<()> {
     let (cfg, _) = read_config(&config_path)?;
@@ -235,6 +252,13 @@ pub async fn run(config_path: PathBuf, gitleaks: String) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
+    let admin = TcpListener::bind(&cfg.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.admin_listen))?;
+    let status = live.status;
+    tokio::spawn(crate::proxy::serve_http1(admin, move |req| {
+        std::future::ready(admin_response(&req, &status))
+    }));
     tracing::info!(listen = %cfg.listen, remotes = cfg.remotes.len(), "git-gate listening");
     crate::proxy::serve_http1(listener, move |req| gate.clone().handle(req)).await;
     Ok(())

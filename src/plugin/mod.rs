@@ -3,12 +3,35 @@
 
 use std::fmt::Write;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 
 use crate::api::Bottle;
+use crate::config::layout::Sidecar;
+use crate::proxy::reload::hash_bytes;
+use crate::sidecar::config_status::{Report, Verdict, verdict};
 
-/// `kubectl bottle status` output for a Bottle and (if it exists) its Pod.
-pub fn status_text(b: &Bottle, pod: Option<&Pod>) -> String {
+/// One sidecar's config as `status` shows it.
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    /// Which sidecar.
+    pub sidecar: Sidecar,
+    /// Hash of its file in the ConfigMap (as the sidecar hashes what it loads).
+    pub desired: Option<String>,
+    /// What its container reported through `config-status`, or why it could not be asked.
+    pub report: Result<Report, String>,
+}
+
+/// The hash of `sidecar`'s file in the bottle ConfigMap, if it has one.
+pub fn desired_hash(cm: &ConfigMap, sidecar: Sidecar) -> Option<String> {
+    cm.data
+        .as_ref()?
+        .get(sidecar.file())
+        .map(|body| hash_bytes(&[body.as_bytes()]))
+}
+
+/// `kubectl bottle status` output for a Bottle, its Pod (if it exists) and what its
+/// sidecars say about their config.
+pub fn status_text(b: &Bottle, pod: Option<&Pod>, configs: &[SidecarConfig]) -> String {
     let mut out = String::new();
     let st = b.status.clone().unwrap_or_default();
     let name = b.metadata.name.as_deref().unwrap_or("?");
@@ -81,7 +104,7 @@ pub fn status_text(b: &Bottle, pod: Option<&Pod>) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {:<12} ready={:<5} restarts={:<3} {what}",
+                "  {:<15} ready={:<5} restarts={:<3} {what}",
                 cs.name, cs.ready, cs.restart_count
             );
         }
@@ -92,6 +115,37 @@ pub fn status_text(b: &Bottle, pod: Option<&Pod>) -> String {
                 s.and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
             );
         }
+    }
+    if !configs.is_empty() {
+        let _ = writeln!(
+            out,
+            "Sidecar config (ConfigMap version, and where it stands):"
+        );
+    }
+    for c in configs {
+        let desired = c.desired.as_deref().unwrap_or("-");
+        let running = c
+            .report
+            .as_ref()
+            .ok()
+            .and_then(|r| r.running.as_ref())
+            .map_or("?", |s| s.config_hash.as_str());
+        let word = if c.sidecar == Sidecar::Pipelock {
+            "delivered"
+        } else {
+            "running"
+        };
+        let state = match verdict(c.desired.as_deref(), &c.report) {
+            Verdict::InForce if c.sidecar == Sidecar::Pipelock => "delivered to pipelock".into(),
+            Verdict::InForce => "in force".into(),
+            Verdict::NotMounted => format!(
+                "not in the volume yet (the kubelet syncs ConfigMaps within about a minute); {word} {running}"
+            ),
+            Verdict::NotLoaded => format!("mounted, not loaded yet; {word} {running}"),
+            Verdict::Refused(why) => format!("REFUSED, still {word} {running}: {why}"),
+            Verdict::Unknown(why) => format!("unknown: {why}"),
+        };
+        let _ = writeln!(out, "  {:<12} {desired:<16} {state}", c.sidecar.label());
     }
     out
 }
@@ -154,9 +208,75 @@ mod tests {
             phase: Some("Degraded".into()),
             ..Default::default()
         });
-        let text = status_text(&b, None);
+        let text = status_text(&b, None, &[]);
         assert!(text.contains("Phase:        Degraded"));
         assert!(text.contains("has not seen the latest change"));
         assert!(text.contains("(none yet)"));
+        assert!(!text.contains("Sidecar config"));
+    }
+
+    #[test]
+    fn status_says_where_each_sidecar_config_stands() {
+        use crate::proxy::reload::ReloadStatus;
+        let cm = ConfigMap {
+            data: Some(
+                [(Sidecar::Egress.file().to_string(), "v2".to_string())]
+                    .into_iter()
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let v2 = desired_hash(&cm, Sidecar::Egress).unwrap();
+        assert_eq!(v2, hash_bytes(&[b"v2"]));
+        assert_eq!(desired_hash(&cm, Sidecar::GitGate), None);
+        let ran = |h: &str| ReloadStatus {
+            config_hash: h.into(),
+            ..Default::default()
+        };
+        let rows = [
+            SidecarConfig {
+                sidecar: Sidecar::Egress,
+                desired: Some(v2.clone()),
+                report: Ok(Report {
+                    mounted: Some(v2.clone()),
+                    running: Some(ran("0ld")),
+                    refused: Some("host \"*\" is not allowed".into()),
+                    problems: vec![],
+                }),
+            },
+            SidecarConfig {
+                sidecar: Sidecar::Pipelock,
+                desired: Some("p1".into()),
+                report: Ok(Report {
+                    mounted: Some("p1".into()),
+                    running: Some(ran("p1")),
+                    ..Default::default()
+                }),
+            },
+            SidecarConfig {
+                sidecar: Sidecar::CredProxy,
+                desired: Some("c2".into()),
+                report: Err("the Pod is not running".into()),
+            },
+        ];
+        let text = status_text(&Bottle::new("b", Default::default()), None, &rows);
+        let line = |label: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(label))
+                .unwrap_or_else(|| panic!("no {label} line in\n{text}"))
+                .to_string()
+        };
+        assert!(
+            line("egress").contains(&format!("{v2} REFUSED, still running 0ld: host")),
+            "{text}"
+        );
+        assert!(
+            line("pipelock").ends_with("p1               delivered to pipelock"),
+            "{text}"
+        );
+        assert!(
+            line("cred-proxy").contains("unknown: the Pod is not running"),
+            "{text}"
+        );
     }
 }

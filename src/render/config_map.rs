@@ -81,6 +81,7 @@ pub fn cred_proxy_config(p: &Policy) -> cred_proxy::CredProxyConfig {
 pub fn git_gate_config(p: &Policy) -> git_gate::GitGateConfig {
     git_gate::GitGateConfig {
         listen: loopback(layout::GIT_GATE_PORT),
+        admin_listen: loopback(layout::GIT_GATE_ADMIN_PORT),
         state_dir: layout::GIT_GATE_STATE_DIR.into(),
         remotes: p
             .remotes

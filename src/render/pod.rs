@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::{Settings, StringMap, hash_of, meta};
 use crate::api::{AgentSpec, Bottle};
-use crate::config::layout::{self, files};
+use crate::config::layout::{self, Sidecar, files};
 use crate::model::{InvalidSpec, Policy, Reason, SecretKey};
 
 /// Environment variables the operator sets on the agent; a Bottle may not override them.
@@ -316,7 +316,7 @@ fn netinit_container(p: &Policy, s: &Settings) -> Container {
 
 /// Renders the Pod and returns it with its template hash.
 pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Pod, String) {
-    let sidecar_bin = "bottle-sidecar";
+    let sidecar_bin = layout::SIDECAR_BIN;
     let mut volumes = vec![
         empty_dir("trust"),
         ca_volume(b, "ca-cert", false),
@@ -363,7 +363,7 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
     // produces: config-sync renames each valid version into an emptyDir pipelock reads.
     let pipelock_file = format!("{}/{}", layout::PIPELOCK_CONFIG_DIR, files::PIPELOCK);
     let mut sync = sidecar(
-        "pipelock-config",
+        Sidecar::Pipelock.container(),
         &s.sidecar_image,
         &[
             "config-sync",
@@ -375,6 +375,10 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
         layout::PIPELOCK_UID,
     );
     sync.command = Some(vec![sidecar_bin.into()]);
+    sync.env = Some(vec![
+        env(layout::CONFIG_ENV, config_arg(files::PIPELOCK)),
+        env(layout::DELIVERED_CONFIG_ENV, pipelock_file.clone()),
+    ]);
     sync.volume_mounts = Some(vec![
         mount("config-pipelock", layout::CONFIG_DIR),
         rw_mount("pipelock-config", layout::PIPELOCK_CONFIG_DIR),
@@ -403,14 +407,17 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
     if !p.remotes.is_empty() {
         let cfg = config_arg(files::GIT_GATE);
         let mut gate = sidecar(
-            "git-gate",
+            Sidecar::GitGate.container(),
             &s.sidecar_image,
             &["git-gate", "--config", &cfg],
             layout::GIT_GATE_UID,
         );
         gate.command = Some(vec![sidecar_bin.into()]);
         // git and ssh want a writable HOME; the root filesystem is read-only.
-        gate.env = Some(vec![env("HOME", layout::GIT_GATE_STATE_DIR)]);
+        gate.env = Some(vec![
+            env("HOME", layout::GIT_GATE_STATE_DIR),
+            env(layout::CONFIG_ENV, cfg.clone()),
+        ]);
         volumes.push(config_volume(b, "config-git-gate", &[files::GIT_GATE]));
         volumes.push(empty_dir("git-mirrors"));
         volumes.extend(secrets_volume(
@@ -429,12 +436,13 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
     if !p.cred_routes.is_empty() {
         let cfg = config_arg(files::CRED_PROXY);
         let mut cred = sidecar(
-            "cred-proxy",
+            Sidecar::CredProxy.container(),
             &s.sidecar_image,
             &["cred-proxy", "--config", &cfg],
             layout::CRED_PROXY_UID,
         );
         cred.command = Some(vec![sidecar_bin.into()]);
+        cred.env = Some(vec![env(layout::CONFIG_ENV, cfg.clone())]);
         volumes.push(config_volume(b, "config-cred-proxy", &[files::CRED_PROXY]));
         volumes.extend(secrets_volume(
             "cred-proxy-secrets",
@@ -450,12 +458,13 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
 
     let cfg = config_arg(files::EGRESS);
     let mut egress = sidecar(
-        "egress",
+        Sidecar::Egress.container(),
         &s.sidecar_image,
         &["egress", "--config", &cfg],
         layout::EGRESS_UID,
     );
     egress.command = Some(vec![sidecar_bin.into()]);
+    egress.env = Some(vec![env(layout::CONFIG_ENV, cfg.clone())]);
     let egress_secrets = secrets_volume(
         "egress-secrets",
         p.egress_routes

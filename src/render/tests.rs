@@ -430,6 +430,33 @@ fn token_values_and_keys_reach_only_the_sidecar_that_uses_them() {
 }
 
 #[test]
+fn each_reloading_sidecar_names_the_config_file_it_reads_for_config_status() {
+    let d = render(&full());
+    for kind in layout::Sidecar::ALL {
+        let c = container(&d.pod, kind.container());
+        let env = env_of(c);
+        let file = format!("{}/{}", layout::CONFIG_DIR, kind.file());
+        assert_eq!(env.get(layout::CONFIG_ENV), Some(&file), "{}", c.name);
+        // The file config-status reads is the one the sidecar itself reads.
+        let args = c.args.clone().unwrap_or_default();
+        let flag = if kind == layout::Sidecar::Pipelock {
+            "--from"
+        } else {
+            "--config"
+        };
+        let i = args.iter().position(|a| a == flag).expect(flag);
+        assert_eq!(args[i + 1], file, "{}", c.name);
+    }
+    let sync = env_of(container(&d.pod, layout::Sidecar::Pipelock.container()));
+    let pipelock = container(&d.pod, "pipelock").args.clone().unwrap();
+    assert_eq!(
+        pipelock.last(),
+        sync.get(layout::DELIVERED_CONFIG_ENV),
+        "pipelock reads what config-sync delivers"
+    );
+}
+
+#[test]
 fn config_is_mounted_as_whole_volumes_never_sub_paths() {
     let d = render(&full());
     for c in containers(&d.pod) {

@@ -72,6 +72,33 @@ pub fn spawn_tied(cmd: &mut Command) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
+/// Writes files the way the kubelet updates a ConfigMap or Secret volume: a new timestamped
+/// directory, then an atomic rename of the `..data` symlink onto it.
+pub fn kubelet_write(dir: &Path, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let stamp = format!(
+        "..{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    std::fs::create_dir(dir.join(&stamp)).unwrap();
+    for (name, body) in files {
+        std::fs::write(dir.join(&stamp).join(name), body).unwrap();
+    }
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&stamp, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for (name, _) in files {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).unwrap();
+        }
+    }
+}
+
 /// The fake node [`ControlPlane::start_kwok_node`] registers.
 pub const KWOK_NODE: &str = "kwok-node";
 /// The taint (and annotation) that marks the kwok node.
@@ -236,6 +263,9 @@ impl ControlPlane {
                 // Lets a namespace give its Pods a default toleration (the kwok node's).
                 "--enable-admission-plugins=PodTolerationRestriction".into(),
                 format!("--cert-dir={}", dir.join("certs").display()),
+                // exec and logs go to the kwok node's kubelet API, served on loopback.
+                "--kubelet-preferred-address-types=InternalIP".into(),
+                format!("--kubelet-certificate-authority={}", pf("ca.crt")),
             ]),
         )?;
         cp.wait_ready()?;
@@ -283,9 +313,38 @@ impl ControlPlane {
     /// scheduled there are reported running and ready as a kubelet would report them, though
     /// no container runs. The node is tainted with [`KWOK_TAINT`], so only Pods of namespaces
     /// that tolerate it by default land there; every other Pod stays unscheduled, as before.
-    /// The processes die with the calling thread.
+    /// kwok also serves the node's kubelet API: `exec` runs a local command and `logs` reads
+    /// a local file, as a test's kwok `Exec` and `Logs` objects say (see [`kwok_exec`] and
+    /// [`kwok_logs`]). The processes die with the calling thread.
     pub fn start_kwok_node(&self) -> anyhow::Result<Vec<Child>> {
+        let out = self
+            .kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(self.bin.join("kwok-crds.yaml"))
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "installing kwok's CRDs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = self
+            .kubectl()
+            .args([
+                "wait",
+                "--for=condition=Established",
+                "crd/execs.kwok.x-k8s.io",
+                "crd/logs.kwok.x-k8s.io",
+                "--timeout=60s",
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kwok's CRDs not established: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let kc = format!("--kubeconfig={}", self.kubeconfig.display());
+        let kubelet_port = free_port();
+        let pki = |f: &str| self.dir.join("pki").join(f).display().to_string();
         let scheduler = self.spawn_logged(
             "kube-scheduler",
             Command::new(self.bin.join("kube-scheduler")).args([
@@ -294,16 +353,29 @@ impl ControlPlane {
                 "--secure-port=0",
             ]),
         )?;
+        // What an exec into a "container" finds first on PATH: the programs a test puts here.
+        fs::create_dir_all(self.node_bin())?;
+        let path = format!(
+            "{}:{}",
+            self.node_bin().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let kwok = self.spawn_logged(
             "kwok",
-            Command::new(self.bin.join("kwok")).args([
+            Command::new(self.bin.join("kwok")).env("PATH", path).args([
                 kc,
                 format!("--config={}", self.bin.join("kwok-stages.yaml").display()),
                 "--manage-all-nodes=false".into(),
                 format!("--manage-nodes-with-annotation-selector={KWOK_TAINT}=fake"),
-                // Addresses kwok reports for Pods and the node; nothing is ever sent to them.
+                // Pod addresses kwok reports; nothing is ever sent to them.
                 "--cidr=10.244.0.0/24".into(),
-                "--node-ip=10.244.1.1".into(),
+                // The node's kubelet API, where the API server sends exec and logs.
+                "--node-ip=127.0.0.1".into(),
+                format!("--node-port={kubelet_port}"),
+                format!("--server-address=127.0.0.1:{kubelet_port}"),
+                format!("--tls-cert-file={}", pki("apiserver.crt")),
+                format!("--tls-private-key-file={}", pki("apiserver.key")),
+                "--enable-crds=Exec,Logs".into(),
             ]),
         )?;
         let node = format!(
@@ -460,6 +532,81 @@ impl ControlPlane {
         anyhow::ensure!(
             out.status.success(),
             "annotating namespace {ns}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// A directory at the front of the PATH of commands run by exec on the kwok node: where a
+    /// test installs what the containers' images would hold.
+    pub fn node_bin(&self) -> PathBuf {
+        self.dir.join("node-bin")
+    }
+
+    /// Tells the kwok node what `exec` into Pod `ns/pod` does: for each listed container, the
+    /// requested command runs here, as this process's user, with the given variables added
+    /// to kwok's environment. Containers not listed refuse exec.
+    pub fn kwok_exec(
+        &self,
+        ns: &str,
+        pod: &str,
+        containers: &[(&str, &[(&str, &str)])],
+    ) -> anyhow::Result<()> {
+        let execs: Vec<serde_json::Value> = containers
+            .iter()
+            .map(|(c, envs)| {
+                let envs: Vec<_> = envs
+                    .iter()
+                    .map(|(n, v)| serde_json::json!({"name": n, "value": v}))
+                    .collect();
+                serde_json::json!({"containers": [c], "local": {"envs": envs}})
+            })
+            .collect();
+        self.apply_json(&serde_json::json!({
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "Exec",
+            "metadata": {"name": pod, "namespace": ns},
+            "spec": {"execs": execs},
+        }))
+    }
+
+    /// Tells the kwok node which local file (in the container runtime's log format) holds
+    /// each listed container's log for Pod `ns/pod`.
+    pub fn kwok_logs(
+        &self,
+        ns: &str,
+        pod: &str,
+        containers: &[(&str, &Path)],
+    ) -> anyhow::Result<()> {
+        let logs: Vec<serde_json::Value> = containers
+            .iter()
+            .map(|(c, f)| serde_json::json!({"containers": [c], "logsFile": f}))
+            .collect();
+        self.apply_json(&serde_json::json!({
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "Logs",
+            "metadata": {"name": pod, "namespace": ns},
+            "spec": {"logs": logs},
+        }))
+    }
+
+    fn apply_json(&self, object: &serde_json::Value) -> anyhow::Result<()> {
+        let mut apply = self
+            .kubectl()
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        apply
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(object.to_string().as_bytes())?;
+        let out = apply.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kubectl apply: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(())

@@ -179,6 +179,7 @@ impl World {
         let state = self.dir.path().join(format!("state-{port}"));
         let cfg = GitGateConfig {
             listen: format!("127.0.0.1:{port}"),
+            admin_listen: format!("127.0.0.1:{}", free_port()),
             state_dir: state.display().to_string(),
             remotes: vec![GateRemote {
                 name: "origin".into(),

