@@ -132,6 +132,12 @@ async fn exec_runs_claude_in_the_agent_and_logs_merge_every_container_by_time() 
     // No command: claude, in the agent container.
     let out = plugin_until(&r.ns, &["exec", "work"], "exec", |o| o.status.success()).await;
     assert_eq!(text(&out).trim(), "claude in agent, 0 arguments");
+    // Without a terminal it asks for none (kubectl would warn that it cannot use one).
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("TTY"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A command after `--` replaces it, arguments intact.
     let out = plugin(
         &r.ns,

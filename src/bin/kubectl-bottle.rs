@@ -1,6 +1,7 @@
 //! `kubectl bottle`: get into a bottle, see how it is doing, read its logs, fetch its CA.
 //! Installed on PATH as `kubectl-bottle`, kubectl runs it as `kubectl bottle ...`.
 
+use std::io::IsTerminal;
 use std::process::Command;
 
 use bottle_operator::api::Bottle;
@@ -133,8 +134,14 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 command
             };
+            // A terminal only when there is one (scripts and pipes get plain stdin).
+            let tty = if std::io::stdin().is_terminal() {
+                "-it"
+            } else {
+                "-i"
+            };
             let status = Command::new("kubectl")
-                .args(["exec", "-it", "-n", &ns, &pod, "-c", "agent", "--"])
+                .args(["exec", tty, "-n", &ns, &pod, "-c", "agent", "--"])
                 .args(&command)
                 .status()?;
             std::process::exit(status.code().unwrap_or(1));

@@ -99,6 +99,29 @@ pub fn kubelet_write(dir: &Path, files: &[(&str, &str)]) {
     }
 }
 
+/// Removes the working directories of control planes whose process is gone. A test binary
+/// keeps its control plane in a static, which is never dropped, so its directory (etcd data,
+/// logs: hundreds of MB) outlives it.
+fn remove_stale_dirs(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("bottle-cp-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// The fake node [`ControlPlane::start_kwok_node`] registers.
 pub const KWOK_NODE: &str = "kwok-node";
 /// The taint (and annotation) that marks the kwok node.
@@ -188,6 +211,7 @@ impl ControlPlane {
             std::env::var("BOTTLE_CP_DIR")
                 .unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
         );
+        remove_stale_dirs(&root);
         let dir = root.join(format!("bottle-cp-{}-{}", std::process::id(), free_port()));
         fs::create_dir_all(dir.join("pki"))?;
         let pki = pki()?;
