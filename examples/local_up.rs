@@ -56,6 +56,20 @@ fn main() -> anyhow::Result<()> {
     );
     let _node = cp.start_kwok_node()?;
     cp.tolerate_kwok_node("default")?;
+    // No storage provisioner runs here: a pre-made volume (never written, no container runs)
+    // lets kube-controller-manager bind the full bottle's workspace claim, as a provisioner
+    // would on kind or a real cluster.
+    eprintln!("==> creating a 10Gi PersistentVolume for the full bottle's workspace");
+    cp.apply_json(&serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": "local-workspace"},
+        "spec": {
+            "capacity": {"storage": "10Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": cp.dir.join("workspace")},
+        },
+    }))?;
 
     eprintln!("==> installing the Bottle CRD");
     run(&cp, &["apply", "-f", repo.join("crds").to_str().unwrap()])?;
@@ -127,27 +141,23 @@ fn main() -> anyhow::Result<()> {
         "    both Bottles applied in {:.2}s",
         t.elapsed().as_secs_f64()
     );
-    // The minimal bottle runs on the kwok node; the full one waits for a storage provisioner
-    // to bind its workspace claim, which this control plane does not have.
-    run(
-        &cp,
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "bottle/minimal",
-            "--timeout=60s",
-        ],
-    )
-    .with_context(|| {
-        format!(
-            "bottle minimal never ready; operator log: {}",
-            log.display()
+    // Both run on the kwok node, the full one once its workspace claim is bound.
+    for name in ["minimal", "full"] {
+        run(
+            &cp,
+            &[
+                "wait",
+                "--for=condition=Ready",
+                &format!("bottle/{name}"),
+                "--timeout=60s",
+            ],
         )
-    })?;
-    eprintln!(
-        "    minimal Ready after {:.2}s (on the kwok node)",
-        t.elapsed().as_secs_f64()
-    );
+        .with_context(|| format!("bottle {name} never ready; operator log: {}", log.display()))?;
+        eprintln!(
+            "    {name} Ready after {:.2}s (on the kwok node)",
+            t.elapsed().as_secs_f64()
+        );
+    }
 
     show(&cp, &["get", "bottles", "-o", "wide"])?;
     show(
@@ -199,9 +209,8 @@ fn main() -> anyhow::Result<()> {
         ],
     )?;
     println!(
-        "\nThe kwok node reports Pods running but runs no container: `minimal` shows the status a running\n\
-         bottle gets; `full` waits for a storage provisioner to bind its workspace claim. On kind or a\n\
-         real cluster the containers run (see README).\n"
+        "\nThe kwok node reports Pods running but runs no container: both bottles show the status a\n\
+         running bottle gets. On kind or a real cluster the containers run (see README).\n"
     );
 
     if stay {

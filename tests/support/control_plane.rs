@@ -309,7 +309,7 @@ impl ControlPlane {
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={kcm_port}"),
                 // Only what the operator's behaviour depends on; fewer controllers start faster.
-                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller".into(),
+                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,persistentvolume-binder-controller".into(),
             ]),
         )?;
         cp.wait_service_account("default")?;
@@ -614,7 +614,8 @@ impl ControlPlane {
         }))
     }
 
-    fn apply_json(&self, object: &serde_json::Value) -> anyhow::Result<()> {
+    /// `kubectl apply` of one object.
+    pub fn apply_json(&self, object: &serde_json::Value) -> anyhow::Result<()> {
         let mut apply = self
             .kubectl()
             .args(["apply", "-f", "-"])
