@@ -189,6 +189,13 @@ mod tests {
     }
 
     #[test]
+    fn each_kind_parses_back_from_the_argument_the_plugin_passes() {
+        for k in Kind::ALL {
+            assert_eq!(<Kind as clap::ValueEnum>::from_str(k.arg(), false), Ok(k));
+        }
+    }
+
+    #[test]
     fn the_status_address_is_read_even_from_a_refused_version() {
         let cfg = b"adminListen: 127.0.0.1:9091\nlisten: 127.0.0.1:9090\nroutes: 7\n";
         assert_eq!(
