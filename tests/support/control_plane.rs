@@ -308,7 +308,8 @@ impl ControlPlane {
                 format!("--cluster-signing-key-file={}", pf("ca.key")),
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={kcm_port}"),
-                // Only what the operator's behaviour depends on; fewer controllers start faster.
+                // Only what the operator's behaviour depends on (and the PV binder, so the
+                // main job's full bottle gets its workspace); fewer controllers start faster.
                 "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,persistentvolume-binder-controller".into(),
             ]),
         )?;
@@ -338,8 +339,9 @@ impl ControlPlane {
     /// no container runs. The node is tainted with [`KWOK_TAINT`], so only Pods of namespaces
     /// that tolerate it by default land there; every other Pod stays unscheduled, as before.
     /// kwok also serves the node's kubelet API: `exec` runs a local command and `logs` reads
-    /// a local file, as a test's kwok `Exec` and `Logs` objects say (see [`kwok_exec`] and
-    /// [`kwok_logs`]). The processes die with the calling thread.
+    /// a local file, as a test's kwok `Exec` and `Logs` objects say (see
+    /// [`Self::kwok_exec`] and [`Self::kwok_logs`]). The processes die with the calling
+    /// thread.
     pub fn start_kwok_node(&self) -> anyhow::Result<Vec<Child>> {
         let out = self
             .kubectl()
