@@ -72,16 +72,7 @@ fn main() -> anyhow::Result<()> {
     }))?;
 
     eprintln!("==> installing the Bottle CRD");
-    run(&cp, &["apply", "-f", repo.join("crds").to_str().unwrap()])?;
-    run(
-        &cp,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/bottles.bottle-operator.dev",
-            "--timeout=60s",
-        ],
-    )?;
+    cp.install_crds(&repo.join("crds"), &["bottles.bottle-operator.dev"])?;
 
     eprintln!("==> starting the operator");
     let log = cp.dir.join("operator.log");

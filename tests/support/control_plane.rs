@@ -343,31 +343,10 @@ impl ControlPlane {
     /// [`Self::kwok_exec`] and [`Self::kwok_logs`]). The processes die with the calling
     /// thread.
     pub fn start_kwok_node(&self) -> anyhow::Result<Vec<Child>> {
-        let out = self
-            .kubectl()
-            .args(["apply", "--server-side", "-f"])
-            .arg(self.bin.join("kwok-crds.yaml"))
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "installing kwok's CRDs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = self
-            .kubectl()
-            .args([
-                "wait",
-                "--for=condition=Established",
-                "crd/execs.kwok.x-k8s.io",
-                "crd/logs.kwok.x-k8s.io",
-                "--timeout=60s",
-            ])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "kwok's CRDs not established: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.install_crds(
+            &self.bin.join("kwok-crds.yaml"),
+            &["execs.kwok.x-k8s.io", "logs.kwok.x-k8s.io"],
+        )?;
         let kc = format!("--kubeconfig={}", self.kubeconfig.display());
         let kubelet_port = free_port();
         let pki = |f: &str| self.dir.join("pki").join(f).display().to_string();
@@ -614,6 +593,34 @@ impl ControlPlane {
             "metadata": {"name": pod, "namespace": ns},
             "spec": {"logs": logs},
         }))
+    }
+
+    /// Applies the CRDs in `path` (a file or directory) and waits until each of `names` is
+    /// established.
+    pub fn install_crds(&self, path: &Path, names: &[&str]) -> anyhow::Result<()> {
+        let out = self
+            .kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(path)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "installing CRDs from {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let crds: Vec<String> = names.iter().map(|n| format!("crd/{n}")).collect();
+        let out = self
+            .kubectl()
+            .args(["wait", "--for=condition=Established", "--timeout=60s"])
+            .args(&crds)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "CRDs not established: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
     }
 
     /// `kubectl apply` of one object.

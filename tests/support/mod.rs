@@ -30,30 +30,7 @@ pub fn cluster() -> &'static ControlPlane {
         std::thread::spawn(move || {
             let mut node = Vec::new();
             let started = ControlPlane::start().and_then(|cp| {
-                let out = cp
-                    .kubectl()
-                    .args(["apply", "-f"])
-                    .arg(repo().join("crds"))
-                    .output()?;
-                anyhow::ensure!(
-                    out.status.success(),
-                    "installing CRDs: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let out = cp
-                    .kubectl()
-                    .args([
-                        "wait",
-                        "--for=condition=Established",
-                        "crd/bottles.bottle-operator.dev",
-                        "--timeout=60s",
-                    ])
-                    .output()?;
-                anyhow::ensure!(
-                    out.status.success(),
-                    "CRD not established: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                cp.install_crds(&repo().join("crds"), &["bottles.bottle-operator.dev"])?;
                 // From the start, so the scheduler acts alike whichever test runs first.
                 node = cp.start_kwok_node()?;
                 Ok(cp)
