@@ -121,6 +121,7 @@ async fn exec_runs_claude_in_the_agent_and_logs_merge_every_container_by_time() 
     .unwrap();
     std::fs::set_permissions(&claude, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     install_on_node("claude", &claude);
+    // egress answers exec too, so landing in the wrong container shows in the output.
     let containers: Vec<(&str, Vec<(&str, &str)>)> = ["agent", "egress"]
         .into_iter()
         .map(|c| (c, vec![("KWOK_CONTAINER", c)]))
