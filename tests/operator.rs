@@ -801,3 +801,93 @@ async fn pod_state_reaches_the_bottle_status() {
         "{table}"
     );
 }
+
+#[tokio::test]
+async fn an_invalid_bottle_gets_nothing_written_and_forgets_its_backoff_when_deleted() {
+    let ns = namespace("nowrite");
+    let op = Operator::start(&ns);
+    let c = client().await;
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    let owned = |name: &str| {
+        kubectl_ok(&[
+            "-n",
+            &ns,
+            "get",
+            "pods,configmaps,secrets,networkpolicies,persistentvolumeclaims",
+            "-l",
+            &format!("bottle-operator.dev/bottle={name}"),
+            "-o",
+            "name",
+        ])
+    };
+    // A valid twin first: the label query finds what the operator writes, so an empty answer
+    // below means nothing was written, not a query that matches nothing.
+    api.create(&PostParams::default(), &new_bottle("good", json!({})))
+        .await
+        .unwrap();
+    wait_condition(&c, &ns, "good", "ConfigApplied", "True", "Applied").await;
+    let good = owned("good");
+    for kind in [
+        "pod/",
+        "configmap/",
+        "secret/good-ca",
+        "networkpolicy.networking.k8s.io/",
+    ] {
+        assert!(good.contains(kind), "valid twin lacks {kind}: {good}");
+    }
+
+    // Specs the API server admits but the operator must refuse, one per kind of mistake.
+    let cases = [
+        (
+            "env",
+            json!({"agent": {"env": [{"name": "HTTPS_PROXY", "value": "http://elsewhere:3128"}]}}),
+            "ReservedEnv",
+        ),
+        (
+            "workspace",
+            json!({"agent": {"workspace": {"size": "lots"}}}),
+            "InvalidWorkspace",
+        ),
+        (
+            "host",
+            json!({"egress": {"allow": ["10.0.0.1"]}}),
+            "InvalidHost",
+        ),
+        (
+            "dupe",
+            json!({"egress": {"routes": [{"host": "api.github.com"}, {"host": "API.github.com"}]}}),
+            "DuplicateRoute",
+        ),
+    ];
+    for (name, spec, reason) in &cases {
+        api.create(&PostParams::default(), &new_bottle(name, spec.clone()))
+            .await
+            .unwrap();
+        wait_condition(&c, &ns, name, "Ready", "False", reason).await;
+        eventually(&format!("{reason} Event"), WAIT, || async {
+            (!events_with_reason(&c, &ns, reason).await.is_empty()).then_some(())
+        })
+        .await;
+    }
+    for (name, _, reason) in &cases {
+        let o = owned(name);
+        assert!(o.trim().is_empty(), "{reason}: objects written: {o}");
+    }
+    eventually("every invalid Bottle in backoff", WAIT, || async {
+        (op.metric("bottle_operator_failing_bottles")? >= cases.len() as f64).then_some(())
+    })
+    .await;
+
+    for (name, _, _) in &cases {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    eventually("the deleted Bottles' backoff forgotten", WAIT, || async {
+        (op.metric("bottle_operator_failing_bottles")? == 0.0).then_some(())
+    })
+    .await;
+    assert!(
+        op.metric("bottle_operator_reconcile_duration_seconds_count{result=\"ok\"}")
+            .is_some_and(|n| n >= 1.0),
+        "reconcile durations are recorded"
+    );
+}

@@ -551,21 +551,24 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
     )
 }
 
-/// The workspace claim, if the Bottle asks for one.
-pub fn workspace_claim(b: &Bottle) -> Result<Option<PersistentVolumeClaim>, InvalidSpec> {
-    let Some(w) = &b.spec.agent.workspace else {
-        return Ok(None);
-    };
-    if !is_quantity(&w.size) {
-        return Err(InvalidSpec {
+/// Refuses a workspace size the API server would refuse in the claim.
+pub fn check_workspace(agent: &AgentSpec) -> Result<(), InvalidSpec> {
+    match &agent.workspace {
+        Some(w) if !is_quantity(&w.size) => Err(InvalidSpec {
             reason: Reason::InvalidWorkspace,
             message: format!(
                 "agent.workspace.size {:?} is not a quantity like 10Gi",
                 w.size
             ),
-        });
+        }),
+        _ => Ok(()),
     }
-    Ok(Some(PersistentVolumeClaim {
+}
+
+/// The workspace claim, if the Bottle asks for one (its size checked by [`check_workspace`]).
+pub fn workspace_claim(b: &Bottle) -> Option<PersistentVolumeClaim> {
+    let w = b.spec.agent.workspace.as_ref()?;
+    Some(PersistentVolumeClaim {
         metadata: meta::owned(b, meta::workspace_name(b)),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
@@ -577,7 +580,7 @@ pub fn workspace_claim(b: &Bottle) -> Result<Option<PersistentVolumeClaim>, Inva
             ..Default::default()
         }),
         status: None,
-    }))
+    })
 }
 
 fn is_quantity(s: &str) -> bool {

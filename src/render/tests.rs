@@ -39,7 +39,12 @@ fn minimal() -> Bottle {
 }
 
 fn render(b: &Bottle) -> Desired {
-    desired(b, &Settings::default(), FP).expect("renders")
+    render_with(b, &Settings::default(), FP)
+}
+
+/// Validates, then renders: the reconciler's order.
+fn render_with(b: &Bottle, settings: &Settings, fp: &str) -> Desired {
+    desired(b, validate(b).expect("valid"), settings, fp)
 }
 
 fn containers(p: &Pod) -> Vec<&Container> {
@@ -202,7 +207,7 @@ fn pull_settings_follow_each_image() {
         image_pull_secrets: vec!["registry".into()],
         ..Settings::default()
     };
-    let d = desired(&full(), &settings, FP).unwrap();
+    let d = render_with(&full(), &settings, FP);
     let spec = d.pod.spec.as_ref().unwrap();
     assert_eq!(
         spec.image_pull_secrets.as_ref().unwrap()[0].name,
@@ -663,9 +668,7 @@ fn template_hash_follows_the_pod_not_the_sidecar_config() {
     );
 
     assert_ne!(
-        desired(&b, &Settings::default(), "CC:DD")
-            .unwrap()
-            .template_hash,
+        render_with(&b, &Settings::default(), "CC:DD").template_hash,
         base,
         "a new CA rolls the Pod"
     );
@@ -682,7 +685,7 @@ fn network_policies_deny_ingress_and_private_egress() {
         ..Default::default()
     };
     let b = full();
-    let d = desired(&b, &settings, FP).unwrap();
+    let d = render_with(&b, &settings, FP);
     let [internal, egress] = &d.network_policies[..] else {
         panic!("two policies")
     };
@@ -785,27 +788,18 @@ fn reserved_agent_env_and_bad_workspace_sizes_are_refused() {
         name: "HTTPS_PROXY".into(),
         value: "http://evil".into(),
     });
-    assert_eq!(
-        desired(&b, &Settings::default(), FP).unwrap_err().reason,
-        Reason::ReservedEnv
-    );
+    assert_eq!(validate(&b).unwrap_err().reason, Reason::ReservedEnv);
     let mut b = minimal();
     b.spec.agent.workspace = Some(crate::api::WorkspaceSpec {
         size: "lots".into(),
         storage_class_name: None,
     });
-    assert_eq!(
-        desired(&b, &Settings::default(), FP).unwrap_err().reason,
-        Reason::InvalidWorkspace
-    );
+    assert_eq!(validate(&b).unwrap_err().reason, Reason::InvalidWorkspace);
     b.spec.agent.workspace = Some(crate::api::WorkspaceSpec {
         size: "1.5Gi".into(),
         storage_class_name: Some("fast".into()),
     });
-    let claim = desired(&b, &Settings::default(), FP)
-        .unwrap()
-        .workspace
-        .unwrap();
+    let claim = render_with(&b, &Settings::default(), FP).workspace.unwrap();
     assert_eq!(
         claim.spec.unwrap().storage_class_name.as_deref(),
         Some("fast")
