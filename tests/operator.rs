@@ -421,6 +421,12 @@ async fn the_api_server_rejects_what_the_schema_and_cel_rules_can_tell() {
             json!({"git": {"remotes": [{"name": "o", "url": "git@h.example:a.git", "sshKeySecretRef": {"name": "s", "key": "k"}, "knownHosts": ""}]}}),
             "knownHosts",
         ),
+        (
+            // Not built yet, so not accepted: a field that did nothing would mislead.
+            "supervise before it exists",
+            json!({"supervise": true}),
+            "unknown field \"spec.supervise\"",
+        ),
     ];
     for (what, spec, message) in cases {
         let doc = json!({"apiVersion": "bottle-operator.dev/v1alpha1", "kind": "Bottle", "metadata": {"name": "bad"}, "spec": spec});
