@@ -375,9 +375,8 @@ async fn deleting_a_bottle_collects_everything_it_owns() {
     .unwrap();
     eventually("Pod", WAIT, || pod(&c, &ns, "gone")).await;
     wait_condition(&c, &ns, "gone", "ConfigApplied", "True", "Applied").await;
-    api.delete("gone", &DeleteParams::default()).await.unwrap();
-    eventually("everything collected", WAIT, || async {
-        let left = kubectl_ok(&[
+    let owned = || {
+        kubectl_ok(&[
             "-n",
             &ns,
             "get",
@@ -386,8 +385,18 @@ async fn deleting_a_bottle_collects_everything_it_owns() {
             "bottle-operator.dev/bottle=gone",
             "-o",
             "name",
-        ]);
-        left.trim().is_empty().then_some(())
+        ])
+    };
+    // The query must see every owned kind first, or "empty after delete" would prove nothing.
+    let before = owned();
+    assert_eq!(
+        before.lines().count(),
+        5,
+        "Pod, ConfigMap, CA Secret, two policies: {before}"
+    );
+    api.delete("gone", &DeleteParams::default()).await.unwrap();
+    eventually("everything collected", WAIT, || async {
+        owned().trim().is_empty().then_some(())
     })
     .await;
 }
@@ -516,6 +525,18 @@ async fn a_missing_secret_is_reported_nothing_is_applied_and_its_arrival_heals()
         .unwrap();
     wait_condition(&c, &ns, "waits", "ConfigApplied", "True", "Applied").await;
     eventually("Pod", WAIT, || pod(&c, &ns, "waits")).await;
+    // The query that found nothing above finds the objects now, so its emptiness meant something.
+    let names = kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "pods,configmaps,secrets",
+        "-l",
+        "bottle-operator.dev/bottle=waits",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(names.lines().count(), 3, "{names}");
 }
 
 #[tokio::test]
