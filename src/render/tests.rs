@@ -575,11 +575,35 @@ fn each_sidecar_config_parses_with_its_own_type_and_points_at_files_it_mounts() 
     assert_eq!(pipelock.dlp.patterns[0].name, "Example Corp token");
     // The same patterns scan git pushes.
     assert_eq!(gate.rules[0].id, "example-corp-token");
-    assert!(
-        gate.gitleaks_toml()
-            .unwrap()
-            .contains("regex = '''excorp_[A-Za-z0-9]{32}'''")
-    );
+    let text = gate.gitleaks_toml().unwrap();
+    let back: crate::config::git_gate::GitleaksConfig = toml::from_str(&text).unwrap();
+    assert_eq!(back.rules[0].regex, "excorp_[A-Za-z0-9]{32}", "{text}");
+    assert!(back.extend.use_default);
+}
+
+#[test]
+fn gitleaks_config_quotes_any_regex_text() {
+    // Quotes of every kind and backslashes: TOML built with format! could not carry these.
+    let tricky = [r#"a'''b"#, r#"say "hi"\s+"#, r"\d{4}'", r"tab\tand\\"];
+    let gate = crate::config::git_gate::GitGateConfig {
+        listen: "127.0.0.1:1".into(),
+        admin_listen: "127.0.0.1:2".into(),
+        state_dir: "/tmp".into(),
+        remotes: vec![],
+        rules: tricky
+            .iter()
+            .enumerate()
+            .map(|(i, r)| crate::config::git_gate::ScanRule {
+                id: format!("r{i}"),
+                regex: (*r).into(),
+            })
+            .collect(),
+        allowlist: vec!["'''".into()],
+    };
+    let text = gate.gitleaks_toml().unwrap();
+    let back: crate::config::git_gate::GitleaksConfig = toml::from_str(&text).unwrap();
+    assert_eq!(back, gate.gitleaks_config().unwrap(), "{text}");
+    assert!(text.contains("useDefault = true"), "{text}");
 }
 
 #[test]
