@@ -449,18 +449,3 @@ fn is_dns_label(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
-
-/// Checks an operator-supplied CIDR (`10.96.0.0/12`, `fd00::/108`).
-pub fn check_cidr(cidr: &str) -> Result<(), String> {
-    let (addr, len) = cidr
-        .split_once('/')
-        .ok_or_else(|| format!("{cidr:?} is not a CIDR (addr/len)"))?;
-    let ip: std::net::IpAddr = addr
-        .parse()
-        .map_err(|_| format!("{cidr:?}: {addr:?} is not an IP address"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    match len.parse::<u8>() {
-        Ok(n) if n <= max => Ok(()),
-        _ => Err(format!("{cidr:?}: prefix length must be 0..={max}")),
-    }
-}

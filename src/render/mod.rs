@@ -34,7 +34,7 @@ pub struct Settings {
     /// Secrets (in each Bottle's namespace) the kubelet uses to pull the bottle images.
     pub image_pull_secrets: Vec<String>,
     /// Cluster CIDRs (pods, services, nodes) outside the private ranges, denied to bottles.
-    pub cluster_cidrs: Vec<String>,
+    pub cluster_cidrs: Vec<ipnet::IpNet>,
     /// Namespace of the cluster DNS pods.
     pub dns_namespace: String,
     /// Label selector (key, value) of the cluster DNS pods.

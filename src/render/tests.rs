@@ -705,7 +705,10 @@ fn template_hash_follows_the_pod_not_the_sidecar_config() {
 #[test]
 fn network_policies_deny_ingress_and_private_egress() {
     let settings = Settings {
-        cluster_cidrs: vec!["198.18.0.0/15".into(), "2001:db8::/64".into()],
+        cluster_cidrs: vec![
+            "198.18.0.0/15".parse().unwrap(),
+            "2001:db8::/64".parse().unwrap(),
+        ],
         ..Default::default()
     };
     let b = full();
@@ -880,4 +883,19 @@ fn specs_round_trip_through_the_crd_types() {
     let json = serde_json::to_value(&b.spec).unwrap();
     let back: BottleSpec = serde_json::from_value(json).unwrap();
     assert_eq!(back, b.spec);
+}
+
+#[test]
+fn operator_cidrs_are_parsed_whole_and_canonical() {
+    use super::network_policy::parse_cidr;
+    assert_eq!(
+        parse_cidr("10.96.0.0/12").unwrap().to_string(),
+        "10.96.0.0/12"
+    );
+    assert_eq!(parse_cidr("fd00::/108").unwrap().to_string(), "fd00::/108");
+    for bad in ["10.96.0.0", "10.96.0.0/33", "x/8", "fd00::/129", ""] {
+        assert!(parse_cidr(bad).is_err(), "{bad}");
+    }
+    let e = parse_cidr("10.96.0.1/12").unwrap_err();
+    assert!(e.contains("write 10.96.0.0/12"), "{e}");
 }
