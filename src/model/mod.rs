@@ -2,11 +2,10 @@
 //! they name. [`Policy::from_spec`] is the single place where a spec is checked; everything
 //! downstream (rendering, sidecars) works on values that are already valid.
 
-mod host;
 mod reason;
 mod remote;
 
-pub use host::{Host, HostPattern};
+pub use crate::config::host::{Host, HostError, HostPattern};
 pub use reason::Reason;
 pub use remote::SshUrl;
 
@@ -362,7 +361,7 @@ impl Policy {
     }
 }
 
-fn invalid_host(field: &str, value: &str, why: &str) -> InvalidSpec {
+fn invalid_host(field: &str, value: &str, why: &HostError) -> InvalidSpec {
     InvalidSpec::new(
         Reason::InvalidHost,
         format!("{field}: {value:?} is not a valid hostname: {why}"),
