@@ -2,6 +2,7 @@
 //! they name. [`Policy::from_spec`] is the single place where a spec is checked; everything
 //! downstream (rendering, sidecars) works on values that are already valid.
 
+pub mod dlp_regex;
 mod host;
 mod reason;
 mod remote;
@@ -296,7 +297,7 @@ impl Policy {
         }
 
         let mut dlp_patterns = Vec::new();
-        for p in &spec.dlp.patterns {
+        for (i, p) in spec.dlp.patterns.iter().enumerate() {
             if p.name.trim().is_empty() || p.regex.is_empty() {
                 return Err(InvalidSpec::new(
                     Reason::InvalidDlpPattern,
@@ -312,6 +313,13 @@ impl Policy {
                     ),
                 ));
             }
+            // pipelock and gitleaks compile it with Go's RE2: refuse what they would not.
+            dlp_regex::check(&p.regex).map_err(|why| {
+                InvalidSpec::new(
+                    Reason::InvalidDlpPattern,
+                    format!("spec.dlp.patterns[{i}].regex ({:?}) {why}", p.name),
+                )
+            })?;
             dlp_patterns.push(DlpPattern {
                 name: p.name.clone(),
                 regex: p.regex.clone(),

@@ -216,3 +216,43 @@ fn cidrs_are_checked() {
         assert!(check_cidr(bad).is_err(), "{bad}");
     }
 }
+
+fn spec_with_dlp(regexes: &[&str]) -> BottleSpec {
+    let mut s = spec_with_allow(&["example.com"]);
+    s.dlp.patterns = regexes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| crate::api::DlpPattern {
+            name: format!("p{i}"),
+            regex: r.to_string(),
+        })
+        .collect();
+    s
+}
+
+#[test]
+fn a_dlp_regex_re2_would_refuse_is_invalid_and_the_message_names_the_field() {
+    // The valid twin first, so the refusal below is about the regex alone.
+    let ok = Policy::from_spec(&spec_with_dlp(&[r"tok_\d{4}", "(?i)key"])).unwrap();
+    assert_eq!(ok.dlp_patterns.len(), 2);
+    for (bad, says) in [
+        ("tok(?=x)", "look-around"),
+        ("[a-z&&b]", "&&"),
+        (r"\<tok", r"\<"),
+        ("a{2000}", "1000"),
+    ] {
+        let e = Policy::from_spec(&spec_with_dlp(&["fine", bad])).unwrap_err();
+        assert_eq!(e.reason, Reason::InvalidDlpPattern, "{bad}");
+        assert!(
+            e.message.starts_with("spec.dlp.patterns[1].regex (\"p1\")"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains(says), "{}", e.message);
+        assert!(
+            e.message.contains("write") || e.message.contains("use"),
+            "{}",
+            e.message
+        );
+    }
+}
