@@ -199,7 +199,7 @@ fn class_item(item: &ClassSetItem) -> Result<(), String> {
         ClassSetItem::Unicode(u) => unicode(&u.kind),
         // The outermost class arrives through `bracketed`, so any class here is nested.
         ClassSetItem::Bracketed(_) => Err(nested_class()),
-        ClassSetItem::Union(u) => u.items.iter().try_for_each(|i| class_item(i)),
+        ClassSetItem::Union(u) => u.items.iter().try_for_each(class_item),
     }
 }
 
