@@ -28,10 +28,10 @@ fn full() -> Bottle {
 
 /// Egress only: the core sidecars and nothing else.
 fn minimal() -> Bottle {
-    let mut b: Bottle = serde_norway::from_str(
-        "apiVersion: bottle-operator.dev/v1alpha1\nkind: Bottle\nmetadata: {name: minimal}\n\
-         spec: {egress: {allow: [api.anthropic.com, registry.npmjs.org]}}\n",
-    )
+    // Shared with tests/pipelock_check.rs, which runs `pipelock check` on what it renders.
+    let mut b: Bottle = serde_norway::from_str(include_str!(
+        "../../tests/fixtures/bottle-render-minimal.yaml"
+    ))
     .unwrap();
     b.metadata.namespace = Some("team".into());
     b.metadata.uid = Some("uid-2".into());
