@@ -186,7 +186,7 @@ impl Policy {
             let p = HostPattern::parse(h).map_err(|e| invalid_host("egress.passthrough", h, &e))?;
             // A passthrough host still has to be reachable.
             allow.insert(p.clone());
-            passthrough.insert(p);
+            passthrough.extend(p.passthrough_entries());
         }
 
         let mut egress_routes = Vec::new();

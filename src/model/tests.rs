@@ -256,3 +256,14 @@ fn a_dlp_regex_re2_would_refuse_is_invalid_and_the_message_names_the_field() {
         );
     }
 }
+
+#[test]
+fn a_passthrough_wildcard_brings_its_apex_because_pipelock_splices_subdomains_only() {
+    let mut s = spec_with_allow(&[]);
+    s.egress.passthrough = vec!["*.example.org".into(), "api.example.com".into()];
+    let p = Policy::from_spec(&s).unwrap();
+    let got: Vec<String> = p.passthrough.iter().map(ToString::to_string).collect();
+    assert_eq!(got, ["api.example.com", "example.org", "*.example.org"]);
+    let allow: Vec<String> = p.allow.iter().map(ToString::to_string).collect();
+    assert_eq!(allow, ["api.example.com", "*.example.org"]);
+}

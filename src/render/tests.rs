@@ -863,3 +863,45 @@ fn specs_round_trip_through_the_crd_types() {
     let back: BottleSpec = serde_json::from_value(json).unwrap();
     assert_eq!(back, b.spec);
 }
+
+/// Before/after pairs from pipelock 2.3.0's strict reload (tests/pipelock_facts.rs): what it
+/// refuses rolls the Pod, what it applies live does not.
+#[test]
+fn pipelock_restart_key_changes_exactly_for_what_a_strict_reload_refuses() {
+    let base = config_map::pipelock_config(&Policy::from_spec(&full().spec).unwrap());
+    let key = pod::pipelock_restart_key(&base);
+    let edited = |f: &dyn Fn(&mut PipelockConfig)| {
+        let mut c = base.clone();
+        f(&mut c);
+        pod::pipelock_restart_key(&c)
+    };
+    // Applied live.
+    assert_eq!(edited(&|c| c.api_allowlist.push("crates.io".into())), key);
+    assert_eq!(edited(&|c| c.api_allowlist.clear()), key);
+    assert_eq!(
+        edited(&|c| c.request_body_scanning.action = "warn".into()),
+        key
+    );
+    // Refused: passthrough added, DLP pattern added, removed or changed.
+    assert_ne!(
+        edited(&|c| c
+            .tls_interception
+            .passthrough_domains
+            .push("x.example.com".into())),
+        key
+    );
+    assert_ne!(edited(&|c| c.dlp.patterns.clear()), key);
+    assert_ne!(
+        edited(&|c| {
+            let extra = c.dlp.patterns[0].clone();
+            c.dlp.patterns.push(crate::config::pipelock::DlpPattern {
+                name: "another".into(),
+                ..extra
+            })
+        }),
+        key
+    );
+    assert_ne!(edited(&|c| c.dlp.patterns[0].regex.push('x')), key);
+    assert_ne!(edited(&|c| c.request_body_scanning.enabled = false), key);
+    assert_ne!(edited(&|c| c.enforce = false), key);
+}
