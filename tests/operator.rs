@@ -900,3 +900,33 @@ async fn a_dlp_regex_re2_would_refuse_is_reported_and_nothing_is_created_for_it(
         );
     }
 }
+
+/// pipelock 2.3.0's strict reload refuses any DLP pattern change (tests/pipelock_facts.rs), so
+/// the operator rolls the Pod for it instead of leaving pipelock on the old patterns.
+#[tokio::test]
+async fn a_dlp_pattern_edit_replaces_the_pod_because_pipelock_would_refuse_it_live() {
+    let ns = namespace("dlp-roll");
+    let _op = Operator::start(&ns);
+    let c = client().await;
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    let spec = json!({"egress": {"allow": ["example.com"]},
+                      "dlp": {"patterns": [{"name": "a", "regex": "tok_[0-9]{6}"}]}});
+    api.create(&PostParams::default(), &new_bottle("roll", spec))
+        .await
+        .unwrap();
+    let first = eventually("Pod", WAIT, || pod(&c, &ns, "roll")).await;
+    wait_condition(&c, &ns, "roll", "ConfigApplied", "True", "Applied").await;
+
+    let patch = json!({"spec": {"dlp": {"patterns": [
+        {"name": "a", "regex": "tok_[0-9]{6}"}, {"name": "b", "regex": "key_[a-f0-9]{8}"}]}}});
+    api.patch("roll", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let replaced = eventually("a new Pod for the new DLP pattern", WAIT, || async {
+        let p = pod(&c, &ns, "roll").await?;
+        (p.uid() != first.uid()).then_some(p)
+    })
+    .await;
+    assert_ne!(replaced.uid(), first.uid());
+    assert!(!events_with_reason(&c, &ns, "PodReplacing").await.is_empty());
+}
