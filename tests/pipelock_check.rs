@@ -594,3 +594,19 @@ fn what_our_dialect_accepts_go_compiles_and_matches_alike_and_pipelock_and_gitle
     // Both sides of the implication were exercised.
     assert!(accepted >= 50 && differ >= 50, "{accepted} / {differ}");
 }
+
+/// pipelock's strict mode refuses an empty allowlist, which is why a Bottle with no hosts
+/// renders a name that never resolves (RFC 6761 `.invalid`) instead.
+#[test]
+fn strict_mode_refuses_an_empty_allowlist_so_a_bottle_without_hosts_renders_a_placeholder() {
+    let checker = Checker::new();
+    let mut cfg = config_map::pipelock_config(&policy_of(&BottleSpec::default()));
+    assert_eq!(cfg.api_allowlist, ["nothing.invalid"]);
+    checker.check(&cfg).unwrap();
+    cfg.api_allowlist.clear();
+    let e = checker.check(&cfg).unwrap_err();
+    assert!(
+        e.contains("strict mode requires at least one domain in api_allowlist"),
+        "{e}"
+    );
+}

@@ -438,6 +438,13 @@ const CASES: &[Case] = &[
         rolls: false,
     },
     Case {
+        what: "response_scanning.action block -> warn",
+        edit: |v| set(v, "response_scanning.action", "warn".into()),
+        reloads: true,
+        // Not listed as live in pod::PIPELOCK_LIVE_FIELDS (yet): it rolls, which is safe.
+        rolls: true,
+    },
+    Case {
         what: "removing a passthrough domain",
         edit: |v| set(v, "tls_interception.passthrough_domains", strings(&[])),
         reloads: true,
@@ -491,11 +498,17 @@ const CASES: &[Case] = &[
 fn strict_mode_reload_refuses_widening_and_any_dlp_change_and_accepts_allowlist_edits() {
     let w = World::new();
     let base = spec(&[SUB, OTHER], &[APEX], &["tok_[0-9]{6}"]);
-    let base_cfg = w.config(&base, |v| set(v, "api_allowlist", strings(&[SUB, APEX])));
+    // Response scanning as a block is set here whether or not the renderer writes it yet.
+    let base_edit = |v: &mut Value| {
+        set(v, "api_allowlist", strings(&[SUB, APEX]));
+        set(v, "response_scanning.enabled", true.into());
+        set(v, "response_scanning.action", "block".into());
+    };
+    let base_cfg = w.config(&base, base_edit);
     for case in CASES {
         let _p = w.pipelock(&base_cfg);
         let new = w.config(&base, |v| {
-            set(v, "api_allowlist", strings(&[SUB, APEX]));
+            base_edit(v);
             (case.edit)(v)
         });
         let verdict = w.reload(&new);
@@ -569,4 +582,37 @@ fn the_pod_rolls_exactly_for_the_changes_a_reload_refuses() {
         seen.insert(case.what);
     }
     assert!(seen.len() >= 6, "{seen:?}");
+}
+
+#[test]
+fn dlp_patterns_match_case_insensitively_in_intercepted_bodies() {
+    let w = World::new();
+    let _p = w.pipelock(&w.config(&spec(&[SUB], &[], &["tok_[0-9]{6}"]), |_| {}));
+    let post = |body: &str| {
+        w.curl(&[
+            "-x",
+            &format!("http://127.0.0.1:{PORT}"),
+            "--cacert",
+            w.path("ca.crt").to_str().unwrap(),
+            "-d",
+            body,
+            "-w",
+            "\n%{http_code}",
+            &format!("https://{SUB}/"),
+        ])
+        .1
+    };
+    // Positive control: a clean body reaches the origin.
+    assert!(post("note=hello").starts_with("origin\n200"));
+    for secret in ["note=tok_123456", "note=TOK_123456"] {
+        let out = post(secret);
+        assert!(
+            !out.contains("origin"),
+            "{secret} reached the origin: {out}"
+        );
+        println!(
+            "pipelock 2.3.0 body DLP on {secret}: HTTP {}",
+            out.lines().last().unwrap_or("")
+        );
+    }
 }
