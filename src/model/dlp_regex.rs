@@ -9,8 +9,8 @@
 //! What pipelock does differently anyway, even for patterns accepted here: it matches
 //! case-insensitively, prefixing `(?i)` to every DLP pattern that does not already start with
 //! it (internal/scanner/scanner.go, `New`), while gitleaks matches them as written. `\d`, `\w`,
-//! `\s` and `\b` are ASCII-only in Go and Unicode-aware in Rust; the scanners are Go, so the
-//! ASCII reading is the one that counts.
+//! `\s` and `\b` are ASCII-only in Go and Unicode-aware in Rust, and Go's `\s` leaves out the
+//! vertical tab (`[\t\n\f\r ]`); the scanners are Go, so Go's reading is the one that counts.
 
 use regex_syntax::ast::{
     self, AssertionKind, Ast, ClassSet, ClassSetItem, ClassUnicodeKind, ErrorKind, Flag,
