@@ -918,3 +918,132 @@ async fn an_invalid_bottle_gets_nothing_written_and_forgets_its_backoff_when_del
         "reconcile durations are recorded"
     );
 }
+
+#[tokio::test]
+async fn a_dlp_regex_re2_would_refuse_is_reported_and_nothing_is_created_for_it() {
+    let ns = namespace("dlp-re2");
+    let _op = Operator::start(&ns);
+    let c = client().await;
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    let spec = |regex: &str| {
+        json!({"egress": {"allow": ["example.com"]},
+               "dlp": {"patterns": [{"name": "token", "regex": regex}]}})
+    };
+    let owned =
+        |name: &str| ListParams::default().labels(&format!("app.kubernetes.io/instance={name}"));
+
+    // The valid twin first: it gets its objects, so the label query below can find some.
+    api.create(
+        &PostParams::default(),
+        &new_bottle("twin", spec(r"tok_\d{4}")),
+    )
+    .await
+    .unwrap();
+    eventually("the twin's Pod", WAIT, || pod(&c, &ns, "twin")).await;
+    for n in [
+        Api::<ConfigMap>::namespaced(c.clone(), &ns)
+            .list(&owned("twin"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        Api::<Secret>::namespaced(c.clone(), &ns)
+            .list(&owned("twin"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        Api::<Pod>::namespaced(c.clone(), &ns)
+            .list(&owned("twin"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+    ] {
+        assert!(n > 0, "the twin owns a ConfigMap, a Secret and a Pod");
+    }
+
+    // Look-ahead parses in neither RE2 nor Rust; `&&` parses in both but means different things.
+    for (name, regex, says) in [
+        ("ahead", "tok_(?=[0-9])", "look-around"),
+        ("and", "[a-z&&[^x]]", "&&"),
+    ] {
+        api.create(&PostParams::default(), &new_bottle(name, spec(regex)))
+            .await
+            .unwrap();
+        let b = wait_condition(&c, &ns, name, "Ready", "False", "InvalidDlpPattern").await;
+        let msg = b
+            .status
+            .unwrap()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .message;
+        assert!(
+            msg.contains("spec.dlp.patterns[0].regex") && msg.contains(says),
+            "{msg}"
+        );
+        eventually("the InvalidDlpPattern Event", WAIT, || async {
+            let evs = events_with_reason(&c, &ns, "InvalidDlpPattern").await;
+            evs.iter()
+                .any(|e| e.involved_object.name.as_deref() == Some(name))
+                .then_some(())
+        })
+        .await;
+        assert!(
+            Api::<ConfigMap>::namespaced(c.clone(), &ns)
+                .list(&owned(name))
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        assert!(
+            Api::<Secret>::namespaced(c.clone(), &ns)
+                .list(&owned(name))
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        assert!(
+            Api::<Pod>::namespaced(c.clone(), &ns)
+                .list(&owned(name))
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+    }
+}
+
+/// pipelock 2.3.0's strict reload refuses any DLP pattern change (tests/pipelock_facts.rs), so
+/// the operator rolls the Pod for it instead of leaving pipelock on the old patterns.
+#[tokio::test]
+async fn a_dlp_pattern_edit_replaces_the_pod_because_pipelock_would_refuse_it_live() {
+    let ns = namespace("dlp-roll");
+    let _op = Operator::start(&ns);
+    let c = client().await;
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    let spec = json!({"egress": {"allow": ["example.com"]},
+                      "dlp": {"patterns": [{"name": "a", "regex": "tok_[0-9]{6}"}]}});
+    api.create(&PostParams::default(), &new_bottle("roll", spec))
+        .await
+        .unwrap();
+    let first = eventually("Pod", WAIT, || pod(&c, &ns, "roll")).await;
+    wait_condition(&c, &ns, "roll", "ConfigApplied", "True", "Applied").await;
+
+    let patch = json!({"spec": {"dlp": {"patterns": [
+        {"name": "a", "regex": "tok_[0-9]{6}"}, {"name": "b", "regex": "key_[a-f0-9]{8}"}]}}});
+    api.patch("roll", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let replaced = eventually("a new Pod for the new DLP pattern", WAIT, || async {
+        let p = pod(&c, &ns, "roll").await?;
+        (p.uid() != first.uid()).then_some(p)
+    })
+    .await;
+    assert_ne!(replaced.uid(), first.uid());
+    assert!(!events_with_reason(&c, &ns, "PodReplacing").await.is_empty());
+}

@@ -86,7 +86,8 @@ impl fmt::Display for Host {
     }
 }
 
-/// An allowlist entry: an exact host or `*.domain` (which pipelock also matches at the apex).
+/// An allowlist entry: an exact host or `*.domain` (which pipelock's allowlist also matches at
+/// the apex; its passthrough list does not, see [`HostPattern::passthrough_entries`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum HostPattern {
     /// Exactly this host.
@@ -108,6 +109,18 @@ impl HostPattern {
             }
             None if raw.contains('*') => Err(HostError::UnsupportedGlob),
             None => Host::parse(raw).map(Self::Exact),
+        }
+    }
+}
+
+impl HostPattern {
+    /// The entries a passthrough pattern needs: pipelock 2.3.0 splices `*.d` for subdomains
+    /// only (proxy/intercept.go `isPassthrough`, observed in tests/pipelock_facts.rs) while
+    /// egress and pipelock's allowlist also match `d`, so a wildcard brings its apex along.
+    pub fn passthrough_entries(&self) -> Vec<HostPattern> {
+        match self {
+            Self::Exact(_) => vec![self.clone()],
+            Self::Wildcard(d) => vec![self.clone(), Self::Exact(d.clone())],
         }
     }
 }

@@ -2,6 +2,7 @@
 //! they name. [`Policy::from_spec`] is the single place where a spec is checked; everything
 //! downstream (rendering, sidecars) works on values that are already valid.
 
+pub mod dlp_regex;
 mod reason;
 mod remote;
 
@@ -184,7 +185,7 @@ impl Policy {
             let p = HostPattern::parse(h).map_err(|e| invalid_host("egress.passthrough", h, &e))?;
             // A passthrough host still has to be reachable.
             allow.insert(p.clone());
-            passthrough.insert(p);
+            passthrough.extend(p.passthrough_entries());
         }
 
         let mut egress_routes = Vec::new();
@@ -295,7 +296,7 @@ impl Policy {
         }
 
         let mut dlp_patterns = Vec::new();
-        for p in &spec.dlp.patterns {
+        for (i, p) in spec.dlp.patterns.iter().enumerate() {
             if p.name.trim().is_empty() || p.regex.is_empty() {
                 return Err(InvalidSpec::new(
                     Reason::InvalidDlpPattern,
@@ -311,6 +312,13 @@ impl Policy {
                     ),
                 ));
             }
+            // pipelock and gitleaks compile it with Go's RE2: refuse what they would not.
+            dlp_regex::check(&p.regex).map_err(|why| {
+                InvalidSpec::new(
+                    Reason::InvalidDlpPattern,
+                    format!("spec.dlp.patterns[{i}].regex ({:?}) {why}", p.name),
+                )
+            })?;
             dlp_patterns.push(DlpPattern {
                 name: p.name.clone(),
                 regex: p.regex.clone(),

@@ -28,10 +28,10 @@ fn full() -> Bottle {
 
 /// Egress only: the core sidecars and nothing else.
 fn minimal() -> Bottle {
-    let mut b: Bottle = serde_norway::from_str(
-        "apiVersion: bottle-operator.dev/v1alpha1\nkind: Bottle\nmetadata: {name: minimal}\n\
-         spec: {egress: {allow: [api.anthropic.com, registry.npmjs.org]}}\n",
-    )
+    // Shared with tests/pipelock_check.rs, which runs `pipelock check` on what it renders.
+    let mut b: Bottle = serde_norway::from_str(include_str!(
+        "../../tests/fixtures/bottle-render-minimal.yaml"
+    ))
     .unwrap();
     b.metadata.namespace = Some("team".into());
     b.metadata.uid = Some("uid-2".into());
@@ -898,4 +898,46 @@ fn operator_cidrs_are_parsed_whole_and_canonical() {
     }
     let e = parse_cidr("10.96.0.1/12").unwrap_err();
     assert!(e.contains("write 10.96.0.0/12"), "{e}");
+}
+
+/// Before/after pairs from pipelock 2.3.0's strict reload (tests/pipelock_facts.rs): what it
+/// refuses rolls the Pod, what it applies live does not.
+#[test]
+fn pipelock_restart_key_changes_exactly_for_what_a_strict_reload_refuses() {
+    let base = config_map::pipelock_config(&Policy::from_spec(&full().spec).unwrap());
+    let key = pod::pipelock_restart_key(&base);
+    let edited = |f: &dyn Fn(&mut PipelockConfig)| {
+        let mut c = base.clone();
+        f(&mut c);
+        pod::pipelock_restart_key(&c)
+    };
+    // Applied live.
+    assert_eq!(edited(&|c| c.api_allowlist.push("crates.io".into())), key);
+    assert_eq!(edited(&|c| c.api_allowlist.clear()), key);
+    assert_eq!(
+        edited(&|c| c.request_body_scanning.action = "warn".into()),
+        key
+    );
+    // Refused: passthrough added, DLP pattern added, removed or changed.
+    assert_ne!(
+        edited(&|c| c
+            .tls_interception
+            .passthrough_domains
+            .push("x.example.com".into())),
+        key
+    );
+    assert_ne!(edited(&|c| c.dlp.patterns.clear()), key);
+    assert_ne!(
+        edited(&|c| {
+            let extra = c.dlp.patterns[0].clone();
+            c.dlp.patterns.push(crate::config::pipelock::DlpPattern {
+                name: "another".into(),
+                ..extra
+            })
+        }),
+        key
+    );
+    assert_ne!(edited(&|c| c.dlp.patterns[0].regex.push('x')), key);
+    assert_ne!(edited(&|c| c.request_body_scanning.enabled = false), key);
+    assert_ne!(edited(&|c| c.enforce = false), key);
 }
