@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod forward;
 pub mod headers;
+pub mod refusal;
 pub mod reload;
 pub mod tls;
 pub mod upstream;
