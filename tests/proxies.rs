@@ -977,6 +977,7 @@ async fn egress_relays_pipelocks_refusals_to_the_agent_and_counts_them() {
     });
     let mut cfg = b.egress_config(routes, vec!["passthrough.example".into()]);
     cfg.upstream_proxy = Some(pl.proxy());
+    cfg.ports.push(80); // for the absolute-form http:// request below
     let e = Sidecar::egress(&b, &cfg).await;
 
     // Positive control: a host both allow reaches the origin through pipelock's interception,
@@ -1037,6 +1038,21 @@ async fn egress_relays_pipelocks_refusals_to_the_agent_and_counts_them() {
     assert_eq!(
         (code, body.contains("domain not in allowlist")),
         (403, true),
+        "{body}"
+    );
+    // An absolute-form http:// request to it (egress tunnels it through pipelock too).
+    let (code, body) = curl(&[
+        "-i",
+        "--proxy",
+        &e.proxy(),
+        "http://intercepted.example/plain",
+    ])
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("x-bottle-denied-by: pipelock")
+            && body.contains("CONNECT blocked: domain not in allowlist: intercepted.example"),
         "{body}"
     );
     // A WebSocket upgrade to that host: refused the same way (the HTTP/1.1-only client).
@@ -1100,16 +1116,16 @@ async fn egress_relays_pipelocks_refusals_to_the_agent_and_counts_them() {
     assert!(warned, "{}", e.logs());
 
     let m = e.admin_get("/metrics").await;
-    // 2 CONNECTs (raw and curl), 3 intercepted requests (h1, h2, WebSocket), 1 header DLP.
+    // 2 CONNECTs (raw and curl), 4 requests (h1, h2, http://, WebSocket), 1 header DLP.
     assert_eq!(
         metric(&m, "egress_denials_total{by=\"pipelock\"}"),
-        6,
+        7,
         "{m}"
     );
     assert_eq!(metric(&m, "egress_denials_total{by=\"egress\"}"), 1, "{m}");
     assert_eq!(
         metric(&m, "egress_requests_total{outcome=\"denied\"}"),
-        7,
+        8,
         "{m}"
     );
     assert_eq!(
@@ -1143,7 +1159,7 @@ async fn egress_relays_pipelocks_refusals_to_the_agent_and_counts_them() {
     );
     assert_eq!(
         metric(&m, "egress_denials_total{by=\"pipelock\"}"),
-        6,
+        7,
         "{m}"
     );
 }
