@@ -218,7 +218,7 @@ impl Egress {
             return r.response(&what);
         }
         self.metrics.count("error");
-        let text = crate::proxy::forward::chain(e);
+        let text = crate::proxy::error_chain(e);
         tracing::warn!(host, port, error = %text, "passthrough upstream unreachable");
         deny(
             StatusCode::BAD_GATEWAY,

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use super::headers::{Injection, is_upgrade, strip_hop_by_hop};
 use super::refusal::{self, BODY_LIMIT, DENIED_BY, NEXT_PROXY};
 use super::upstream::UpstreamClient;
-use super::{BoxError, ProxyBody, deny, full};
+use super::{BoxError, ProxyBody, deny, error_chain, full};
 
 /// Where requests go: the clients, and whether they reach origins through the next proxy.
 pub struct Upstream {
@@ -160,24 +160,16 @@ fn failed(e: &hyper_util::client::legacy::Error, host: &str, what: &str) -> Forw
             outcome,
         };
     }
-    tracing::warn!(host, error = %e, source = ?std::error::Error::source(e), "upstream request failed");
+    tracing::warn!(host, error = %error_chain(e), "upstream request failed");
     Forwarded {
         response: deny(
             StatusCode::BAD_GATEWAY,
-            &format!("upstream unreachable: {}", chain(e)),
+            // The client's own text ("client error (Connect)") says less than its source.
+            &format!(
+                "upstream unreachable: {}",
+                std::error::Error::source(e).map_or_else(|| e.to_string(), error_chain)
+            ),
         ),
         outcome: Outcome::Error,
     }
-}
-
-/// An error and its sources on one line (hyper's own text alone is "client error (Connect)").
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
 }

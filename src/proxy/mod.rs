@@ -39,6 +39,24 @@ pub fn deny(status: http::StatusCode, reason: &str) -> http::Response<ProxyBody>
         .expect("static response parts are valid")
 }
 
+/// An error and its sources on one line (hyper's own text alone is "client error (Connect)"),
+/// a source that repeats its parent's text said once.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e.to_string();
+    let mut out = last.clone();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if text != last {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        next = s.source();
+    }
+    out
+}
+
 /// Installs the ring crypto provider for rustls once per process.
 pub fn init_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -33,11 +33,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// origin before it answers, so this covers its DNS (5 s ceiling) and dial too.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Why a tunnel through the next proxy did not open.
+/// Why a tunnel through the next proxy did not open. The text leaves the cause to `source`
+/// ([`super::error_chain`] prints both).
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
     /// No TCP connection to the next proxy (it is down, or not listening yet).
-    #[error("the next proxy ({NEXT_PROXY}) at {proxy} is unreachable: {source}")]
+    #[error("the next proxy ({NEXT_PROXY}) at {proxy} is unreachable")]
     Unreachable {
         /// The proxy's address.
         proxy: String,
@@ -56,7 +57,7 @@ pub enum TunnelError {
         target: String,
     },
     /// The CONNECT exchange broke (connection closed, malformed answer).
-    #[error("CONNECT {target} through the next proxy ({NEXT_PROXY}) at {proxy} failed: {source}")]
+    #[error("CONNECT {target} through the next proxy ({NEXT_PROXY}) at {proxy} failed")]
     Handshake {
         /// The proxy's address.
         proxy: String,
