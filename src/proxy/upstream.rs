@@ -344,3 +344,112 @@ pub fn clients(connector: Connector, roots: RootCertStore) -> (UpstreamClient, U
     let build = |c| Client::builder(TokioExecutor::new()).build(c);
     (build(any), build(h1))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use futures::StreamExt;
+    use http::{Response, StatusCode};
+    use http_body_util::{Full, StreamBody};
+    use hyper::body::Frame;
+    use hyper::service::service_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::proxy::refusal;
+
+    /// A stand-in next proxy on loopback (pipelock never sends what these tests need: an
+    /// endless refusal body): refuses `big.example`, tunnels anything else to an echo.
+    async fn stand_in_proxy() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let svc = service_fn(|mut req: Request<hyper::body::Incoming>| async move {
+                        if req.uri().host() == Some("big.example") {
+                            // 8 KiB, then a body that never ends: reading past the bound
+                            // would wait for it until the answer timeout.
+                            let mut first = b"CONNECT blocked: too big\n".to_vec();
+                            first.resize(8 * 1024, b'x');
+                            let frames = futures::stream::iter([Ok::<_, Infallible>(Frame::data(
+                                bytes::Bytes::from(first),
+                            ))])
+                            .chain(futures::stream::pending());
+                            return Ok::<_, Infallible>(
+                                Response::builder()
+                                    .status(StatusCode::FORBIDDEN)
+                                    .header("x-pipelock-hint", "a hint")
+                                    .body(BodyExt::boxed(StreamBody::new(frames)))
+                                    .unwrap(),
+                            );
+                        }
+                        let on = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let mut io = TokioIo::new(on.await.unwrap());
+                            let mut buf = [0u8; 5];
+                            io.read_exact(&mut buf).await.unwrap();
+                            io.write_all(&buf).await.unwrap();
+                        });
+                        Ok(Response::new(BodyExt::boxed(
+                            Full::new(bytes::Bytes::new()),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_refusal_keeps_status_first_line_and_hint_and_reads_at_most_the_bound() {
+        let proxy = stand_in_proxy().await;
+        let c = Connector::new(Some(&format!("http://{proxy}"))).unwrap();
+        let err = c.connect("big.example", 443).await.err().unwrap();
+        let r = refusal::find(err.as_ref()).expect("a Refused in the chain");
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert_eq!(r.target, "big.example:443");
+        assert_eq!(r.reason, "CONNECT blocked: too big");
+        assert_eq!(
+            r.relayed,
+            vec![("x-pipelock-hint", "a hint".parse().unwrap())]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_accepted_connect_is_a_byte_stream() {
+        let proxy = stand_in_proxy().await;
+        let c = Connector::new(Some(&format!("http://{proxy}"))).unwrap();
+        let mut s = c.connect("echo.example", 443).await.unwrap();
+        s.write_all(b"hello").await.unwrap();
+        let mut back = [0u8; 5];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"hello");
+    }
+
+    #[tokio::test]
+    async fn a_dead_proxy_is_unreachable_not_refused() {
+        // A port just released: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Connector::new(Some(&format!("http://127.0.0.1:{port}"))).unwrap();
+        let err = c.connect("a.example", 443).await.err().unwrap();
+        assert!(refusal::find(err.as_ref()).is_none());
+        let text = crate::proxy::error_chain(err.as_ref());
+        assert!(
+            text.starts_with(&format!(
+                "the next proxy (pipelock) at 127.0.0.1:{port} is unreachable: "
+            )),
+            "{text}"
+        );
+    }
+}
