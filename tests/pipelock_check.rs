@@ -261,7 +261,11 @@ fn bottle() -> impl Strategy<Value = BottleSpec> {
         prop::collection::btree_map(
             domain(),
             (
-                prop::collection::vec("/[a-z0-9/_.-]{0,12}", 0..3),
+                // Prefixes in the normal form egress compares (no dot segments, no empty ones).
+                prop::collection::vec(
+                    "/([a-z0-9_-][a-z0-9_.-]{0,5}/){0,2}([a-z0-9_-][a-z0-9_.-]{0,5})?",
+                    0..3,
+                ),
                 prop::option::of(auth()),
             ),
             0..3,

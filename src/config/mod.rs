@@ -8,6 +8,7 @@ pub mod egress;
 pub mod git_gate;
 pub mod host;
 pub mod layout;
+pub mod path;
 pub mod pipelock;
 
 use serde::{Deserialize, Serialize};

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use http::Uri;
 
 use crate::config::cred_proxy::CredProxyConfig;
-use crate::egress::policy::{Deny, normalize_path};
+use crate::config::path::{AmbiguousPath, normalize};
 use crate::proxy::headers::Injection;
 
 /// Why cred-proxy refuses a request.
@@ -18,7 +18,7 @@ pub enum Refusal {
     /// Pushes go through git-gate, where they are secret-scanned.
     GitPush,
     /// The path is ambiguous.
-    Path(Deny),
+    Path(AmbiguousPath),
 }
 
 impl std::fmt::Display for Refusal {
@@ -104,7 +104,7 @@ impl Routes {
             .routes
             .get(name)
             .ok_or_else(|| Refusal::UnknownRoute(name.to_string()))?;
-        let rest = normalize_path(&rest).map_err(Refusal::Path)?;
+        let rest = normalize(&rest).map_err(Refusal::Path)?;
         if is_git_push(&rest, query) {
             return Err(Refusal::GitPush);
         }
@@ -113,7 +113,7 @@ impl Routes {
         let authority = route.base.authority().expect("checked at compile").as_str();
         let uri = format!("https://{authority}{base_path}{rest}{q}")
             .parse()
-            .map_err(|_| Refusal::Path(Deny::AmbiguousPath(rest)))?;
+            .map_err(|_| Refusal::Path(AmbiguousPath(rest)))?;
         Ok((uri, &route.inject))
     }
 }

@@ -119,62 +119,10 @@ fn pattern_matches(p: &HostPattern, host: &str) -> bool {
     }
 }
 
-/// Decodes and normalises a request path (no query), refusing anything whose meaning could
-/// differ between this proxy and the upstream: encoded `/`, `\` or `%` after one decoding
-/// (double encoding), NUL, and `..` that would climb above the root.
+/// [`crate::config::path::normalize`], as egress's refusal.
 pub fn normalize_path(raw: &str) -> Result<String, Deny> {
-    let ambiguous = || Deny::AmbiguousPath(raw.to_string());
-    if !raw.starts_with('/') {
-        return Err(ambiguous());
-    }
-    let mut out: Vec<String> = Vec::new();
-    let segments: Vec<&str> = raw[1..].split('/').collect();
-    let last = segments.len() - 1;
-    let mut trailing_slash = false;
-    for (i, seg) in segments.iter().enumerate() {
-        let decoded = percent_encoding::percent_decode_str(seg)
-            .decode_utf8()
-            .map_err(|_| ambiguous())?;
-        if decoded.contains(['/', '\\', '%', '\0']) {
-            return Err(ambiguous());
-        }
-        match decoded.as_ref() {
-            "" | "." => trailing_slash = i == last,
-            ".." => {
-                out.pop().ok_or_else(ambiguous)?;
-                trailing_slash = i == last;
-            }
-            s => {
-                out.push(s.to_string());
-                trailing_slash = false;
-            }
-        }
-    }
-    let mut path = String::from("/");
-    path.push_str(
-        &out.iter()
-            .map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
-            .collect::<Vec<_>>()
-            .join("/"),
-    );
-    if trailing_slash && path.len() > 1 {
-        path.push('/');
-    }
-    Ok(path)
+    crate::config::path::normalize(raw).map_err(|e| Deny::AmbiguousPath(e.0))
 }
-
-/// Characters re-encoded in a path segment (RFC 3986 pchar complement).
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}')
-    .add(b'%');
 
 fn path_allowed(allowed: &[String], path: &str) -> bool {
     allowed.is_empty()

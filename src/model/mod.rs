@@ -178,11 +178,11 @@ impl Policy {
     pub fn from_spec(spec: &BottleSpec) -> Result<Self, InvalidSpec> {
         let mut allow = BTreeSet::new();
         for h in &spec.egress.allow {
-            allow.insert(HostPattern::parse(h).map_err(|e| invalid_host("egress.allow", h, &e))?);
+            allow.insert(public_pattern("egress.allow", h)?);
         }
         let mut passthrough = BTreeSet::new();
         for h in &spec.egress.passthrough {
-            let p = HostPattern::parse(h).map_err(|e| invalid_host("egress.passthrough", h, &e))?;
+            let p = public_pattern("egress.passthrough", h)?;
             // A passthrough host still has to be reachable.
             allow.insert(p.clone());
             passthrough.extend(p.passthrough_entries());
@@ -191,8 +191,7 @@ impl Policy {
         let mut egress_routes = Vec::new();
         let mut seen = BTreeSet::new();
         for r in &spec.egress.routes {
-            let host = Host::parse(&r.host)
-                .map_err(|e| invalid_host("egress.routes[].host", &r.host, &e))?;
+            let host = public_host("egress.routes[].host", &r.host)?;
             if !seen.insert(host.clone()) {
                 return Err(InvalidSpec::new(
                     Reason::DuplicateRoute,
@@ -202,14 +201,7 @@ impl Policy {
                 ));
             }
             for p in &r.paths {
-                if !p.starts_with('/') || p.contains(char::is_whitespace) {
-                    return Err(InvalidSpec::new(
-                        Reason::InvalidPath,
-                        format!(
-                            "egress route {host} path {p:?} must start with '/' and contain no spaces"
-                        ),
-                    ));
-                }
+                check_route_path(&host, p)?;
             }
             allow.insert(HostPattern::Exact(host.clone()));
             egress_routes.push(EgressRoute {
@@ -239,7 +231,11 @@ impl Policy {
             }
             let upstream = parse_upstream(&r.name, &r.upstream)?;
             let host = Host::parse(upstream.host_str().unwrap_or_default())
-                .map_err(|e| invalid_host("credProxy.routes[].upstream", &r.upstream, &e))?;
+                .map_err(|e| invalid_host("credProxy.routes[].upstream", &r.upstream, &e))
+                .and_then(|h| {
+                    check_public("credProxy.routes[].upstream", &r.upstream, &h)?;
+                    Ok(h)
+                })?;
             let port = upstream.port_or_known_default().unwrap_or(443);
             allow.insert(HostPattern::Exact(host.clone()));
             cred_routes.push(CredRoute {
@@ -366,6 +362,73 @@ impl Policy {
         ports.extend(self.cred_routes.iter().map(|r| r.port));
         ports.extend(self.remotes.iter().map(|r| r.url.port));
         ports
+    }
+}
+
+/// Names that never leave the machine or the cluster: the loopback name, mDNS, the cluster's
+/// own services, and the reserved private-use TLD (cloud metadata lives there). pipelock's SSRF
+/// guard would refuse them anyway, inside the Pod, where the user cannot see why.
+const INTERNAL_SUFFIXES: &[(&str, &str)] = &[
+    ("localhost", "the loopback name"),
+    ("cluster.local", "a cluster-internal name"),
+    ("svc", "a cluster Service"),
+    ("local", "an mDNS name"),
+    (
+        "internal",
+        "a private-use name (cloud metadata lives there)",
+    ),
+];
+
+fn check_public(field: &str, value: &str, host: &Host) -> Result<(), InvalidSpec> {
+    let h = host.as_str();
+    let internal = INTERNAL_SUFFIXES.iter().find(|(suffix, _)| {
+        h == *suffix || h.strip_suffix(suffix).is_some_and(|r| r.ends_with('.'))
+    });
+    match internal {
+        Some((_, what)) => Err(InvalidSpec::new(
+            Reason::InvalidHost,
+            format!(
+                "{field}: {value:?} is {what}; a bottle reaches only public hosts through its \
+                 proxies (pipelock refuses loopback and private addresses). Name a public host"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn public_host(field: &str, raw: &str) -> Result<Host, InvalidSpec> {
+    let h = Host::parse(raw).map_err(|e| invalid_host(field, raw, &e))?;
+    check_public(field, raw, &h)?;
+    Ok(h)
+}
+
+fn public_pattern(field: &str, raw: &str) -> Result<HostPattern, InvalidSpec> {
+    let p = HostPattern::parse(raw).map_err(|e| invalid_host(field, raw, &e))?;
+    match &p {
+        HostPattern::Exact(h) | HostPattern::Wildcard(h) => check_public(field, raw, h)?,
+    }
+    Ok(p)
+}
+
+/// A declared path prefix must be exactly what egress makes of a request path, or no request
+/// could ever match it (egress normalises dot segments and encodings before it compares).
+fn check_route_path(host: &Host, p: &str) -> Result<(), InvalidSpec> {
+    let bad = |why: String| {
+        Err(InvalidSpec::new(
+            Reason::InvalidPath,
+            format!("egress route {host} path {p:?} {why}"),
+        ))
+    };
+    if !p.starts_with('/') || p.contains(char::is_whitespace) {
+        return bad("must start with '/' and contain no spaces".into());
+    }
+    match crate::config::path::normalize(p) {
+        Ok(n) if n == p => Ok(()),
+        Ok(n) => bad(format!(
+            "is not in normal form (dot segments or needless encoding), so no request would \
+             match it; write {n:?}"
+        )),
+        Err(_) => bad("encodes '/', '\\' or '%', or climbs above '/'; write the plain path".into()),
     }
 }
 

@@ -258,3 +258,63 @@ fn a_passthrough_wildcard_brings_its_apex_because_pipelock_splices_subdomains_on
     let allow: Vec<String> = p.allow.iter().map(ToString::to_string).collect();
     assert_eq!(allow, ["api.example.com", "*.example.org"]);
 }
+
+#[test]
+fn hosts_that_never_leave_the_cluster_are_refused_with_the_field_named() {
+    for (field, spec) in [
+        ("egress.allow", spec_with_allow(&["localhost"])),
+        ("egress.allow", spec_with_allow(&["*.svc.cluster.local"])),
+        ("egress.allow", spec_with_allow(&["api.team.svc"])),
+        (
+            "egress.allow",
+            spec_with_allow(&["metadata.google.internal"]),
+        ),
+        ("egress.allow", spec_with_allow(&["printer.local"])),
+    ] {
+        let e = Policy::from_spec(&spec).unwrap_err();
+        assert_eq!(e.reason, Reason::InvalidHost);
+        assert!(e.message.starts_with(field), "{}", e.message);
+        assert!(e.message.contains("Name a public host"), "{}", e.message);
+    }
+    let mut s = spec_with_allow(&[]);
+    s.egress.passthrough = vec!["my.localhost".into()];
+    assert_eq!(
+        Policy::from_spec(&s).unwrap_err().reason,
+        Reason::InvalidHost
+    );
+    // Public names that merely contain those words pass.
+    Policy::from_spec(&spec_with_allow(&[
+        "localhost.example.com",
+        "svc.example.com",
+        "local.example.org",
+        "internal.example.net",
+    ]))
+    .unwrap();
+}
+
+#[test]
+fn route_paths_must_be_in_the_form_egress_compares() {
+    let route = |p: &str| {
+        let mut s = spec_with_allow(&[]);
+        s.egress.routes = vec![crate::api::EgressRoute {
+            host: "api.github.com".into(),
+            paths: vec![p.into()],
+            auth: None,
+        }];
+        Policy::from_spec(&s)
+    };
+    route("/repos/acme/").unwrap();
+    route("/user").unwrap();
+    for (bad, says) in [
+        ("/repos/./acme/", "write \"/repos/acme/\""),
+        ("/repos/x/../acme/", "write \"/repos/acme/\""),
+        ("/repos/%61cme/", "write \"/repos/acme/\""),
+        ("/repos%2facme/", "plain path"),
+        ("/../etc", "plain path"),
+        ("/a%252e/", "plain path"),
+    ] {
+        let e = route(bad).unwrap_err();
+        assert_eq!(e.reason, Reason::InvalidPath, "{bad}");
+        assert!(e.message.contains(says), "{bad}: {}", e.message);
+    }
+}
