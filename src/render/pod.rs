@@ -525,10 +525,10 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
         "agent".to_string(),
     )]);
     // pipelock's strict mode refuses reloads that widen trust (new passthrough hosts), so a
-    // passthrough change rolls the Pod: it is part of the template hash.
+    // change of pipelock's passthrough list rolls the Pod: it is part of the template hash.
     annotations.insert(
         "bottle-operator.dev/passthrough".into(),
-        p.passthrough
+        p.pipelock_passthrough()
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
