@@ -76,7 +76,7 @@ pub fn as_uid(ns: &str, uid: u32) -> Command {
 }
 
 impl World {
-    /// Builds the namespaces. `scripts` are copied from `tests/<from>/` into the world's
+    /// Builds the namespaces. `scripts` are copied from `tests/<from>/` (relative paths allowed) into the world's
     /// directory together with `bottle-sidecar` (the unprivileged UIDs cannot be assumed to
     /// read the checkout); `hosts` are the Pod's `/etc/hosts` lines besides localhost;
     /// `internet_addrs` are extra addresses (`a.b.c.d/32`) the internet answers on.
@@ -110,7 +110,8 @@ impl World {
             .join("tests")
             .join(from);
         for f in scripts {
-            std::fs::copy(src.join(f), d.join(f)).unwrap();
+            let name = Path::new(f).file_name().unwrap();
+            std::fs::copy(src.join(f), d.join(name)).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
         std::fs::copy(
             env!("CARGO_BIN_EXE_bottle-sidecar"),
