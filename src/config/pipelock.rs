@@ -123,8 +123,10 @@ pub struct RequestBodyScanning {
     pub action: String,
     /// Header scanning defaults to off when the key is omitted, so it is always written.
     pub scan_headers: bool,
-    /// `sensitive` (six auth headers) or `all` (every header but pipelock's ignore list).
+    /// `sensitive` (six auth headers) or `all` (every header but `ignore_headers`).
     pub header_mode: String,
+    /// Headers `all` mode skips.
+    pub ignore_headers: Vec<String>,
 }
 
 /// `dlp`.

@@ -159,6 +159,22 @@ pub fn pipelock_config(p: &Policy) -> pipelock::PipelockConfig {
             // Every header, not only the six auth headers pipelock lists by default: the
             // agent chooses its header names, so `X-Anything: <secret>` is a channel too.
             header_mode: "all".into(),
+            // pipelock's default list also skips User-Agent, Accept and Content-Type, which
+            // the agent writes as freely as any other header (a key in User-Agent reached
+            // the origin); only framing headers, which the proxies themselves set, are left.
+            ignore_headers: [
+                "Connection",
+                "Keep-Alive",
+                "Proxy-Authenticate",
+                "Te",
+                "Trailer",
+                "Transfer-Encoding",
+                "Upgrade",
+                "Host",
+                "Content-Length",
+            ]
+            .map(String::from)
+            .to_vec(),
         },
         // pipelock's default only warns: the agent would read injected instructions. Blocked
         // unless the Bottle chooses `warn`; SSE streams are scanned per event alike.

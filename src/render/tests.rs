@@ -605,6 +605,9 @@ fn pipelock_blocks_injection_scans_a2a_and_every_header_with_a_burst_sized_rate_
         (true, "block")
     );
     assert_eq!(p.request_body_scanning.header_mode, "all");
+    // The agent writes User-Agent as freely as any header: it is scanned too.
+    let ignored = &p.request_body_scanning.ignore_headers;
+    assert!(!ignored.iter().any(|h| h == "User-Agent") && ignored.iter().any(|h| h == "Host"));
     assert!(p.forward_proxy.sni_verification);
     assert_eq!(
         p.fetch_proxy.monitoring.max_requests_per_minute,

@@ -8,7 +8,8 @@ Endpoints (any host):
   .../sse?n=N&gap=S   text/event-stream, N events S seconds apart
   .../ws              WebSocket echo (text frames)
   .../big?mib=N       N MiB (or ?kib=N KiB) of application/octet-stream
-  /page/<name>        the file <pages>/<name> as text/html (configurable responses)
+  /page/<name>        the file <pages>/<name> (configurable responses; .json, .sse and .txt
+                      get their content types, anything else text/html)
 Anything else answers 200 "origin <host> <path>".
 """
 import base64
@@ -68,8 +69,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.big(int(q.get("kib", [str(1024 * int(q.get("mib", ["20"])[0]))])[0]))
         if url.path.startswith("/page/"):
             name = os.path.basename(url.path)
+            ctype = {".json": "application/json", ".sse": "text/event-stream",
+                     ".txt": "text/plain; charset=utf-8"}.get(os.path.splitext(name)[1], "text/html; charset=utf-8")
             with open(os.path.join(PAGES, name), "rb") as f:
-                return self.reply(200, "text/html; charset=utf-8", f.read())
+                return self.reply(200, ctype, f.read())
         return self.reply(200, "text/plain", f"origin {self.headers.get('Host', '')} {url.path}\n".encode())
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
