@@ -31,6 +31,9 @@ impl Bench {
         let (ca_cert, ca_key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
         std::fs::write(&ca_cert, &ca.cert_pem).unwrap();
         std::fs::write(&ca_key, &ca.key_pem).unwrap();
+        // As mounted in the Pod; pipelock refuses a CA key others can read.
+        std::fs::set_permissions(&ca_key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         kubelet_write(&dir.path().join("secrets"), &[("token", "s3cret-token\n")]);
         Self {
             dir,
@@ -799,4 +802,519 @@ async fn pipelock_config_arrives_by_rename_so_pipelocks_file_watch_fires() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The real pipelock 2.3.0 on loopback, its config rendered by the operator's own code; killed
+/// on drop, its log printed when the test failed.
+struct Pipelock {
+    child: Option<Child>,
+    listen: String,
+    log: PathBuf,
+}
+
+impl Pipelock {
+    /// Starts pipelock with the config `render::config_map::pipelock_config` makes for a
+    /// Bottle with `spec` (YAML), merged with `overrides` (YAML; each caller says why).
+    async fn start(b: &Bench, spec: &str, overrides: &str) -> Self {
+        let bin = control_plane::tools_bin()
+            .map(|d| d.join("pipelock"))
+            .unwrap_or_else(|e| panic!("the tool directory is unavailable: {e:#}"));
+        assert!(
+            bin.exists(),
+            "pipelock is not built at {} (tests/tools/install.sh builds it); this test needs the real binary",
+            bin.display()
+        );
+        let spec: bottle_operator::api::BottleSpec = serde_norway::from_str(spec).unwrap();
+        let policy = bottle_operator::model::Policy::from_spec(&spec).unwrap();
+        let mut cfg = serde_norway::to_value(bottle_operator::render::config_map::pipelock_config(
+            &policy,
+        ))
+        .unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        // The rendered config names the Pod's paths and port; here they are the test's.
+        let local = format!(
+            "fetch_proxy: {{listen: \"{listen}\"}}\n\
+             tls_interception: {{ca_cert: \"{}\", ca_key: \"{}\"}}\n",
+            b.ca_cert.display(),
+            b.ca_key.display()
+        );
+        merge(&mut cfg, serde_norway::from_str(&local).unwrap());
+        merge(&mut cfg, serde_norway::from_str(overrides).unwrap());
+        let file = b.dir.path().join(format!("pipelock-{}.yaml", free_port()));
+        std::fs::write(&file, serde_norway::to_string(&cfg).unwrap()).unwrap();
+        let log = b.dir.path().join(format!("pipelock-{}.log", free_port()));
+        let child = spawn_tied(
+            Command::new(&bin)
+                .args(["run", "--config"])
+                .arg(&file)
+                // pipelock re-originates TLS to the origin: Go reads its roots from here.
+                .env("SSL_CERT_FILE", &b.origin.ca_file)
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::fs::File::create(&log).unwrap()),
+        )
+        .unwrap();
+        let p = Self {
+            child: Some(child),
+            listen,
+            log,
+        };
+        let t = Instant::now();
+        while tokio::net::TcpStream::connect(&p.listen).await.is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "pipelock did not start:\n{}",
+                p.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        p
+    }
+
+    fn proxy(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills pipelock and waits until its port refuses connections.
+    async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(tokio::net::TcpStream::connect(&self.listen).await.is_err());
+    }
+}
+
+impl Drop for Pipelock {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- pipelock log ---\n{}", self.logs());
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Merges `over` into `base`: mappings key by key, anything else replaced.
+fn merge(base: &mut serde_norway::Value, over: serde_norway::Value) {
+    match (base, over) {
+        (serde_norway::Value::Mapping(b), serde_norway::Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// The test's own CONNECT to `proxy` (hyper's client, so headers and body of a refusal are
+/// visible): status, headers, body (empty on 2xx).
+async fn raw_connect(proxy: &str, target: &str) -> (u16, http::HeaderMap, String) {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let req = http::Request::connect(target)
+        .header(http::header::HOST, target)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    if resp.status().is_success() {
+        return (status, headers, String::new());
+    }
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of one series (`name{labels}`) in Prometheus text, 0 when absent.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A GitHub token shape pipelock's default DLP knows, built here so no scanner flags this
+/// file. Tests send it in `X-Token`, one of the headers pipelock's default
+/// `header_mode: sensitive` scans.
+fn github_token() -> String {
+    format!("ghp_{}", &"a1B2c3D4e5F6g7H8i9J0".repeat(2)[..36])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn egress_relays_pipelocks_refusals_to_the_agent_and_counts_them() {
+    let b = Bench::new().await;
+    // pipelock allows only localhost (the origin). `explain_blocks` is on so the test sees
+    // pipelock's hint relayed; `ssrf.ip_allowlist` exempts the one loopback address the origin
+    // listens on (pipelock refuses names resolving to loopback otherwise).
+    let mut pl = Pipelock::start(
+        &b,
+        "egress: {allow: [localhost]}",
+        "explain_blocks: true\nssrf: {ip_allowlist: [\"127.0.0.1/32\"]}\n",
+    )
+    .await;
+    // egress declares more than pipelock allows: the skewed pair.
+    let mut routes = b.default_routes();
+    routes[0].paths.push("/leak".into());
+    routes.push(EgressRoute {
+        host: "intercepted.example".into(),
+        paths: vec!["/".into()],
+        auth: None,
+    });
+    let mut cfg = b.egress_config(routes, vec!["passthrough.example".into()]);
+    cfg.upstream_proxy = Some(pl.proxy());
+    cfg.ports.push(80); // for the absolute-form http:// request below
+    let e = Sidecar::egress(&b, &cfg).await;
+
+    // Positive control: a host both allow reaches the origin through pipelock's interception,
+    // the credential injected by egress.
+    let (code, body) = via(&e, &b, &[], &b.url("/allowed/ok")).await;
+    assert_eq!(code, 200, "{body}\n{}", e.logs());
+    assert_eq!(
+        json(&body)["headers"]["authorization"],
+        "Bearer s3cret-token"
+    );
+    assert!(
+        b.origin.saw("GET /allowed/ok"),
+        "the origin records requests"
+    );
+
+    // Passthrough host pipelock lacks: the agent's CONNECT itself is answered 403, with
+    // pipelock's reason and hint and the header naming it.
+    let (code, headers, body) = raw_connect(&e.listen, "passthrough.example:443").await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(headers["x-bottle-denied-by"], "pipelock");
+    assert!(
+        body.contains("pipelock refused the tunnel for CONNECT passthrough.example:443")
+            && body.contains("domain not in allowlist: passthrough.example"),
+        "{body}"
+    );
+    assert!(
+        headers["x-pipelock-hint"]
+            .to_str()
+            .unwrap()
+            .contains("allowlist"),
+        "{headers:?}"
+    );
+    // curl sees the CONNECT refused (not 200 and a reset).
+    let (code, _) = via(&e, &b, &[], "https://passthrough.example/").await;
+    assert_eq!(code, 403);
+
+    // Intercepted host pipelock lacks: the CONNECT is egress's (200), the request gets 403.
+    let (code, body) = via(
+        &e,
+        &b,
+        &["-i", "--http1.1"],
+        "https://intercepted.example/anything",
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("x-bottle-denied-by: pipelock"),
+        "{body}"
+    );
+    assert!(
+        body.contains("pipelock refused the tunnel for GET intercepted.example/anything")
+            && body.contains("domain not in allowlist: intercepted.example"),
+        "{body}"
+    );
+    // Over HTTP/2 too (the refusal crosses the h2 client's error chain the same way).
+    let (code, body) = via(&e, &b, &["--http2"], "https://intercepted.example/h2").await;
+    assert_eq!(
+        (code, body.contains("domain not in allowlist")),
+        (403, true),
+        "{body}"
+    );
+    // An absolute-form http:// request to it (egress tunnels it through pipelock too).
+    let (code, body) = curl(&[
+        "-i",
+        "--proxy",
+        &e.proxy(),
+        "http://intercepted.example/plain",
+    ])
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("x-bottle-denied-by: pipelock")
+            && body.contains("CONNECT blocked: domain not in allowlist: intercepted.example"),
+        "{body}"
+    );
+    // A WebSocket upgrade to that host: refused the same way (the HTTP/1.1-only client).
+    let (code, body) = via(
+        &e,
+        &b,
+        &[
+            "-i",
+            "--http1.1",
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ],
+        "https://intercepted.example/ws",
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("x-bottle-denied-by: pipelock"),
+        "{body}"
+    );
+
+    // pipelock's own interception refusing an inner request (a token in a header: its header
+    // DLP) reaches the agent as pipelock wrote it, marked, and never reaches the origin.
+    let leak = format!("X-Token: {}", github_token());
+    let (code, body) = via(&e, &b, &["-i", "-H", &leak], &b.url("/leak")).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("x-bottle-denied-by: pipelock")
+            && body.contains("blocked: "),
+        "{body}"
+    );
+    assert!(!b.origin.saw("/leak"), "the origin must not receive it");
+
+    // Control: egress's own refusal of an undeclared host carries no such header.
+    let (code, headers, body) = raw_connect(&e.listen, "undeclared.example:443").await;
+    assert_eq!(code, 403, "{body}");
+    assert!(headers.get("x-bottle-denied-by").is_none(), "{headers:?}");
+    assert!(
+        body.contains("no route for host undeclared.example"),
+        "{body}"
+    );
+
+    // pipelock itself logged the refusals, and egress logged host and reason at warn.
+    assert!(
+        pl.logs()
+            .contains("domain not in allowlist: passthrough.example")
+    );
+    let warned = e.logs().lines().any(|l| {
+        l.contains("WARN")
+            && l.contains("passthrough.example")
+            && l.contains("domain not in allowlist")
+    });
+    assert!(warned, "{}", e.logs());
+
+    let m = e.admin_get("/metrics").await;
+    // 2 CONNECTs (raw and curl), 4 requests (h1, h2, http://, WebSocket), 1 header DLP.
+    assert_eq!(
+        metric(&m, "egress_denials_total{by=\"pipelock\"}"),
+        7,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "egress_denials_total{by=\"egress\"}"), 1, "{m}");
+    assert_eq!(
+        metric(&m, "egress_requests_total{outcome=\"denied\"}"),
+        8,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "egress_requests_total{outcome=\"allowed\"}"),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "egress_requests_total{outcome=\"error\"}"),
+        0,
+        "{m}"
+    );
+
+    // pipelock stopped: 502 with a clear text, for a CONNECT and for a request, counted as error.
+    pl.stop().await;
+    let (code, headers, body) = raw_connect(&e.listen, "passthrough.example:443").await;
+    assert_eq!(code, 502, "{body}");
+    assert!(headers.get("x-bottle-denied-by").is_none());
+    assert!(
+        body.contains("the next proxy (pipelock) at") && body.contains("is unreachable"),
+        "{body}"
+    );
+    let (code, body) = via(&e, &b, &[], &b.url("/allowed/down")).await;
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("is unreachable"), "{body}");
+    let m = e.admin_get("/metrics").await;
+    assert_eq!(
+        metric(&m, "egress_requests_total{outcome=\"error\"}"),
+        2,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "egress_denials_total{by=\"pipelock\"}"),
+        7,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelocks_rate_limit_reaches_the_agent_as_429_on_a_passthrough_tunnel() {
+    let b = Bench::new().await;
+    // localhost is passthrough at both hops. A small per-host rate limit
+    // (`fetch_proxy.monitoring.max_requests_per_minute`, 60 by default) so a few CONNECTs
+    // exhaust it; the loopback exemption as in the test above.
+    let _pl;
+    let e = {
+        let pl = Pipelock::start(
+            &b,
+            "egress: {passthrough: [localhost]}",
+            "fetch_proxy: {monitoring: {max_requests_per_minute: 3}}\n\
+             ssrf: {ip_allowlist: [\"127.0.0.1/32\"]}\n",
+        )
+        .await;
+        let mut cfg = b.egress_config(vec![], vec!["localhost".into()]);
+        cfg.upstream_proxy = Some(pl.proxy());
+        _pl = pl;
+        Sidecar::egress(&b, &cfg).await
+    };
+    let origin_ca = b.origin.ca_file.to_str().unwrap();
+    let mut passed = 0;
+    let mut limited = None;
+    // Bounded: the limit is 3, so the 4th CONNECT at the latest is refused.
+    for i in 0..6 {
+        let (code, body) = curl(&[
+            "--proxy",
+            &e.proxy(),
+            "--cacert",
+            origin_ca,
+            &b.url(&format!("/pass/{i}")),
+        ])
+        .await;
+        match code {
+            // Spliced end to end: curl verified the origin's own certificate.
+            200 => passed += 1,
+            429 => {
+                limited = Some(i);
+                break;
+            }
+            other => panic!("request {i}: {other} {body}"),
+        }
+    }
+    assert!(passed >= 1, "the positive control passed nothing");
+    assert!(b.origin.saw("GET /pass/0"));
+    assert!(limited.is_some(), "no 429 after {passed} requests");
+    let (code, headers, body) =
+        raw_connect(&e.listen, &format!("localhost:{}", b.origin.port)).await;
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(headers["x-bottle-denied-by"], "pipelock");
+    assert!(body.contains("rate limit exceeded for localhost"), "{body}");
+    let m = e.admin_get("/metrics").await;
+    assert_eq!(
+        metric(&m, "egress_denials_total{by=\"pipelock\"}"),
+        2,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "egress_requests_total{outcome=\"error\"}"),
+        0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cred_proxy_relays_pipelocks_refusals_and_reports_a_dead_pipelock() {
+    let b = Bench::new().await;
+    // As above: pipelock allows localhost only; hint on; loopback origin exempted from SSRF.
+    let mut pl = Pipelock::start(
+        &b,
+        "egress: {allow: [localhost]}",
+        "explain_blocks: true\nssrf: {ip_allowlist: [\"127.0.0.1/32\"]}\n",
+    )
+    .await;
+    let mut cfg = cred_config(&b, Some(pl.proxy()));
+    let mut skewed = cfg.routes[0].clone();
+    skewed.name = "skewed".into();
+    skewed.upstream = "https://denied.example/base".into();
+    cfg.routes.push(skewed);
+    let c = Sidecar::cred_proxy(&b, &cfg).await;
+    let base = format!("http://{}", c.listen);
+
+    // Positive control: through pipelock's interception to the origin, key injected.
+    let (code, body) = curl(&[&format!("{base}/api/v1/ok")]).await;
+    assert_eq!(code, 200, "{body}\n{}", c.logs());
+    assert_eq!(json(&body)["headers"]["x-api-key"], "s3cret-token");
+    assert!(b.origin.saw("GET /base/v1/ok"));
+
+    // A route whose host pipelock lacks: pipelock's 403 and reason, marked.
+    let (code, body) = curl(&["-i", &format!("{base}/skewed/v1/x")]).await;
+    assert_eq!(code, 403, "{body}");
+    let lower = body.to_ascii_lowercase();
+    assert!(
+        lower.contains("x-bottle-denied-by: pipelock") && lower.contains("x-pipelock-hint:"),
+        "{body}"
+    );
+    assert!(
+        body.contains("domain not in allowlist: denied.example"),
+        "{body}"
+    );
+    // pipelock's header DLP on the inner request: relayed, marked, origin untouched.
+    let leak = format!("X-Token: {}", github_token());
+    let (code, body) = curl(&["-i", "-H", &leak, &format!("{base}/api/leak")]).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("x-bottle-denied-by: pipelock"),
+        "{body}"
+    );
+    assert!(!b.origin.saw("/leak"));
+    // Control: cred-proxy's own refusal has no such header.
+    let (code, body) = curl(&["-i", &format!("{base}/nope/x")]).await;
+    assert_eq!(code, 404);
+    assert!(
+        !body.to_ascii_lowercase().contains("x-bottle-denied-by"),
+        "{body}"
+    );
+
+    let m = c.admin_get("/metrics").await;
+    assert_eq!(
+        metric(&m, "cred_proxy_denials_total{by=\"pipelock\"}"),
+        2,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "cred_proxy_denials_total{by=\"cred_proxy\"}"),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "cred_proxy_requests_total{outcome=\"error\"}"),
+        0,
+        "{m}"
+    );
+
+    pl.stop().await;
+    let (code, body) = curl(&[&format!("{base}/api/v1/down")]).await;
+    assert_eq!(code, 502, "{body}");
+    assert!(
+        body.contains("the next proxy (pipelock) at") && body.contains("is unreachable"),
+        "{body}"
+    );
+    let m = c.admin_get("/metrics").await;
+    assert_eq!(
+        metric(&m, "cred_proxy_requests_total{outcome=\"error\"}"),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "cred_proxy_denials_total{by=\"pipelock\"}"),
+        2,
+        "{m}"
+    );
 }

@@ -16,9 +16,10 @@ use tokio::sync::watch;
 use super::routes::{Refusal, Routes};
 use crate::config::cred_proxy::CredProxyConfig;
 use crate::proxy::admin::{self, Metrics};
-use crate::proxy::forward::forward;
+use crate::proxy::forward::{Forwarded, Outcome, Upstream, forward};
+use crate::proxy::refusal::NEXT_PROXY;
 use crate::proxy::reload::{self, Loaded};
-use crate::proxy::upstream::{self, Connector, UpstreamClient};
+use crate::proxy::upstream::{self, Connector};
 use crate::proxy::{ProxyBody, accept, deny, init_crypto};
 
 /// Loads and validates a config (for the reloader).
@@ -31,8 +32,7 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded<Routes>> {
 
 struct CredProxy {
     routes: watch::Receiver<Arc<Routes>>,
-    client: UpstreamClient,
-    client_h1: UpstreamClient,
+    upstream: Upstream,
     metrics: Arc<Metrics>,
 }
 
@@ -46,25 +46,20 @@ impl CredProxy {
         match routes.resolve(&path, query.as_deref()) {
             Ok((uri, inject)) => {
                 let method = req.method().clone();
-                let resp = forward(
-                    &self.client,
-                    &self.client_h1,
-                    req,
-                    uri.clone(),
-                    Some(inject),
-                )
-                .await;
-                self.metrics
-                    .count(if resp.status() == StatusCode::BAD_GATEWAY {
-                        "error"
-                    } else {
-                        "allowed"
-                    });
+                let Forwarded {
+                    response: resp,
+                    outcome,
+                } = forward(&self.upstream, req, uri.clone(), Some(inject)).await;
+                match outcome {
+                    Outcome::Allowed => self.metrics.count("allowed"),
+                    Outcome::DeniedByNextProxy => self.metrics.denied_by(NEXT_PROXY),
+                    Outcome::Error => self.metrics.count("error"),
+                }
                 tracing::info!(%method, upstream = %uri.authority().map(|a| a.as_str()).unwrap_or(""), path = uri.path(), status = resp.status().as_u16(), "forwarded");
                 resp
             }
             Err(r) => {
-                self.metrics.count("denied");
+                self.metrics.denied();
                 tracing::warn!(path, reason = %r, "denied");
                 let status = if matches!(r, Refusal::UnknownRoute(_)) {
                     StatusCode::NOT_FOUND
@@ -97,8 +92,11 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     tracing::info!(listen = %cfg.listen, upstream_proxy = ?cfg.upstream_proxy, "cred-proxy listening");
     let proxy = Arc::new(CredProxy {
         routes: live.current,
-        client,
-        client_h1,
+        upstream: Upstream {
+            client,
+            client_h1,
+            via_next_proxy: cfg.upstream_proxy.is_some(),
+        },
         metrics,
     });
     loop {

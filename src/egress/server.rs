@@ -19,10 +19,11 @@ use tokio_rustls::TlsAcceptor;
 use super::policy::{Deny, HostAction, Policy, normalize_host};
 use crate::config::egress::EgressConfig;
 use crate::proxy::admin::{self, Metrics};
-use crate::proxy::forward::forward;
+use crate::proxy::forward::{Forwarded, Outcome, Upstream, forward};
+use crate::proxy::refusal::{self, NEXT_PROXY};
 use crate::proxy::reload::{self, Loaded};
 use crate::proxy::tls::Authority;
-use crate::proxy::upstream::{self, Connector, UpstreamClient};
+use crate::proxy::upstream::{self, Connector};
 use crate::proxy::{ProxyBody, accept, deny, init_crypto};
 
 /// Largest request head accepted from the agent; larger ones get 431.
@@ -46,8 +47,7 @@ pub struct Egress {
     policy: watch::Receiver<Arc<Policy>>,
     authority: Authority,
     connector: Connector,
-    client: UpstreamClient,
-    client_h1: UpstreamClient,
+    upstream: Upstream,
     metrics: Arc<Metrics>,
 }
 
@@ -78,9 +78,12 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let egress = Arc::new(Egress {
         policy: live.current,
         authority,
+        upstream: Upstream {
+            client,
+            client_h1,
+            via_next_proxy: cfg.upstream_proxy.is_some(),
+        },
         connector,
-        client,
-        client_h1,
         metrics,
     });
     loop {
@@ -114,7 +117,7 @@ fn split_authority(a: &str, default_port: u16) -> Option<(String, u16)> {
 
 impl Egress {
     fn refuse(&self, d: &Deny, method: &Method, target: &str) -> Response<ProxyBody> {
-        self.metrics.count("denied");
+        self.metrics.denied();
         tracing::warn!(kind = d.kind(), %method, target, reason = %d, "denied");
         deny(StatusCode::FORBIDDEN, &d.to_string())
     }
@@ -126,7 +129,7 @@ impl Egress {
         }
         let uri = req.uri().clone();
         let (Some("http"), Some(auth)) = (uri.scheme_str(), uri.authority()) else {
-            self.metrics.count("denied");
+            self.metrics.denied();
             return deny(
                 StatusCode::BAD_REQUEST,
                 "egress is a proxy: send absolute http:// URLs or CONNECT (set HTTPS_PROXY)",
@@ -157,7 +160,7 @@ impl Egress {
             .authority()
             .and_then(|a| a.port_u16().map(|p| (a.host().to_string(), p)))
         else {
-            self.metrics.count("denied");
+            self.metrics.denied();
             return deny(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
         };
         let policy = self.policy.borrow().clone();
@@ -167,32 +170,60 @@ impl Egress {
             Ok(x) => x,
             Err(d) => return self.refuse(&d, &Method::CONNECT, &target),
         };
+        // A passthrough tunnel is opened upstream before the agent hears 200, so a refusal
+        // by the next proxy reaches the agent as the answer to its CONNECT.
+        let mut spliced = None;
+        if action == HostAction::Passthrough {
+            match self.connector.connect(&host, port).await {
+                Ok(up) => spliced = Some(up),
+                Err(e) => return self.tunnel_failed(e.as_ref(), &host, port),
+            }
+        }
         let me = self.clone();
         tokio::spawn(async move {
             let upgraded = match hyper::upgrade::on(req).await {
                 Ok(u) => u,
                 Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
             };
-            match action {
-                HostAction::Passthrough => me.splice(upgraded, &host, port).await,
-                HostAction::Intercept => me.intercept(upgraded, host, port).await,
+            match spliced {
+                Some(mut up) => {
+                    me.metrics.count("allowed");
+                    tracing::info!(host, port, "passthrough tunnel");
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut up).await;
+                }
+                None => me.intercept(upgraded, host, port).await,
             }
         });
         Response::new(crate::proxy::full(""))
     }
 
-    async fn splice(&self, upgraded: hyper::upgrade::Upgraded, host: &str, port: u16) {
-        match self.connector.connect(host, port).await {
-            Ok(mut up) => {
-                self.metrics.count("allowed");
-                tracing::info!(host, port, "passthrough tunnel");
-                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut up).await;
-            }
-            Err(e) => {
+    /// The agent's answer when the passthrough tunnel did not open: the next proxy's
+    /// refusal relayed, or 502 with the reason.
+    fn tunnel_failed(
+        &self,
+        e: &(dyn std::error::Error + 'static),
+        host: &str,
+        port: u16,
+    ) -> Response<ProxyBody> {
+        let what = format!("CONNECT {host}:{port}");
+        if let Some(r) = refusal::find(e) {
+            if r.is_denial() {
+                self.metrics.denied_by(NEXT_PROXY);
+                tracing::warn!(host, port, status = r.status.as_u16(), reason = %r.reason, by = NEXT_PROXY, "denied");
+            } else {
                 self.metrics.count("error");
-                tracing::warn!(host, port, error = %e, "passthrough upstream unreachable");
+                tracing::warn!(host, port, status = r.status.as_u16(), reason = %r.reason, "next proxy could not open the tunnel");
             }
+            return r.response(&what);
         }
+        self.metrics.count("error");
+        let text = crate::proxy::error_chain(e);
+        tracing::warn!(host, port, error = %text, "passthrough upstream unreachable");
+        deny(
+            StatusCode::BAD_GATEWAY,
+            &format!("upstream unreachable for {what}: {text}"),
+        )
     }
 
     async fn intercept(
@@ -216,7 +247,7 @@ impl Egress {
         if let Some(sni) = tls.get_ref().1.server_name()
             && normalize_host(sni).as_deref() != Ok(host.as_str())
         {
-            self.metrics.count("denied");
+            self.metrics.denied();
             return tracing::warn!(kind = "sni_mismatch", tunnel = %host, sni, "denied");
         }
         let me = self.clone();
@@ -271,13 +302,15 @@ impl Egress {
             Ok(u) => u,
             Err(_) => return self.refuse(&Deny::AmbiguousPath(path), &method, host),
         };
-        let resp = forward(&self.client, &self.client_h1, req, uri, inject).await;
-        self.metrics
-            .count(if resp.status() == StatusCode::BAD_GATEWAY {
-                "error"
-            } else {
-                "allowed"
-            });
+        let Forwarded {
+            response: resp,
+            outcome,
+        } = forward(&self.upstream, req, uri, inject).await;
+        match outcome {
+            Outcome::Allowed => self.metrics.count("allowed"),
+            Outcome::DeniedByNextProxy => self.metrics.denied_by(NEXT_PROXY),
+            Outcome::Error => self.metrics.count("error"),
+        }
         tracing::info!(%method, host, path, status = resp.status().as_u16(), injected = inject.is_some(), "forwarded");
         resp
     }

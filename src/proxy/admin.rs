@@ -23,6 +23,13 @@ pub struct Outcome {
     pub outcome: &'static str,
 }
 
+/// Labels of the denial counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeniedBy {
+    /// Who refused: this sidecar (`egress`, `cred_proxy`) or the next proxy (`pipelock`).
+    pub by: &'static str,
+}
+
 /// Labels of the config info gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConfigLabels {
@@ -34,6 +41,9 @@ pub struct ConfigLabels {
 pub struct Metrics {
     /// Requests by outcome.
     pub requests: Family<Outcome, Counter>,
+    /// Denied requests by who refused them (each also counts as `outcome="denied"`).
+    pub denials: Family<DeniedBy, Counter>,
+    component: &'static str,
     registry: Registry,
     config: Family<ConfigLabels, Gauge>,
     reloads_ok: Counter,
@@ -42,13 +52,19 @@ pub struct Metrics {
 
 impl Metrics {
     /// Registers the metrics under `prefix` (`egress`, `cred_proxy`).
-    pub fn new(prefix: &str) -> Arc<Self> {
+    pub fn new(prefix: &'static str) -> Arc<Self> {
         let mut registry = Registry::with_prefix(prefix);
         let requests = Family::<Outcome, Counter>::default();
+        let denials = Family::<DeniedBy, Counter>::default();
         let config = Family::<ConfigLabels, Gauge>::default();
         let reloads_ok = Counter::default();
         let reloads_failed = Counter::default();
         registry.register("requests", "Requests handled, by outcome", requests.clone());
+        registry.register(
+            "denials",
+            "Denied requests, by who refused them",
+            denials.clone(),
+        );
         registry.register(
             "config_info",
             "The running config (value 1, hash label)",
@@ -66,6 +82,8 @@ impl Metrics {
         );
         Arc::new(Self {
             requests,
+            denials,
+            component: prefix,
             registry,
             config,
             reloads_ok,
@@ -76,6 +94,17 @@ impl Metrics {
     /// Counts one request.
     pub fn count(&self, outcome: &'static str) {
         self.requests.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// Counts one request this sidecar refused.
+    pub fn denied(&self) {
+        self.denied_by(self.component);
+    }
+
+    /// Counts one request `by` refused (`pipelock` for the next proxy).
+    pub fn denied_by(&self, by: &'static str) {
+        self.count("denied");
+        self.denials.get_or_create(&DeniedBy { by }).inc();
     }
 
     fn sync(&self, s: &ReloadStatus) {

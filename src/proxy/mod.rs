@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod forward;
 pub mod headers;
+pub mod refusal;
 pub mod reload;
 pub mod tls;
 pub mod upstream;
@@ -36,6 +37,24 @@ pub fn deny(status: http::StatusCode, reason: &str) -> http::Response<ProxyBody>
         )
         .body(full(format!("bottle: {reason}\n")))
         .expect("static response parts are valid")
+}
+
+/// An error and its sources on one line (hyper's own text alone is "client error (Connect)"),
+/// a source that repeats its parent's text said once.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e.to_string();
+    let mut out = last.clone();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if text != last {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        next = s.source();
+    }
+    out
 }
 
 /// Installs the ring crypto provider for rustls once per process.

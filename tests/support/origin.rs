@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +29,17 @@ pub struct Origin {
     pub port: u16,
     /// PEM file of the CA that signed its certificate.
     pub ca_file: PathBuf,
+    /// `METHOD path?query` of every request it received, in order.
+    #[allow(dead_code)] // the throughput benchmark shares this origin and never reads it
+    pub seen: Arc<Mutex<Vec<String>>>,
+}
+
+#[allow(dead_code)] // as above
+impl Origin {
+    /// Whether a request whose `METHOD path?query` contains `needle` arrived.
+    pub fn saw(&self, needle: &str) -> bool {
+        self.seen.lock().unwrap().iter().any(|r| r.contains(needle))
+    }
 }
 
 /// Starts the origin; its CA file is written into `dir`.
@@ -61,22 +72,35 @@ pub async fn start(dir: &Path) -> Origin {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let rel = Arc::new(Notify::new());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let (acceptor, rel) = (acceptor.clone(), rel.clone());
+            let (acceptor, rel, log) = (acceptor.clone(), rel.clone(), log.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else {
                     return;
                 };
-                let svc = service_fn(move |req| handle(req, rel.clone()));
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    log.lock().unwrap().push(format!(
+                        "{} {}",
+                        req.method(),
+                        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("")
+                    ));
+                    handle(req, rel.clone())
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                     .await;
             });
         }
     });
-    Origin { port, ca_file }
+    Origin {
+        port,
+        ca_file,
+        seen,
+    }
 }
 
 async fn handle(
