@@ -518,7 +518,7 @@ fn the_injected_token_sent_by_the_agent_to_any_other_host_is_blocked() {
             "url": format!("https://other.origin.test/echo/{m}"),
             "headers": {header: value}
         }));
-        assert!(refused(&r), "{header}: {r}");
+        assert_eq!(status(&r), 403, "{header}: {r}");
         assert!(
             c.received(&m).is_empty(),
             "{header}: the origin never received it"
@@ -562,7 +562,13 @@ fn a_host_egress_allows_but_pipelock_lacks_is_blocked_by_pipelock() {
     let c = chain();
     let m = marker("skew");
     let r = c.one(json!({"url": format!("https://skew.origin.test/echo/{m}")}));
-    assert!(refused(&r), "{r}");
+    // pipelock's refusal reaches the agent with its status, marked as pipelock's.
+    assert_eq!(status(&r), 403, "{r}");
+    assert_eq!(r["headers"]["x-bottle-denied-by"], "pipelock", "{r}");
+    assert!(
+        r["body"].as_str().unwrap().contains("not in allowlist"),
+        "{r}"
+    );
     assert!(c.received(&m).is_empty(), "the origin never received it");
     let log = c.pipelock_log("skew.origin.test");
     assert!(
@@ -622,7 +628,7 @@ fn a_planted_secret_in_body_query_or_header_is_blocked_and_never_arrives() {
             };
             let r = c.one(req);
             report.push(format!("{name} in {place}: {}", blocked_by(&r)));
-            assert!(refused(&r), "{name} in {place}: {r}");
+            assert_eq!(status(&r), 403, "{name} in {place}: {r}");
             assert!(
                 c.received(&m).is_empty(),
                 "{name} in {place}: the origin received it"
@@ -810,7 +816,11 @@ fn a_declared_name_resolving_inside_is_refused_by_pipelocks_ssrf_guard() {
     ] {
         let m = marker("rebind");
         let r = c.one(json!({"url": format!("https://{host}/echo/{m}")}));
-        assert!(refused(&r), "{host}: {r}");
+        assert_eq!(status(&r), 403, "{host}: {r}");
+        assert_eq!(
+            r["headers"]["x-bottle-denied-by"], "pipelock",
+            "{host}: {r}"
+        );
         assert!(
             c.received(&m).is_empty(),
             "{host}: the origin never received it"
