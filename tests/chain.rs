@@ -222,8 +222,7 @@ impl Chain {
             &["169.254.169.254/32", "10.1.2.3/32"],
         );
         let d = w.dir.path().to_path_buf();
-        std::fs::copy(&pipelock, d.join("pipelock")).unwrap();
-        run(&["chmod", "0755", d.join("pipelock").to_str().unwrap()]);
+        netns::link_or_copy(&pipelock, &d.join("pipelock"));
 
         // The internet: one certificate for every name the tests use.
         let (ca_pem, cert_pem, key_pem) =

@@ -35,6 +35,15 @@ pub fn run(args: &[&str]) {
     );
 }
 
+/// Puts `src` at `dst` without a second copy of a large binary when both are on one
+/// filesystem (a hard link keeps the source's 0755 mode, and `dst`'s directory is open to
+/// every UID even when the checkout is not).
+pub fn link_or_copy(src: &Path, dst: &Path) {
+    if std::fs::hard_link(src, dst).is_err() {
+        std::fs::copy(src, dst).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    }
+}
+
 /// Two namespaces joined by a veth pair, and the processes started in them.
 pub struct World {
     /// The Pod's namespace.
@@ -113,11 +122,10 @@ impl World {
             let name = Path::new(f).file_name().unwrap();
             std::fs::copy(src.join(f), d.join(name)).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
-        std::fs::copy(
-            env!("CARGO_BIN_EXE_bottle-sidecar"),
-            d.join("bottle-sidecar"),
-        )
-        .unwrap();
+        link_or_copy(
+            Path::new(env!("CARGO_BIN_EXE_bottle-sidecar")),
+            &d.join("bottle-sidecar"),
+        );
         let (vp, vn) = (format!("bvp{id}"), format!("bvn{id}"));
         run(&["ip", "netns", "add", &pod]);
         run(&["ip", "netns", "add", &net]);
