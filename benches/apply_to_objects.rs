@@ -125,7 +125,8 @@ async fn direct(client: &Client, ns: &str, names: &[String]) -> Duration {
                     .unwrap();
                 let material = ca::generate(&ns, &n).unwrap();
                 let fp = ca::fingerprint(&material.cert_pem).unwrap();
-                let d = render::desired(&b, &Settings::default(), &fp).unwrap();
+                let d =
+                    render::desired(&b, render::validate(&b).unwrap(), &Settings::default(), &fp);
                 let pp = PatchParams::apply("bench-direct").force();
                 Api::<Secret>::namespaced(client.clone(), &ns)
                     .create(&PostParams::default(), &ca::secret(&b, &material))

@@ -809,9 +809,8 @@ fn dockerfiles_pass_hadolint_and_hold_what_the_pod_runs() {
     .collect();
     let bottle: Bottle =
         serde_json::from_value(full.into_iter().find(|d| d["kind"] == "Bottle").unwrap()).unwrap();
-    let pod = bottle_operator::render::desired(&bottle, &settings, "fp")
-        .unwrap()
-        .pod;
+    let policy = bottle_operator::render::validate(&bottle).unwrap();
+    let pod = bottle_operator::render::desired(&bottle, policy, &settings, "fp").pod;
     let spec = pod.spec.unwrap();
     let containers: Vec<_> = spec
         .init_containers

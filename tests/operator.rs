@@ -375,9 +375,8 @@ async fn deleting_a_bottle_collects_everything_it_owns() {
     .unwrap();
     eventually("Pod", WAIT, || pod(&c, &ns, "gone")).await;
     wait_condition(&c, &ns, "gone", "ConfigApplied", "True", "Applied").await;
-    api.delete("gone", &DeleteParams::default()).await.unwrap();
-    eventually("everything collected", WAIT, || async {
-        let left = kubectl_ok(&[
+    let owned = || {
+        kubectl_ok(&[
             "-n",
             &ns,
             "get",
@@ -386,8 +385,18 @@ async fn deleting_a_bottle_collects_everything_it_owns() {
             "bottle-operator.dev/bottle=gone",
             "-o",
             "name",
-        ]);
-        left.trim().is_empty().then_some(())
+        ])
+    };
+    // The query must see every owned kind first, or "empty after delete" would prove nothing.
+    let before = owned();
+    assert_eq!(
+        before.lines().count(),
+        5,
+        "Pod, ConfigMap, CA Secret, two policies: {before}"
+    );
+    api.delete("gone", &DeleteParams::default()).await.unwrap();
+    eventually("everything collected", WAIT, || async {
+        owned().trim().is_empty().then_some(())
     })
     .await;
 }
@@ -420,6 +429,12 @@ async fn the_api_server_rejects_what_the_schema_and_cel_rules_can_tell() {
             "remote without host key",
             json!({"git": {"remotes": [{"name": "o", "url": "git@h.example:a.git", "sshKeySecretRef": {"name": "s", "key": "k"}, "knownHosts": ""}]}}),
             "knownHosts",
+        ),
+        (
+            // Not built yet, so not accepted: a field that did nothing would mislead.
+            "supervise before it exists",
+            json!({"supervise": true}),
+            "unknown field \"spec.supervise\"",
         ),
     ];
     for (what, spec, message) in cases {
@@ -510,6 +525,18 @@ async fn a_missing_secret_is_reported_nothing_is_applied_and_its_arrival_heals()
         .unwrap();
     wait_condition(&c, &ns, "waits", "ConfigApplied", "True", "Applied").await;
     eventually("Pod", WAIT, || pod(&c, &ns, "waits")).await;
+    // The query that found nothing above finds the objects now, so its emptiness meant something.
+    let names = kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "pods,configmaps,secrets",
+        "-l",
+        "bottle-operator.dev/bottle=waits",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(names.lines().count(), 3, "{names}");
 }
 
 #[tokio::test]
@@ -800,4 +827,223 @@ async fn pod_state_reaches_the_bottle_status() {
         table.contains("Running") && table.contains("PodReady"),
         "{table}"
     );
+}
+
+#[tokio::test]
+async fn an_invalid_bottle_gets_nothing_written_and_forgets_its_backoff_when_deleted() {
+    let ns = namespace("nowrite");
+    let op = Operator::start(&ns);
+    let c = client().await;
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    let owned = |name: &str| {
+        kubectl_ok(&[
+            "-n",
+            &ns,
+            "get",
+            "pods,configmaps,secrets,networkpolicies,persistentvolumeclaims",
+            "-l",
+            &format!("bottle-operator.dev/bottle={name}"),
+            "-o",
+            "name",
+        ])
+    };
+    // A valid twin first: the label query finds what the operator writes, so an empty answer
+    // below means nothing was written, not a query that matches nothing.
+    api.create(&PostParams::default(), &new_bottle("good", json!({})))
+        .await
+        .unwrap();
+    wait_condition(&c, &ns, "good", "ConfigApplied", "True", "Applied").await;
+    let good = owned("good");
+    for kind in [
+        "pod/",
+        "configmap/",
+        "secret/good-ca",
+        "networkpolicy.networking.k8s.io/",
+    ] {
+        assert!(good.contains(kind), "valid twin lacks {kind}: {good}");
+    }
+
+    // Specs the API server admits but the operator must refuse, one per kind of mistake.
+    let cases = [
+        (
+            "env",
+            json!({"agent": {"env": [{"name": "HTTPS_PROXY", "value": "http://elsewhere:3128"}]}}),
+            "ReservedEnv",
+        ),
+        (
+            "workspace",
+            json!({"agent": {"workspace": {"size": "lots"}}}),
+            "InvalidWorkspace",
+        ),
+        (
+            "host",
+            json!({"egress": {"allow": ["10.0.0.1"]}}),
+            "InvalidHost",
+        ),
+        (
+            "dupe",
+            json!({"egress": {"routes": [{"host": "api.github.com"}, {"host": "API.github.com"}]}}),
+            "DuplicateRoute",
+        ),
+    ];
+    for (name, spec, reason) in &cases {
+        api.create(&PostParams::default(), &new_bottle(name, spec.clone()))
+            .await
+            .unwrap();
+        wait_condition(&c, &ns, name, "Ready", "False", reason).await;
+        eventually(&format!("{reason} Event"), WAIT, || async {
+            (!events_with_reason(&c, &ns, reason).await.is_empty()).then_some(())
+        })
+        .await;
+    }
+    for (name, _, reason) in &cases {
+        let o = owned(name);
+        assert!(o.trim().is_empty(), "{reason}: objects written: {o}");
+    }
+    eventually("every invalid Bottle in backoff", WAIT, || async {
+        (op.metric("bottle_operator_failing_bottles")? >= cases.len() as f64).then_some(())
+    })
+    .await;
+
+    for (name, _, _) in &cases {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    eventually("the deleted Bottles' backoff forgotten", WAIT, || async {
+        (op.metric("bottle_operator_failing_bottles")? == 0.0).then_some(())
+    })
+    .await;
+    assert!(
+        op.metric("bottle_operator_reconcile_duration_seconds_count{result=\"ok\"}")
+            .is_some_and(|n| n >= 1.0),
+        "reconcile durations are recorded"
+    );
+}
+
+#[tokio::test]
+async fn a_dlp_regex_re2_would_refuse_is_reported_and_nothing_is_created_for_it() {
+    let ns = namespace("dlp-re2");
+    let _op = Operator::start(&ns);
+    let c = client().await;
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    let spec = |regex: &str| {
+        json!({"egress": {"allow": ["example.com"]},
+               "dlp": {"patterns": [{"name": "token", "regex": regex}]}})
+    };
+    let owned =
+        |name: &str| ListParams::default().labels(&format!("app.kubernetes.io/instance={name}"));
+
+    // The valid twin first: it gets its objects, so the label query below can find some.
+    api.create(
+        &PostParams::default(),
+        &new_bottle("twin", spec(r"tok_\d{4}")),
+    )
+    .await
+    .unwrap();
+    eventually("the twin's Pod", WAIT, || pod(&c, &ns, "twin")).await;
+    for n in [
+        Api::<ConfigMap>::namespaced(c.clone(), &ns)
+            .list(&owned("twin"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        Api::<Secret>::namespaced(c.clone(), &ns)
+            .list(&owned("twin"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        Api::<Pod>::namespaced(c.clone(), &ns)
+            .list(&owned("twin"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+    ] {
+        assert!(n > 0, "the twin owns a ConfigMap, a Secret and a Pod");
+    }
+
+    // Look-ahead parses in neither RE2 nor Rust; `&&` parses in both but means different things.
+    for (name, regex, says) in [
+        ("ahead", "tok_(?=[0-9])", "look-around"),
+        ("and", "[a-z&&[^x]]", "&&"),
+    ] {
+        api.create(&PostParams::default(), &new_bottle(name, spec(regex)))
+            .await
+            .unwrap();
+        let b = wait_condition(&c, &ns, name, "Ready", "False", "InvalidDlpPattern").await;
+        let msg = b
+            .status
+            .unwrap()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .message;
+        assert!(
+            msg.contains("spec.dlp.patterns[0].regex") && msg.contains(says),
+            "{msg}"
+        );
+        eventually("the InvalidDlpPattern Event", WAIT, || async {
+            let evs = events_with_reason(&c, &ns, "InvalidDlpPattern").await;
+            evs.iter()
+                .any(|e| e.involved_object.name.as_deref() == Some(name))
+                .then_some(())
+        })
+        .await;
+        assert!(
+            Api::<ConfigMap>::namespaced(c.clone(), &ns)
+                .list(&owned(name))
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        assert!(
+            Api::<Secret>::namespaced(c.clone(), &ns)
+                .list(&owned(name))
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        assert!(
+            Api::<Pod>::namespaced(c.clone(), &ns)
+                .list(&owned(name))
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+    }
+}
+
+/// pipelock 2.3.0's strict reload refuses any DLP pattern change (tests/pipelock_facts.rs), so
+/// the operator rolls the Pod for it instead of leaving pipelock on the old patterns.
+#[tokio::test]
+async fn a_dlp_pattern_edit_replaces_the_pod_because_pipelock_would_refuse_it_live() {
+    let ns = namespace("dlp-roll");
+    let _op = Operator::start(&ns);
+    let c = client().await;
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    let spec = json!({"egress": {"allow": ["example.com"]},
+                      "dlp": {"patterns": [{"name": "a", "regex": "tok_[0-9]{6}"}]}});
+    api.create(&PostParams::default(), &new_bottle("roll", spec))
+        .await
+        .unwrap();
+    let first = eventually("Pod", WAIT, || pod(&c, &ns, "roll")).await;
+    wait_condition(&c, &ns, "roll", "ConfigApplied", "True", "Applied").await;
+
+    let patch = json!({"spec": {"dlp": {"patterns": [
+        {"name": "a", "regex": "tok_[0-9]{6}"}, {"name": "b", "regex": "key_[a-f0-9]{8}"}]}}});
+    api.patch("roll", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let replaced = eventually("a new Pod for the new DLP pattern", WAIT, || async {
+        let p = pod(&c, &ns, "roll").await?;
+        (p.uid() != first.uid()).then_some(p)
+    })
+    .await;
+    assert_ne!(replaced.uid(), first.uid());
+    assert!(!events_with_reason(&c, &ns, "PodReplacing").await.is_empty());
 }

@@ -1226,6 +1226,11 @@ async fn pipelocks_rate_limit_reaches_the_agent_as_429_on_a_passthrough_tunnel()
         0,
         "{m}"
     );
+    assert_eq!(
+        metric(&m, "egress_requests_total{outcome=\"allowed\"}"),
+        passed,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -39,10 +39,8 @@ pub struct BottleSpec {
     /// Data-loss-prevention settings shared by the inspecting sidecars.
     #[serde(default)]
     pub dlp: DlpSpec,
-    /// Reserved for the supervise sidecar (human approval of proposals); off by default and
-    /// not rendered yet.
-    #[serde(default)]
-    pub supervise: bool,
+    // No `supervise` field until the supervise sidecar exists: a field that does nothing would
+    // be accepted and silently ignored (the API server now refuses it as an unknown field).
 }
 
 /// The agent container.

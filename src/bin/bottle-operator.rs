@@ -36,8 +36,9 @@ struct Args {
     #[arg(long, env = "BOTTLE_IMAGE_PULL_SECRETS", value_delimiter = ',')]
     image_pull_secret: Vec<String>,
     /// Cluster CIDRs outside the private ranges that bottles must not reach (comma-separated).
-    #[arg(long, env = "BOTTLE_CLUSTER_CIDRS", value_delimiter = ',')]
-    cluster_cidrs: Vec<String>,
+    #[arg(long, env = "BOTTLE_CLUSTER_CIDRS", value_delimiter = ',',
+          value_parser = bottle_operator::render::network_policy::parse_cidr)]
+    cluster_cidrs: Vec<ipnet::IpNet>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "BOTTLE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: String,
@@ -90,9 +91,6 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(dns, "--image-pull-secret {name:?} is not a Secret name");
     }
     settings.image_pull_secrets = args.image_pull_secret;
-    for cidr in &args.cluster_cidrs {
-        bottle_operator::model::check_cidr(cidr).map_err(anyhow::Error::msg)?;
-    }
     settings.cluster_cidrs = args.cluster_cidrs;
     let client = kube::Client::try_default().await?;
     tracing::info!(namespace = ?args.namespace, "bottle-operator starting");

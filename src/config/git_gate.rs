@@ -33,32 +33,57 @@ pub struct ScanRule {
     pub regex: String,
 }
 
+/// The gitleaks config git-gate writes: gitleaks' defaults extended by the Bottle's rules and
+/// allowlist. Serialised with `toml`, so any regex text is quoted correctly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitleaksConfig {
+    /// Keep gitleaks' built-in rules.
+    pub extend: GitleaksExtend,
+    /// Findings to accept anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowlist: Option<GitleaksAllowlist>,
+    /// Extra rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<ScanRule>,
+}
+
+/// gitleaks' `[extend]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitleaksExtend {
+    /// `useDefault`: start from the built-in config.
+    #[serde(rename = "useDefault")]
+    pub use_default: bool,
+}
+
+/// gitleaks' global `[allowlist]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitleaksAllowlist {
+    /// Shown in gitleaks' own output.
+    pub description: String,
+    /// Regexes of findings to accept.
+    pub regexes: Vec<String>,
+}
+
 impl GitGateConfig {
     /// The gitleaks config for the extra rules and allowlist (defaults kept), or `None`.
-    pub fn gitleaks_toml(&self) -> Option<String> {
+    pub fn gitleaks_config(&self) -> Option<GitleaksConfig> {
         if self.rules.is_empty() && self.allowlist.is_empty() {
             return None;
         }
-        let mut out = String::from("[extend]\nuseDefault = true\n");
-        if !self.allowlist.is_empty() {
-            let list: Vec<String> = self
-                .allowlist
-                .iter()
-                .map(|a| format!("'''{a}'''"))
-                .collect();
-            out.push_str(&format!(
-                "\n[allowlist]\ndescription = \"Bottle git.scanAllowlist\"\nregexes = [{}]\n",
-                list.join(", ")
-            ));
-        }
-        for r in &self.rules {
-            // TOML literal strings need no escaping; the model refuses regexes with three quotes.
-            out.push_str(&format!(
-                "\n[[rules]]\nid = '{}'\nregex = '''{}'''\n",
-                r.id, r.regex
-            ));
-        }
-        Some(out)
+        Some(GitleaksConfig {
+            extend: GitleaksExtend { use_default: true },
+            allowlist: (!self.allowlist.is_empty()).then(|| GitleaksAllowlist {
+                description: "Bottle git.scanAllowlist".into(),
+                regexes: self.allowlist.clone(),
+            }),
+            rules: self.rules.clone(),
+        })
+    }
+
+    /// [`Self::gitleaks_config`] as TOML text, or `None`.
+    pub fn gitleaks_toml(&self) -> Option<String> {
+        self.gitleaks_config()
+            .map(|c| toml::to_string(&c).expect("plain strings and tables always serialise"))
     }
 }
 

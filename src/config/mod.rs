@@ -6,6 +6,7 @@
 pub mod cred_proxy;
 pub mod egress;
 pub mod git_gate;
+pub mod host;
 pub mod layout;
 pub mod pipelock;
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use crate::config::egress::EgressConfig;
-use crate::model::{Host, HostPattern};
+use crate::config::host::{Host, HostPattern};
 use crate::proxy::headers::Injection;
 
 /// Why a request is refused. The text is what the agent reads in the 403 body.
@@ -99,7 +99,7 @@ pub fn normalize_host(raw: &str) -> Result<String, Deny> {
         return Err(Deny::IpLiteral(raw.to_string()));
     }
     Host::parse(trimmed).map(|h| h.to_string()).map_err(|e| {
-        if e.contains("IP") {
+        if e.is_ip() {
             Deny::IpLiteral(raw.to_string())
         } else {
             Deny::BadHost(raw.to_string())

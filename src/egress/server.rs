@@ -175,7 +175,11 @@ impl Egress {
         let mut spliced = None;
         if action == HostAction::Passthrough {
             match self.connector.connect(&host, port).await {
-                Ok(up) => spliced = Some(up),
+                Ok(up) => {
+                    self.metrics.count("allowed");
+                    tracing::info!(host, port, "passthrough tunnel");
+                    spliced = Some(up);
+                }
                 Err(e) => return self.tunnel_failed(e.as_ref(), &host, port),
             }
         }
@@ -187,8 +191,6 @@ impl Egress {
             };
             match spliced {
                 Some(mut up) => {
-                    me.metrics.count("allowed");
-                    tracing::info!(host, port, "passthrough tunnel");
                     let _ =
                         tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut up).await;
                 }

@@ -21,7 +21,7 @@ pub fn mirror_dir(cfg: &GitGateConfig, name: &str) -> PathBuf {
 /// volumes are group-readable, so the key (and the pinned known_hosts) are copied to
 /// 0600 files first.
 pub fn ssh_command(cfg: &GitGateConfig, r: &GitRemote) -> anyhow::Result<String> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let dir = Path::new(&cfg.state_dir).join("ssh").join(&r.name);
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
@@ -29,15 +29,7 @@ pub fn ssh_command(cfg: &GitGateConfig, r: &GitRemote) -> anyhow::Result<String>
         .with_context(|| format!("reading SSH key {}", r.ssh_key_file))?;
     let write = |name: &str, body: &[u8]| -> anyhow::Result<PathBuf> {
         let p = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut f, body)?;
-        std::fs::rename(&tmp, &p)?;
+        crate::sidecar::atomic_file::write(&p, body, 0o600)?;
         Ok(p)
     };
     let key_path = write("id", &key)?;

@@ -2,11 +2,11 @@
 //! they name. [`Policy::from_spec`] is the single place where a spec is checked; everything
 //! downstream (rendering, sidecars) works on values that are already valid.
 
-mod host;
+pub mod dlp_regex;
 mod reason;
 mod remote;
 
-pub use host::{Host, HostPattern};
+pub use crate::config::host::{Host, HostError, HostPattern};
 pub use reason::Reason;
 pub use remote::SshUrl;
 
@@ -189,7 +189,7 @@ impl Policy {
             let p = HostPattern::parse(h).map_err(|e| invalid_host("egress.passthrough", h, &e))?;
             // A passthrough host still has to be reachable.
             allow.insert(p.clone());
-            passthrough.insert(p);
+            passthrough.extend(p.passthrough_entries());
         }
         let mut websocket = BTreeSet::new();
         for h in &spec.egress.websocket {
@@ -306,7 +306,7 @@ impl Policy {
         }
 
         let mut dlp_patterns = Vec::new();
-        for p in &spec.dlp.patterns {
+        for (i, p) in spec.dlp.patterns.iter().enumerate() {
             if p.name.trim().is_empty() || p.regex.is_empty() {
                 return Err(InvalidSpec::new(
                     Reason::InvalidDlpPattern,
@@ -322,6 +322,13 @@ impl Policy {
                     ),
                 ));
             }
+            // pipelock and gitleaks compile it with Go's RE2: refuse what they would not.
+            dlp_regex::check(&p.regex).map_err(|why| {
+                InvalidSpec::new(
+                    Reason::InvalidDlpPattern,
+                    format!("spec.dlp.patterns[{i}].regex ({:?}) {why}", p.name),
+                )
+            })?;
             dlp_patterns.push(DlpPattern {
                 name: p.name.clone(),
                 regex: p.regex.clone(),
@@ -395,7 +402,7 @@ impl Policy {
     }
 }
 
-fn invalid_host(field: &str, value: &str, why: &str) -> InvalidSpec {
+fn invalid_host(field: &str, value: &str, why: &HostError) -> InvalidSpec {
     InvalidSpec::new(
         Reason::InvalidHost,
         format!("{field}: {value:?} is not a valid hostname: {why}"),
@@ -482,18 +489,3 @@ fn is_dns_label(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
-
-/// Checks an operator-supplied CIDR (`10.96.0.0/12`, `fd00::/108`).
-pub fn check_cidr(cidr: &str) -> Result<(), String> {
-    let (addr, len) = cidr
-        .split_once('/')
-        .ok_or_else(|| format!("{cidr:?} is not a CIDR (addr/len)"))?;
-    let ip: std::net::IpAddr = addr
-        .parse()
-        .map_err(|_| format!("{cidr:?}: {addr:?} is not an IP address"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    match len.parse::<u8>() {
-        Ok(n) if n <= max => Ok(()),
-        _ => Err(format!("{cidr:?}: prefix length must be 0..={max}")),
-    }
-}

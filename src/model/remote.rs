@@ -48,7 +48,7 @@ impl SshUrl {
         if port == 0 {
             return Err("port 0 is not valid".into());
         }
-        let host = Host::parse(host)?;
+        let host = Host::parse(host).map_err(|e| format!("host {host:?}: {e}"))?;
         let path = path.trim_start_matches('/');
         if path.is_empty() || path.contains("..") || path.contains(char::is_whitespace) {
             return Err(format!("repository path {path:?} is not valid"));

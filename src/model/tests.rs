@@ -208,11 +208,53 @@ fn secret_keys_are_collected_once_and_files_are_distinct() {
     assert_eq!(p.egress_ports().into_iter().collect::<Vec<_>>(), [22, 443]);
 }
 
+fn spec_with_dlp(regexes: &[&str]) -> BottleSpec {
+    let mut s = spec_with_allow(&["example.com"]);
+    s.dlp.patterns = regexes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| crate::api::DlpPattern {
+            name: format!("p{i}"),
+            regex: r.to_string(),
+        })
+        .collect();
+    s
+}
+
 #[test]
-fn cidrs_are_checked() {
-    assert!(check_cidr("10.96.0.0/12").is_ok());
-    assert!(check_cidr("fd00::/108").is_ok());
-    for bad in ["10.96.0.0", "10.96.0.0/33", "x/8", "fd00::/129"] {
-        assert!(check_cidr(bad).is_err(), "{bad}");
+fn a_dlp_regex_re2_would_refuse_is_invalid_and_the_message_names_the_field() {
+    // The valid twin first, so the refusal below is about the regex alone.
+    let ok = Policy::from_spec(&spec_with_dlp(&[r"tok_\d{4}", "(?i)key"])).unwrap();
+    assert_eq!(ok.dlp_patterns.len(), 2);
+    for (bad, says) in [
+        ("tok(?=x)", "look-around"),
+        ("[a-z&&b]", "&&"),
+        (r"\<tok", r"\<"),
+        ("a{2000}", "1000"),
+    ] {
+        let e = Policy::from_spec(&spec_with_dlp(&["fine", bad])).unwrap_err();
+        assert_eq!(e.reason, Reason::InvalidDlpPattern, "{bad}");
+        assert!(
+            e.message.starts_with("spec.dlp.patterns[1].regex (\"p1\")"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains(says), "{}", e.message);
+        assert!(
+            e.message.contains("write") || e.message.contains("use"),
+            "{}",
+            e.message
+        );
     }
+}
+
+#[test]
+fn a_passthrough_wildcard_brings_its_apex_because_pipelock_splices_subdomains_only() {
+    let mut s = spec_with_allow(&[]);
+    s.egress.passthrough = vec!["*.example.org".into(), "api.example.com".into()];
+    let p = Policy::from_spec(&s).unwrap();
+    let got: Vec<String> = p.passthrough.iter().map(ToString::to_string).collect();
+    assert_eq!(got, ["api.example.com", "example.org", "*.example.org"]);
+    let allow: Vec<String> = p.allow.iter().map(ToString::to_string).collect();
+    assert_eq!(allow, ["api.example.com", "*.example.org"]);
 }

@@ -23,7 +23,15 @@ pub struct Context {
     pub settings: Settings,
     /// Metrics.
     pub telemetry: Arc<Telemetry>,
-    failures: Mutex<HashMap<ObjectRef<Bottle>, u32>>,
+    failures: Mutex<HashMap<BottleKey, u32>>,
+}
+
+/// Namespace and name: what identifies a Bottle across its watch events, including the
+/// "not found" the controller reports once it is gone.
+type BottleKey = (Option<String>, String);
+
+fn key(obj: &ObjectRef<Bottle>) -> BottleKey {
+    (obj.namespace.clone(), obj.name.clone())
 }
 
 impl Context {
@@ -43,16 +51,26 @@ impl Context {
     }
 
     /// Records one more failure and returns how long to wait: 1 s doubling to 5 min.
-    pub fn backoff(&self, obj: ObjectRef<Bottle>) -> Duration {
+    pub fn backoff(&self, obj: &ObjectRef<Bottle>) -> Duration {
         let mut f = self.failures.lock().expect("failure map lock");
-        let n = f.entry(obj).or_insert(0);
+        let n = f.entry(key(obj)).or_insert(0);
         *n = n.saturating_add(1);
-        backoff_for(*n)
+        let delay = backoff_for(*n);
+        self.telemetry.failing.set(f.len() as i64);
+        delay
     }
 
     /// Forgets failures after a successful reconcile.
     pub fn succeeded(&self, obj: &ObjectRef<Bottle>) {
-        self.failures.lock().expect("failure map lock").remove(obj);
+        self.forget(obj.namespace.clone(), obj.name.clone());
+    }
+
+    /// Forgets a Bottle, for example one deleted while it was failing (its retry then finds
+    /// nothing to reconcile), so the map does not grow with every Bottle ever deleted.
+    pub fn forget(&self, namespace: Option<String>, name: String) {
+        let mut f = self.failures.lock().expect("failure map lock");
+        f.remove(&(namespace, name));
+        self.telemetry.failing.set(f.len() as i64);
     }
 }
 

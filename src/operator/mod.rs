@@ -17,7 +17,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -79,12 +79,18 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|res| async move {
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(|res| {
             match res {
                 Ok((obj, _)) => tracing::debug!(bottle = %obj, "reconciled"),
+                // A retry scheduled for a Bottle that has since been deleted.
+                Err(controller::Error::ObjectNotFound(obj)) => {
+                    tracing::debug!(bottle = %obj, "gone; forgetting its failures");
+                    ctx.forget(obj.namespace.clone(), obj.name.clone());
+                }
                 Err(e) => tracing::debug!(error = %e, "reconcile failed"),
             }
+            std::future::ready(())
         })
         .await;
     Ok(())

@@ -50,6 +50,7 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
         // Owner references hand the cleanup to the garbage collector.
         return Ok(Action::await_change());
     }
+    let started = std::time::Instant::now();
     let outcome = converge(&bottle, &ctx).await;
     // The Pod as this pass left it; read it again only when the pass failed before looking.
     let (outcome, pod) = match outcome {
@@ -141,6 +142,7 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
             .as_ref()
             .map(|_| "ok")
             .unwrap_or_else(|e| e.reason().as_str()),
+        started.elapsed(),
     );
     let c = outcome?;
     ctx.succeeded(&ObjectRef::from_obj(&*bottle));
@@ -153,7 +155,7 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
 
 /// Backoff per Bottle; the error was already reported by `reconcile`.
 pub fn error_policy(bottle: Arc<Bottle>, err: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(ObjectRef::from_obj(&*bottle));
+    let delay = ctx.backoff(&ObjectRef::from_obj(&*bottle));
     tracing::warn!(bottle = %bottle.name_any(), reason = err.reason().as_str(), error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -237,8 +239,9 @@ async fn converge(bottle: &Bottle, ctx: &Context) -> Result<(Converged, Option<P
     let ns = bottle.namespace().unwrap_or_default();
     let uid = bottle.uid().unwrap_or_default();
 
-    // 1. Validate everything that needs no writes.
-    let policy = Policy::from_spec(&bottle.spec)?;
+    // 1. Validate everything that needs no writes: nothing at all is written for a spec
+    //    that fails here (not even the CA).
+    let policy = render::validate(bottle)?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     check_secrets(&secrets, &ns, &policy).await?;
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -260,7 +263,7 @@ async fn converge(bottle: &Bottle, ctx: &Context) -> Result<(Converged, Option<P
 
     // 2. The CA comes first: the Pod's template hash includes its fingerprint.
     let ca_fingerprint = ensure_ca(&secrets, bottle, &uid).await?;
-    let desired = render::desired(bottle, &ctx.settings, &ca_fingerprint)?;
+    let desired = render::desired(bottle, policy, &ctx.settings, &ca_fingerprint);
 
     // 3. Config and fences before the Pod that needs them.
     apply(&config_maps, &desired.config_map).await?;

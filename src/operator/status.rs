@@ -1,5 +1,6 @@
 //! Status: what the Bottle reports. [`desired`] is pure (outcome + Pod → status); the
-//! patch is skipped when nothing changed, so status writes never wake the controller in a loop.
+//! patch (server-side apply) is skipped when nothing changed, so status writes never wake the
+//! controller in a loop.
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -195,28 +196,19 @@ pub async fn patch_if_changed(
         return Ok(());
     }
     let api: Api<Bottle> = Api::namespaced(client.clone(), &bottle.namespace().unwrap_or_default());
-    // A merge patch leaves absent keys alone, so fields that became empty are sent as null;
-    // otherwise the stored status would never equal the desired one and every reconcile would
-    // patch (and wake itself) again.
-    let mut value = serde_json::to_value(&status).expect("status serialises");
-    if let Some(map) = value.as_object_mut() {
-        for key in [
-            "phase",
-            "observedGeneration",
-            "conditions",
-            "podName",
-            "caFingerprint",
-            "configHash",
-        ] {
-            map.entry(key).or_insert(serde_json::Value::Null);
-        }
-    }
-    let patch = json!({ "status": value });
+    // Server-side apply of the whole status under the operator's field manager: a field left
+    // out (no Pod any more, no conditions) is removed because we owned it, so the stored
+    // status comes to equal the desired one and the next reconcile sends nothing.
+    let patch = json!({
+        "apiVersion": <Bottle as kube::Resource>::api_version(&()),
+        "kind": <Bottle as kube::Resource>::kind(&()),
+        "status": status,
+    });
     match api
         .patch_status(
             &bottle.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
+            &PatchParams::apply(crate::render::meta::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
         )
         .await
     {

@@ -1,5 +1,5 @@
 //! The operator's HTTP endpoint: `/healthz`, `/readyz` (the controller is running) and
-//! `/metrics` (Prometheus text: reconciles by result).
+//! `/metrics` (Prometheus text: reconciles by result, their duration, Bottles in backoff).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +9,8 @@ use hyper::body::Incoming;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -25,6 +27,10 @@ pub struct ReconcileLabels {
 pub struct Telemetry {
     /// Reconciles by result.
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Reconcile duration in seconds, by result.
+    pub durations: Family<ReconcileLabels, Histogram>,
+    /// Bottles whose last reconcile failed (each has a backoff entry).
+    pub failing: Gauge,
     /// True once the controller runs (after leader election).
     pub ready: AtomicBool,
     registry: Registry,
@@ -40,20 +46,41 @@ impl Telemetry {
             "Reconciles by result (ok or the condition reason)",
             reconciles.clone(),
         );
+        // 5 ms .. ~20 s: a reconcile is a handful of API calls, slow ones wait on a busy server.
+        let durations = Family::<ReconcileLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.005, 2.0, 13,
+            ))
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took, by result",
+            durations.clone(),
+        );
+        let failing = Gauge::default();
+        registry.register(
+            "failing_bottles",
+            "Bottles whose last reconcile failed and that wait in backoff",
+            failing.clone(),
+        );
         Arc::new(Self {
             reconciles,
+            durations,
+            failing,
             ready: AtomicBool::new(false),
             registry,
         })
     }
 
-    /// Counts a reconcile.
-    pub fn count(&self, result: &str) {
-        self.reconciles
-            .get_or_create(&ReconcileLabels {
-                result: result.to_string(),
-            })
-            .inc();
+    /// Counts a reconcile and records how long it took.
+    pub fn count(&self, result: &str, took: std::time::Duration) {
+        let labels = ReconcileLabels {
+            result: result.to_string(),
+        };
+        self.reconciles.get_or_create(&labels).inc();
+        self.durations
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     fn respond(&self, req: &Request<Incoming>) -> Response<ProxyBody> {

@@ -127,7 +127,14 @@ pub fn pipelock_config(p: &Policy) -> pipelock::PipelockConfig {
         // The allowlist is enforced only in strict mode.
         mode: "strict".into(),
         enforce: true,
-        api_allowlist: p.allow.iter().map(ToString::to_string).collect(),
+        // Strict mode refuses to start with an empty allowlist (pipelock check: "strict mode
+        // requires at least one domain"); a name that never resolves (RFC 6761) keeps a bottle
+        // with no hosts at "nothing is reachable".
+        api_allowlist: if p.allow.is_empty() {
+            vec!["nothing.invalid".into()]
+        } else {
+            p.allow.iter().map(ToString::to_string).collect()
+        },
         fetch_proxy: pipelock::FetchProxy {
             listen: loopback(layout::PIPELOCK_PORT),
             monitoring: pipelock::Monitoring {

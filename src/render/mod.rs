@@ -34,7 +34,7 @@ pub struct Settings {
     /// Secrets (in each Bottle's namespace) the kubelet uses to pull the bottle images.
     pub image_pull_secrets: Vec<String>,
     /// Cluster CIDRs (pods, services, nodes) outside the private ranges, denied to bottles.
-    pub cluster_cidrs: Vec<String>,
+    pub cluster_cidrs: Vec<ipnet::IpNet>,
     /// Namespace of the cluster DNS pods.
     pub dns_namespace: String,
     /// Label selector (key, value) of the cluster DNS pods.
@@ -78,22 +78,30 @@ pub struct Desired {
     pub workspace: Option<PersistentVolumeClaim>,
 }
 
-/// Renders every object of a Bottle, or says why the spec cannot be rendered. The CA
-/// fingerprint is part of the Pod template: a new CA needs a new Pod.
-pub fn desired(
-    bottle: &Bottle,
-    settings: &Settings,
-    ca_fingerprint: &str,
-) -> Result<Desired, InvalidSpec> {
+/// Checks everything about a Bottle that rendering depends on, before anything is written:
+/// the policy, the agent's environment and the workspace size. What it accepts renders.
+pub fn validate(bottle: &Bottle) -> Result<Policy, InvalidSpec> {
     let policy = Policy::from_spec(&bottle.spec)?;
     pod::check_agent_env(&bottle.spec.agent)?;
+    pod::check_workspace(&bottle.spec.agent)?;
+    Ok(policy)
+}
+
+/// Renders every object of a validated Bottle (see [`validate`]); it cannot fail on user
+/// input. The CA fingerprint is part of the Pod template: a new CA needs a new Pod.
+pub fn desired(
+    bottle: &Bottle,
+    policy: Policy,
+    settings: &Settings,
+    ca_fingerprint: &str,
+) -> Desired {
     let data = config_map::files(&policy);
     let config_hash = hash_of(&data);
     let config_map = config_map::object(bottle, data, &config_hash);
     let (pod, template_hash) = pod::render(bottle, &policy, settings, ca_fingerprint);
     let network_policies = network_policy::render(bottle, &policy, settings);
-    let workspace = pod::workspace_claim(bottle)?;
-    Ok(Desired {
+    let workspace = pod::workspace_claim(bottle);
+    Desired {
         policy,
         config_map,
         config_hash,
@@ -101,7 +109,7 @@ pub fn desired(
         template_hash,
         network_policies,
         workspace,
-    })
+    }
 }
 
 /// Short, stable SHA-256 hex of a serialisable value.

@@ -31,6 +31,18 @@ pub const DENIED_V4: &[&str] = &[
 /// (IPv4-mapped addresses are IPv4 to the API server and covered by the IPv4 list.)
 pub const DENIED_V6: &[&str] = &["::1/128", "fc00::/7", "fe80::/10", "ff00::/8"];
 
+/// Parses an operator-supplied CIDR (`10.96.0.0/12`, `fd00::/108`); host bits must be zero,
+/// so what the flag says is exactly the range the policy denies.
+pub fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    let net: ipnet::IpNet = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a CIDR such as 10.96.0.0/12 or fd00::/108"))?;
+    if net.trunc() != net {
+        return Err(format!("{s:?} has host bits set; write {}", net.trunc()));
+    }
+    Ok(net)
+}
+
 fn selector(b: &Bottle) -> LabelSelector {
     LabelSelector {
         match_labels: Some(StringMap::from([(
@@ -70,17 +82,19 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings) -> Vec<NetworkPolicy> {
         }),
     };
 
-    let (v4_extra, v6_extra): (Vec<&String>, Vec<&String>) =
-        s.cluster_cidrs.iter().partition(|c| !c.contains(':'));
+    let (v4_extra, v6_extra): (Vec<&ipnet::IpNet>, Vec<_>) = s
+        .cluster_cidrs
+        .iter()
+        .partition(|c| matches!(c, ipnet::IpNet::V4(_)));
     let except_v4 = DENIED_V4
         .iter()
         .map(|c| c.to_string())
-        .chain(v4_extra.into_iter().cloned())
+        .chain(v4_extra.iter().map(ToString::to_string))
         .collect();
     let except_v6 = DENIED_V6
         .iter()
         .map(|c| c.to_string())
-        .chain(v6_extra.into_iter().cloned())
+        .chain(v6_extra.iter().map(ToString::to_string))
         .collect();
     let dns = NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {

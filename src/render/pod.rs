@@ -13,9 +13,10 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::{Settings, StringMap, hash_of, meta};
+use super::{Settings, StringMap, config_map, hash_of, meta};
 use crate::api::{AgentSpec, Bottle};
 use crate::config::layout::{self, Sidecar, files};
+use crate::config::pipelock::PipelockConfig;
 use crate::model::{InvalidSpec, Policy, Reason, SecretKey};
 
 /// Environment variables the operator sets on the agent; a Bottle may not override them.
@@ -314,6 +315,28 @@ fn netinit_container(p: &Policy, s: &Settings) -> Container {
     }
 }
 
+/// Fields of pipelock's config that its strict-mode hot reload applies, whatever the change
+/// (observed with pipelock 2.3.0 in tests/pipelock_facts.rs): allowlist entries added or
+/// removed, and `request_body_scanning.action`. Any other change may be refused, and a refused
+/// reload leaves pipelock on its old config for good (internal/cli/runtime/server.go `Reload`:
+/// in strict mode any `ValidateReload` warning rejects it, and any DLP pattern change warns).
+const PIPELOCK_LIVE_FIELDS: &[&[&str]] =
+    &[&["api_allowlist"], &["request_body_scanning", "action"]];
+
+/// A hash of everything in pipelock's config a live reload might refuse: when it changes the
+/// Pod is rolled. Fields added to the config later are covered unless listed as live.
+pub fn pipelock_restart_key(cfg: &PipelockConfig) -> String {
+    let mut v = serde_json::to_value(cfg).expect("pipelock config serialises");
+    for path in PIPELOCK_LIVE_FIELDS {
+        let (last, parents) = path.split_last().expect("non-empty path");
+        let parent = parents.iter().try_fold(&mut v, |v, k| v.get_mut(*k));
+        if let Some(serde_json::Value::Object(m)) = parent {
+            m.remove(*last);
+        }
+    }
+    hash_of(&v)
+}
+
 /// Renders the Pod and returns it with its template hash.
 pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Pod, String) {
     let sidecar_bin = layout::SIDECAR_BIN;
@@ -524,15 +547,11 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
         "kubectl.kubernetes.io/default-container".to_string(),
         "agent".to_string(),
     )]);
-    // pipelock's strict mode refuses reloads that widen trust (new passthrough hosts), so a
-    // change of pipelock's passthrough list rolls the Pod: it is part of the template hash.
+    // pipelock's strict mode refuses some reloads (and then every later one): those changes
+    // roll the Pod instead, through the template hash.
     annotations.insert(
-        "bottle-operator.dev/passthrough".into(),
-        p.pipelock_passthrough()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
+        "bottle-operator.dev/pipelock-restart-key".into(),
+        pipelock_restart_key(&config_map::pipelock_config(p)),
     );
     annotations.insert(
         "bottle-operator.dev/ca-fingerprint".into(),
@@ -551,21 +570,24 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
     )
 }
 
-/// The workspace claim, if the Bottle asks for one.
-pub fn workspace_claim(b: &Bottle) -> Result<Option<PersistentVolumeClaim>, InvalidSpec> {
-    let Some(w) = &b.spec.agent.workspace else {
-        return Ok(None);
-    };
-    if !is_quantity(&w.size) {
-        return Err(InvalidSpec {
+/// Refuses a workspace size the API server would refuse in the claim.
+pub fn check_workspace(agent: &AgentSpec) -> Result<(), InvalidSpec> {
+    match &agent.workspace {
+        Some(w) if !is_quantity(&w.size) => Err(InvalidSpec {
             reason: Reason::InvalidWorkspace,
             message: format!(
                 "agent.workspace.size {:?} is not a quantity like 10Gi",
                 w.size
             ),
-        });
+        }),
+        _ => Ok(()),
     }
-    Ok(Some(PersistentVolumeClaim {
+}
+
+/// The workspace claim, if the Bottle asks for one (its size checked by [`check_workspace`]).
+pub fn workspace_claim(b: &Bottle) -> Option<PersistentVolumeClaim> {
+    let w = b.spec.agent.workspace.as_ref()?;
+    Some(PersistentVolumeClaim {
         metadata: meta::owned(b, meta::workspace_name(b)),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
@@ -577,7 +599,7 @@ pub fn workspace_claim(b: &Bottle) -> Result<Option<PersistentVolumeClaim>, Inva
             ..Default::default()
         }),
         status: None,
-    }))
+    })
 }
 
 fn is_quantity(s: &str) -> bool {

@@ -28,10 +28,10 @@ fn full() -> Bottle {
 
 /// Egress only: the core sidecars and nothing else.
 fn minimal() -> Bottle {
-    let mut b: Bottle = serde_norway::from_str(
-        "apiVersion: bottle-operator.dev/v1alpha1\nkind: Bottle\nmetadata: {name: minimal}\n\
-         spec: {egress: {allow: [api.anthropic.com, registry.npmjs.org]}}\n",
-    )
+    // Shared with tests/pipelock_check.rs, which runs `pipelock check` on what it renders.
+    let mut b: Bottle = serde_norway::from_str(include_str!(
+        "../../tests/fixtures/bottle-render-minimal.yaml"
+    ))
     .unwrap();
     b.metadata.namespace = Some("team".into());
     b.metadata.uid = Some("uid-2".into());
@@ -39,7 +39,12 @@ fn minimal() -> Bottle {
 }
 
 fn render(b: &Bottle) -> Desired {
-    desired(b, &Settings::default(), FP).expect("renders")
+    render_with(b, &Settings::default(), FP)
+}
+
+/// Validates, then renders: the reconciler's order.
+fn render_with(b: &Bottle, settings: &Settings, fp: &str) -> Desired {
+    desired(b, validate(b).expect("valid"), settings, fp)
 }
 
 fn containers(p: &Pod) -> Vec<&Container> {
@@ -202,7 +207,7 @@ fn pull_settings_follow_each_image() {
         image_pull_secrets: vec!["registry".into()],
         ..Settings::default()
     };
-    let d = desired(&full(), &settings, FP).unwrap();
+    let d = render_with(&full(), &settings, FP);
     let spec = d.pod.spec.as_ref().unwrap();
     assert_eq!(
         spec.image_pull_secrets.as_ref().unwrap()[0].name,
@@ -572,11 +577,35 @@ fn each_sidecar_config_parses_with_its_own_type_and_points_at_files_it_mounts() 
     assert_eq!(pipelock.dlp.patterns[0].name, "Example Corp token");
     // The same patterns scan git pushes.
     assert_eq!(gate.rules[0].id, "example-corp-token");
-    assert!(
-        gate.gitleaks_toml()
-            .unwrap()
-            .contains("regex = '''excorp_[A-Za-z0-9]{32}'''")
-    );
+    let text = gate.gitleaks_toml().unwrap();
+    let back: crate::config::git_gate::GitleaksConfig = toml::from_str(&text).unwrap();
+    assert_eq!(back.rules[0].regex, "excorp_[A-Za-z0-9]{32}", "{text}");
+    assert!(back.extend.use_default);
+}
+
+#[test]
+fn gitleaks_config_quotes_any_regex_text() {
+    // Quotes of every kind and backslashes: TOML built with format! could not carry these.
+    let tricky = [r#"a'''b"#, r#"say "hi"\s+"#, r"\d{4}'", r"tab\tand\\"];
+    let gate = crate::config::git_gate::GitGateConfig {
+        listen: "127.0.0.1:1".into(),
+        admin_listen: "127.0.0.1:2".into(),
+        state_dir: "/tmp".into(),
+        remotes: vec![],
+        rules: tricky
+            .iter()
+            .enumerate()
+            .map(|(i, r)| crate::config::git_gate::ScanRule {
+                id: format!("r{i}"),
+                regex: (*r).into(),
+            })
+            .collect(),
+        allowlist: vec!["'''".into()],
+    };
+    let text = gate.gitleaks_toml().unwrap();
+    let back: crate::config::git_gate::GitleaksConfig = toml::from_str(&text).unwrap();
+    assert_eq!(back, gate.gitleaks_config().unwrap(), "{text}");
+    assert!(text.contains("useDefault = true"), "{text}");
 }
 
 fn pipelock_of(b: &Bottle) -> PipelockConfig {
@@ -734,9 +763,7 @@ fn template_hash_follows_the_pod_not_the_sidecar_config() {
     );
 
     assert_ne!(
-        desired(&b, &Settings::default(), "CC:DD")
-            .unwrap()
-            .template_hash,
+        render_with(&b, &Settings::default(), "CC:DD").template_hash,
         base,
         "a new CA rolls the Pod"
     );
@@ -749,11 +776,14 @@ fn template_hash_follows_the_pod_not_the_sidecar_config() {
 #[test]
 fn network_policies_deny_ingress_and_private_egress() {
     let settings = Settings {
-        cluster_cidrs: vec!["198.18.0.0/15".into(), "2001:db8::/64".into()],
+        cluster_cidrs: vec![
+            "198.18.0.0/15".parse().unwrap(),
+            "2001:db8::/64".parse().unwrap(),
+        ],
         ..Default::default()
     };
     let b = full();
-    let d = desired(&b, &settings, FP).unwrap();
+    let d = render_with(&b, &settings, FP);
     let [internal, egress] = &d.network_policies[..] else {
         panic!("two policies")
     };
@@ -856,27 +886,18 @@ fn reserved_agent_env_and_bad_workspace_sizes_are_refused() {
         name: "HTTPS_PROXY".into(),
         value: "http://evil".into(),
     });
-    assert_eq!(
-        desired(&b, &Settings::default(), FP).unwrap_err().reason,
-        Reason::ReservedEnv
-    );
+    assert_eq!(validate(&b).unwrap_err().reason, Reason::ReservedEnv);
     let mut b = minimal();
     b.spec.agent.workspace = Some(crate::api::WorkspaceSpec {
         size: "lots".into(),
         storage_class_name: None,
     });
-    assert_eq!(
-        desired(&b, &Settings::default(), FP).unwrap_err().reason,
-        Reason::InvalidWorkspace
-    );
+    assert_eq!(validate(&b).unwrap_err().reason, Reason::InvalidWorkspace);
     b.spec.agent.workspace = Some(crate::api::WorkspaceSpec {
         size: "1.5Gi".into(),
         storage_class_name: Some("fast".into()),
     });
-    let claim = desired(&b, &Settings::default(), FP)
-        .unwrap()
-        .workspace
-        .unwrap();
+    let claim = render_with(&b, &Settings::default(), FP).workspace.unwrap();
     assert_eq!(
         claim.spec.unwrap().storage_class_name.as_deref(),
         Some("fast")
@@ -933,4 +954,61 @@ fn specs_round_trip_through_the_crd_types() {
     let json = serde_json::to_value(&b.spec).unwrap();
     let back: BottleSpec = serde_json::from_value(json).unwrap();
     assert_eq!(back, b.spec);
+}
+
+#[test]
+fn operator_cidrs_are_parsed_whole_and_canonical() {
+    use super::network_policy::parse_cidr;
+    assert_eq!(
+        parse_cidr("10.96.0.0/12").unwrap().to_string(),
+        "10.96.0.0/12"
+    );
+    assert_eq!(parse_cidr("fd00::/108").unwrap().to_string(), "fd00::/108");
+    for bad in ["10.96.0.0", "10.96.0.0/33", "x/8", "fd00::/129", ""] {
+        assert!(parse_cidr(bad).is_err(), "{bad}");
+    }
+    let e = parse_cidr("10.96.0.1/12").unwrap_err();
+    assert!(e.contains("write 10.96.0.0/12"), "{e}");
+}
+
+/// Before/after pairs from pipelock 2.3.0's strict reload (tests/pipelock_facts.rs): what it
+/// refuses rolls the Pod, what it applies live does not.
+#[test]
+fn pipelock_restart_key_changes_exactly_for_what_a_strict_reload_refuses() {
+    let base = config_map::pipelock_config(&Policy::from_spec(&full().spec).unwrap());
+    let key = pod::pipelock_restart_key(&base);
+    let edited = |f: &dyn Fn(&mut PipelockConfig)| {
+        let mut c = base.clone();
+        f(&mut c);
+        pod::pipelock_restart_key(&c)
+    };
+    // Applied live.
+    assert_eq!(edited(&|c| c.api_allowlist.push("crates.io".into())), key);
+    assert_eq!(edited(&|c| c.api_allowlist.clear()), key);
+    assert_eq!(
+        edited(&|c| c.request_body_scanning.action = "warn".into()),
+        key
+    );
+    // Refused: passthrough added, DLP pattern added, removed or changed.
+    assert_ne!(
+        edited(&|c| c
+            .tls_interception
+            .passthrough_domains
+            .push("x.example.com".into())),
+        key
+    );
+    assert_ne!(edited(&|c| c.dlp.patterns.clear()), key);
+    assert_ne!(
+        edited(&|c| {
+            let extra = c.dlp.patterns[0].clone();
+            c.dlp.patterns.push(crate::config::pipelock::DlpPattern {
+                name: "another".into(),
+                ..extra
+            })
+        }),
+        key
+    );
+    assert_ne!(edited(&|c| c.dlp.patterns[0].regex.push('x')), key);
+    assert_ne!(edited(&|c| c.request_body_scanning.enabled = false), key);
+    assert_ne!(edited(&|c| c.enforce = false), key);
 }

@@ -1,11 +1,11 @@
 //! `bottle-sidecar ca-bundle`: the init container that builds the agent's trust store,
 //! system roots plus the bottle CA, so every TLS client in the agent trusts the interceptors.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+use super::atomic_file;
 use crate::config::layout;
 
 /// Where Debian/Ubuntu, RHEL/Fedora and Alpine keep their system roots, in that order.
@@ -36,19 +36,18 @@ pub fn build(ca: &Path, out_dir: &Path, system_bundles: &[PathBuf]) -> anyhow::R
     }
     bundle.push_str("# bottle CA (bottle-operator)\n");
     bundle.push_str(&ca_pem);
-    write_atomic(&out_dir.join(layout::TRUST_CA_FILE), ca_pem.as_bytes())?;
-    write_atomic(&out_dir.join(layout::TRUST_BUNDLE_FILE), bundle.as_bytes())?;
+    // World-readable: every container's TLS stack reads them; they hold only public certificates.
+    atomic_file::write(
+        &out_dir.join(layout::TRUST_CA_FILE),
+        ca_pem.as_bytes(),
+        0o644,
+    )?;
+    atomic_file::write(
+        &out_dir.join(layout::TRUST_BUNDLE_FILE),
+        bundle.as_bytes(),
+        0o644,
+    )?;
     Ok(bundle.matches("-----BEGIN CERTIFICATE-----").count())
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -105,7 +105,10 @@ pub fn namespace_on_node(test: &str) -> String {
 /// The operator binary running against the test control plane; killed on drop.
 pub struct Operator {
     child: Child,
+    /// Its log file.
     pub log: PathBuf,
+    /// `host:port` of its /metrics endpoint.
+    pub metrics: String,
 }
 
 impl Operator {
@@ -121,14 +124,10 @@ impl Operator {
             .dir
             .join(format!("operator-{ns}-{}.log", control_plane::free_port()));
         let file = fs::File::create(&log).expect("operator log");
+        let metrics = format!("127.0.0.1:{}", control_plane::free_port());
         let child = control_plane::spawn_tied(
             Command::new(env!("CARGO_BIN_EXE_bottle-operator"))
-                .args([
-                    "--namespace",
-                    ns,
-                    "--metrics-addr",
-                    &format!("127.0.0.1:{}", control_plane::free_port()),
-                ])
+                .args(["--namespace", ns, "--metrics-addr", &metrics])
                 .args(args)
                 .env("KUBECONFIG", &cp.kubeconfig)
                 // After the defaults, so a test can override them (KUBECONFIG included).
@@ -139,13 +138,30 @@ impl Operator {
                 .stderr(file),
         )
         .expect("operator starts");
-        Self { child, log }
+        Self {
+            child,
+            log,
+            metrics,
+        }
     }
 
     /// Kills the operator at once (SIGKILL: no graceful shutdown, like a crashed Pod).
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The value of one metric series from its /metrics endpoint (`name` with its labels as
+    /// printed, e.g. `bottle_operator_failing_bottles`), or `None` before it is printed.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://{}/metrics", self.metrics)])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            (series == name).then(|| value.parse().ok())?
+        })
     }
 
     /// The operator's log so far.

@@ -1,0 +1,3 @@
+module bottle-operator.dev/re2check
+
+go 1.22
