@@ -5,270 +5,31 @@
 
 #[path = "support/control_plane.rs"]
 mod control_plane;
+#[path = "support/netns.rs"]
+mod netns;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, Stdio};
 
 use bottle_operator::config::egress::{EgressConfig, EgressRoute};
 use bottle_operator::config::layout::{
     AGENT_UID, EGRESS_ADMIN_PORT, EGRESS_PORT, EGRESS_UID, PIPELOCK_PORT, PIPELOCK_UID,
 };
+use netns::{World, run};
 use serde_json::Value;
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Two namespaces joined by a veth pair; deleted on drop, also when the test fails.
-struct World {
-    pod: String,
-    net: String,
-    children: Vec<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in [&self.pod, &self.net] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
-        }
-    }
-}
-
-/// The scripts and the sidecar binary, copied into the world's directory: the unprivileged
-/// UIDs cannot be assumed to read the checkout (a clone under a 0700 directory, say).
+/// The scripts the containment world copies in.
 const RUNTIME_FILES: &[&str] = &["probe.py", "internet.py", "listen.py"];
 
-impl World {
-    /// A file copied in by `new` (a script or `bottle-sidecar`).
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn new() -> Self {
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "the containment tests need root (network namespaces, iptables)"
-        );
-        static N: AtomicU32 = AtomicU32::new(0);
-        let id = format!(
-            "{}{}",
-            std::process::id() % 100_000,
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let (pod, net) = (format!("bpod{id}"), format!("bnet{id}"));
-        let w = World {
-            pod: pod.clone(),
-            net: net.clone(),
-            children: Vec::new(),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let d = w.dir.path();
-        run(&["chmod", "0755", d.to_str().unwrap()]);
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/containment");
-        for f in RUNTIME_FILES {
-            std::fs::copy(src.join(f), d.join(f)).unwrap();
-        }
-        std::fs::copy(
-            env!("CARGO_BIN_EXE_bottle-sidecar"),
-            d.join("bottle-sidecar"),
-        )
-        .unwrap();
-        let (vp, vn) = (format!("bvp{id}"), format!("bvn{id}"));
-        run(&["ip", "netns", "add", &pod]);
-        run(&["ip", "netns", "add", &net]);
-        run(&[
-            "ip", "link", "add", &vp, "type", "veth", "peer", "name", &vn,
-        ]);
-        run(&["ip", "link", "set", &vp, "netns", &pod]);
-        run(&["ip", "link", "set", &vn, "netns", &net]);
-        let in_ns = |ns: &str, args: &[&str]| {
-            let mut v = vec!["ip", "netns", "exec", ns];
-            v.extend_from_slice(args);
-            run(&v);
-        };
-        let inp = |args: &[&str]| in_ns(&pod, args);
-        let inn = |args: &[&str]| in_ns(&net, args);
-        inp(&["ip", "link", "set", "lo", "up"]);
-        inp(&["ip", "addr", "add", "192.0.2.1/24", "dev", &vp]);
-        inp(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            "2001:db8::1/64",
-            "dev",
-            &vp,
-            "nodad",
-        ]);
-        inp(&["ip", "link", "set", &vp, "up"]);
-        inp(&["ip", "route", "add", "default", "via", "192.0.2.2"]);
-        inp(&["ip", "-6", "route", "add", "default", "via", "2001:db8::2"]);
-        // Unprivileged ICMP sockets, so "no ICMP" is the rules' doing, not a sysctl's.
-        inp(&[
-            "sysctl",
-            "-q",
-            "-w",
-            "net.ipv4.ping_group_range=0 2147483647",
-        ]);
-        inn(&["ip", "link", "set", "lo", "up"]);
-        inn(&["ip", "addr", "add", "192.0.2.2/24", "dev", &vn]);
-        inn(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            "2001:db8::2/64",
-            "dev",
-            &vn,
-            "nodad",
-        ]);
-        inn(&["ip", "link", "set", &vn, "up"]);
-        inn(&["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"]);
-        inn(&["ip", "addr", "add", "198.51.100.53/32", "dev", "lo"]);
-        // Names the Pod resolves (`ip netns exec` mounts this over /etc/hosts).
-        std::fs::create_dir_all(Path::new("/etc/netns").join(&pod)).unwrap();
-        std::fs::write(
-            Path::new("/etc/netns").join(&pod).join("hosts"),
-            "127.0.0.1 localhost\n::1 localhost\n192.0.2.2 origin.test\n",
-        )
-        .unwrap();
-        w
-    }
-
-    /// Starts `cmd` inside `ns` as `uid` and waits for its "ready" line.
-    fn spawn_ready(&mut self, ns: &str, uid: u32, cmd: &[&str]) {
-        let mut c = Command::new("ip");
-        c.args([
-            "netns",
-            "exec",
-            ns,
-            "setpriv",
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-        ]);
-        let mut child =
-            control_plane::spawn_tied(c.args(cmd).stdout(Stdio::piped()).stderr(Stdio::inherit()))
-                .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "{cmd:?} did not start");
-        self.children.push(child);
-    }
-
-    fn netinit(&self, extra: &[&str]) {
-        let mut args = vec![
-            "ip",
-            "netns",
-            "exec",
-            &self.pod,
-            env!("CARGO_BIN_EXE_bottle-sidecar"),
-            "netinit",
-        ];
-        let (a, e, p, port) = (
-            AGENT_UID.to_string(),
-            EGRESS_UID.to_string(),
-            PIPELOCK_UID.to_string(),
-            EGRESS_PORT.to_string(),
-        );
-        args.extend([
-            "--agent-uid",
-            &a,
-            "--sidecar-uid",
-            &e,
-            "--sidecar-uid",
-            &p,
-            "--agent-port",
-            &port,
-        ]);
-        args.extend_from_slice(extra);
-        run(&args);
-    }
-
-    /// Runs the probes as `uid` in the Pod namespace.
-    fn probe(&self, uid: u32, probes: &Value) -> BTreeMap<String, (String, f64)> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.pod,
-                "setpriv",
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-                "/usr/bin/python3",
-            ])
-            .arg(self.file("probe.py"))
-            .arg(probes.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "probe failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: BTreeMap<String, (String, f64)> = serde_json::from_slice(&out.stdout).unwrap();
-        v
-    }
-
-    fn curl_as(&self, uid: u32, args: &[&str]) -> (u16, String) {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.pod,
-                "setpriv",
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-            ])
-            .args([
-                "curl",
-                "-sS",
-                "-m",
-                "5",
-                "-w",
-                "\n%{http_code} %{http_connect}",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, codes) = text.rsplit_once('\n').unwrap_or(("", "0 0"));
-        let mut it = codes
-            .split(' ')
-            .map(|c| c.trim().parse::<u16>().unwrap_or(0));
-        let (code, connect) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-        let code = if code == 0 && connect >= 300 {
-            connect
-        } else {
-            code
-        };
-        (
-            code,
-            format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
-        )
-    }
+/// The containment world: the internet also answers on the metadata address and an outside
+/// resolver.
+fn world() -> World {
+    World::new(
+        "containment",
+        RUNTIME_FILES,
+        &[("192.0.2.2", "origin.test")],
+        &["169.254.169.254/32", "198.51.100.53/32"],
+    )
 }
 
 fn probes() -> Value {
@@ -332,7 +93,7 @@ fn egress_config(w: &World, ca: &Path) -> PathBuf {
 
 #[test]
 fn the_agent_reaches_only_its_sidecars_and_the_sidecars_reach_out() {
-    let mut w = World::new();
+    let mut w = world();
     // The origin's certificate for origin.test, from a CA the egress sidecar trusts.
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -380,7 +141,7 @@ fn the_agent_reaches_only_its_sidecars_and_the_sidecars_reach_out() {
     );
     assert_eq!(before["tcp_internet"].0, "ok:internet-80");
 
-    w.netinit(&[]);
+    w.netinit_default(&[]);
 
     // The real egress as its sidecar UID, and stand-ins for pipelock and egress over IPv6.
     let cfg = egress_config(&w, &d.join("internet-ca.crt"));
@@ -536,7 +297,7 @@ fn the_agent_reaches_only_its_sidecars_and_the_sidecars_reach_out() {
     );
 
     // The sidecar's files and process environment are closed to the agent.
-    let egress_pid = w.children[2].id();
+    let egress_pid = w.children[1].id();
     let secrets = w.probe(
         AGENT_UID as u32,
         &serde_json::json!([

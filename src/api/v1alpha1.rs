@@ -116,6 +116,31 @@ pub struct EgressSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 128))]
     pub routes: Vec<EgressRoute>,
+    /// Hosts the agent opens WebSockets to. pipelock 2.3.0 drops the `Upgrade` header when
+    /// it intercepts, so it splices these (egress still intercepts them and enforces routes);
+    /// WebSocket frames are not DLP-scanned. Implies `allow`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(length(max = 256), inner(length(max = 253)))]
+    pub websocket: Vec<String>,
+    /// What pipelock does when a response the agent reads carries prompt-injection text:
+    /// `block` (the default) refuses the response, `warn` delivers it and logs the finding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_injection: Option<InjectionAction>,
+}
+
+/// What pipelock does with a response that carries prompt-injection text: `block` (the
+/// default) refuses it, `warn` delivers it and logs the finding.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum InjectionAction {
+    /// Refuse the response: the agent gets an error, never the text.
+    #[default]
+    Block,
+    /// Deliver the response unchanged and log the finding.
+    Warn,
 }
 
 /// One host + path allowlist entry of the egress sidecar.

@@ -25,6 +25,10 @@ pub struct PipelockConfig {
     pub tls_interception: TlsInterception,
     /// Request body and header DLP.
     pub request_body_scanning: RequestBodyScanning,
+    /// Prompt-injection scanning of what the agent reads.
+    pub response_scanning: ResponseScanning,
+    /// Google A2A (agent-to-agent) protocol scanning.
+    pub a2a_scanning: A2aScanning,
     /// DLP patterns.
     pub dlp: Dlp,
     /// Logging.
@@ -37,6 +41,48 @@ pub struct PipelockConfig {
 pub struct FetchProxy {
     /// Listen address.
     pub listen: String,
+    /// URL checks: rate limit and the like.
+    pub monitoring: Monitoring,
+}
+
+/// `fetch_proxy.monitoring`: the URL scanner's limits (they apply to every transport).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Monitoring {
+    /// URL checks per minute per base domain (a CONNECT and each intercepted request count).
+    pub max_requests_per_minute: u32,
+}
+
+/// `response_scanning`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseScanning {
+    /// On.
+    pub enabled: bool,
+    /// `block` or `warn`.
+    pub action: String,
+    /// Per-event scanning of `text/event-stream` responses.
+    pub sse_streaming: SseStreaming,
+}
+
+/// `response_scanning.sse_streaming`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SseStreaming {
+    /// On.
+    pub enabled: bool,
+    /// `block` (ends the stream at the first finding) or `warn`.
+    pub action: String,
+}
+
+/// `a2a_scanning`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct A2aScanning {
+    /// On.
+    pub enabled: bool,
+    /// `block` or `warn`.
+    pub action: String,
 }
 
 /// `forward_proxy`.
@@ -49,6 +95,8 @@ pub struct ForwardProxy {
     pub max_tunnel_seconds: u32,
     /// Idle cut-off.
     pub idle_timeout_seconds: u32,
+    /// The TLS ClientHello's SNI must name the CONNECT host (no domain fronting).
+    pub sni_verification: bool,
 }
 
 /// `tls_interception`.
@@ -75,6 +123,10 @@ pub struct RequestBodyScanning {
     pub action: String,
     /// Header scanning defaults to off when the key is omitted, so it is always written.
     pub scan_headers: bool,
+    /// `sensitive` (six auth headers) or `all` (every header but `ignore_headers`).
+    pub header_mode: String,
+    /// Headers `all` mode skips.
+    pub ignore_headers: Vec<String>,
 }
 
 /// `dlp`.

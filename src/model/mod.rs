@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::api::{BottleSpec, RouteAuth};
+use crate::api::{BottleSpec, InjectionAction, RouteAuth};
 
 /// A spec that cannot be turned into a bottle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,6 +159,8 @@ pub struct Policy {
     pub allow: BTreeSet<HostPattern>,
     /// Hosts tunnelled without interception.
     pub passthrough: BTreeSet<HostPattern>,
+    /// WebSocket hosts: egress intercepts them, pipelock splices them.
+    pub websocket: BTreeSet<HostPattern>,
     /// egress routes.
     pub egress_routes: Vec<EgressRoute>,
     /// cred-proxy routes.
@@ -171,6 +173,8 @@ pub struct Policy {
     pub dlp_patterns: Vec<DlpPattern>,
     /// Findings the push scan accepts anyway.
     pub scan_allowlist: Vec<String>,
+    /// pipelock blocks (true) or only logs responses that carry prompt injection.
+    pub block_response_injection: bool,
 }
 
 impl Policy {
@@ -186,6 +190,12 @@ impl Policy {
             // A passthrough host still has to be reachable.
             allow.insert(p.clone());
             passthrough.extend(p.passthrough_entries());
+        }
+        let mut websocket = BTreeSet::new();
+        for h in &spec.egress.websocket {
+            let p = HostPattern::parse(h).map_err(|e| invalid_host("egress.websocket", h, &e))?;
+            allow.insert(p.clone());
+            websocket.insert(p);
         }
 
         let mut egress_routes = Vec::new();
@@ -335,13 +345,36 @@ impl Policy {
         Ok(Self {
             allow,
             passthrough,
+            websocket,
             egress_routes,
             cred_routes,
             remotes,
             dlp_block: spec.dlp.block,
             dlp_patterns,
             scan_allowlist: spec.git.scan_allowlist.clone(),
+            block_response_injection: spec.egress.response_injection.unwrap_or_default()
+                == InjectionAction::Block,
         })
+    }
+
+    /// Hosts pipelock splices without interception: the declared passthrough and WebSocket
+    /// hosts, and every host a sidecar injects a credential for. pipelock 2.3.0's header DLP scans
+    /// `Authorization`/`X-Api-Key` with no per-host exemption (`exempt_domains` covers URLs
+    /// only; GitHub, GitLab, Slack and AWS keys are its immutable core floor), so intercepting
+    /// them would block the declared credential on its own host. egress and cred-proxy still
+    /// terminate TLS and enforce routes there; the same token to any other host is still
+    /// intercepted and blocked.
+    pub fn pipelock_passthrough(&self) -> BTreeSet<HostPattern> {
+        let mut hosts = self.passthrough.clone();
+        hosts.extend(self.websocket.iter().cloned());
+        let credentialed = self.egress_routes.iter().filter(|r| r.auth.is_some());
+        hosts.extend(credentialed.map(|r| HostPattern::Exact(r.host.clone())));
+        hosts.extend(
+            self.cred_routes
+                .iter()
+                .map(|r| HostPattern::Exact(r.host.clone())),
+        );
+        hosts
     }
 
     /// Every Secret key the bottle references, deduplicated.

@@ -110,10 +110,21 @@ pub fn git_gate_config(p: &Policy) -> git_gate::GitGateConfig {
     }
 }
 
-/// pipelock's config: strict allowlist, interception with the bottle CA, body and header DLP.
+/// URL checks per minute per base domain. pipelock's default (60, and a CONNECT plus each
+/// intercepted request both count) answers 429 to one `npm install`; 3000 (50 a second for a
+/// minute) carries a cold install of a large lockfile or a burst of API calls, and still
+/// brakes a runaway loop. It cannot be turned off (0 means the default).
+pub const PIPELOCK_REQUESTS_PER_MINUTE: u32 = 3000;
+
+/// pipelock's config: strict allowlist, interception with the bottle CA, body and header DLP,
+/// responses scanned for prompt injection. Each setting is chosen on purpose; pipelock's
+/// defaults where it is not written (`docs/configuration.md` of 2.3.0).
 pub fn pipelock_config(p: &Policy) -> pipelock::PipelockConfig {
+    let block = |on: bool| if on { "block" } else { "warn" }.to_string();
+    let injection = block(p.block_response_injection);
     pipelock::PipelockConfig {
         version: 1,
+        // The allowlist is enforced only in strict mode.
         mode: "strict".into(),
         enforce: true,
         // Strict mode refuses to start with an empty allowlist (pipelock check: "strict mode
@@ -126,22 +137,67 @@ pub fn pipelock_config(p: &Policy) -> pipelock::PipelockConfig {
         },
         fetch_proxy: pipelock::FetchProxy {
             listen: loopback(layout::PIPELOCK_PORT),
+            monitoring: pipelock::Monitoring {
+                max_requests_per_minute: PIPELOCK_REQUESTS_PER_MINUTE,
+            },
         },
         forward_proxy: pipelock::ForwardProxy {
             enabled: true,
             max_tunnel_seconds: 3600,
             idle_timeout_seconds: 300,
+            // Written although it is the default: a tunnel whose TLS names another host
+            // (domain fronting) is refused.
+            sni_verification: true,
         },
         tls_interception: pipelock::TlsInterception {
             enabled: true,
             ca_cert: format!("{}/{}", layout::CA_DIR, layout::CA_CERT_FILE),
             ca_key: format!("{}/{}", layout::CA_DIR, layout::CA_KEY_FILE),
-            passthrough_domains: p.passthrough.iter().map(ToString::to_string).collect(),
+            passthrough_domains: p
+                .pipelock_passthrough()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         },
         request_body_scanning: pipelock::RequestBodyScanning {
             enabled: true,
-            action: if p.dlp_block { "block" } else { "warn" }.into(),
+            action: block(p.dlp_block),
             scan_headers: true,
+            // Every header, not only the six auth headers pipelock lists by default: the
+            // agent chooses its header names, so `X-Anything: <secret>` is a channel too.
+            header_mode: "all".into(),
+            // pipelock's default list also skips User-Agent, Accept and Content-Type, which
+            // the agent writes as freely as any other header (a key in User-Agent reached
+            // the origin); only framing headers, which the proxies themselves set, are left.
+            ignore_headers: [
+                "Connection",
+                "Keep-Alive",
+                "Proxy-Authenticate",
+                "Te",
+                "Trailer",
+                "Transfer-Encoding",
+                "Upgrade",
+                "Host",
+                "Content-Length",
+            ]
+            .map(String::from)
+            .to_vec(),
+        },
+        // pipelock's default only warns: the agent would read injected instructions. Blocked
+        // unless the Bottle chooses `warn`; SSE streams are scanned per event alike.
+        response_scanning: pipelock::ResponseScanning {
+            enabled: true,
+            action: injection.clone(),
+            sse_streaming: pipelock::SseStreaming {
+                enabled: true,
+                action: injection,
+            },
+        },
+        // Off by default in pipelock; it inspects only A2A-shaped traffic (JSON-RPC methods
+        // and Agent Cards), so ordinary requests pay nothing.
+        a2a_scanning: pipelock::A2aScanning {
+            enabled: true,
+            action: "block".into(),
         },
         dlp: pipelock::Dlp {
             include_defaults: true,

@@ -568,9 +568,11 @@ fn each_sidecar_config_parses_with_its_own_type_and_points_at_files_it_mounts() 
             "{h} missing from the allowlist"
         );
     }
+    // Declared passthrough, plus the credential route api.github.com: pipelock splices the
+    // hosts a sidecar injects a token for (its header DLP would block the token otherwise).
     assert_eq!(
         pipelock.tls_interception.passthrough_domains,
-        ["api.anthropic.com"]
+        ["api.anthropic.com", "api.github.com"]
     );
     assert_eq!(pipelock.dlp.patterns[0].name, "Example Corp token");
     // The same patterns scan git pushes.
@@ -604,6 +606,75 @@ fn gitleaks_config_quotes_any_regex_text() {
     let back: crate::config::git_gate::GitleaksConfig = toml::from_str(&text).unwrap();
     assert_eq!(back, gate.gitleaks_config().unwrap(), "{text}");
     assert!(text.contains("useDefault = true"), "{text}");
+}
+
+fn pipelock_of(b: &Bottle) -> PipelockConfig {
+    serde_norway::from_str(&render(b).config_map.data.as_ref().unwrap()["pipelock.yaml"]).unwrap()
+}
+
+#[test]
+fn pipelock_blocks_injection_scans_a2a_and_every_header_with_a_burst_sized_rate_limit() {
+    let p = pipelock_of(&minimal());
+    assert_eq!(
+        (
+            p.response_scanning.enabled,
+            p.response_scanning.action.as_str()
+        ),
+        (true, "block")
+    );
+    assert_eq!(
+        (
+            p.response_scanning.sse_streaming.enabled,
+            p.response_scanning.sse_streaming.action.as_str()
+        ),
+        (true, "block")
+    );
+    assert_eq!(
+        (p.a2a_scanning.enabled, p.a2a_scanning.action.as_str()),
+        (true, "block")
+    );
+    assert_eq!(p.request_body_scanning.header_mode, "all");
+    // The agent writes User-Agent as freely as any header: it is scanned too.
+    let ignored = &p.request_body_scanning.ignore_headers;
+    assert!(!ignored.iter().any(|h| h == "User-Agent") && ignored.iter().any(|h| h == "Host"));
+    assert!(p.forward_proxy.sni_verification);
+    assert_eq!(
+        p.fetch_proxy.monitoring.max_requests_per_minute,
+        config_map::PIPELOCK_REQUESTS_PER_MINUTE
+    );
+    // pipelock's own default is 60: far below one package install.
+    assert!(p.fetch_proxy.monitoring.max_requests_per_minute >= 1000);
+
+    // A Bottle may choose to only warn about injected responses.
+    let mut b = minimal();
+    b.spec.egress.response_injection = Some(crate::api::InjectionAction::Warn);
+    let p = pipelock_of(&b);
+    assert_eq!(p.response_scanning.action, "warn");
+    assert_eq!(p.response_scanning.sse_streaming.action, "warn");
+}
+
+#[test]
+fn pipelock_splices_websocket_and_credential_hosts_and_the_pod_rolls_when_they_change() {
+    let mut b = minimal();
+    let before = render(&b).pod;
+    b.spec.egress.websocket = vec!["ws.example.com".into()];
+    let d = render(&b);
+    let p = pipelock_of(&b);
+    assert!(
+        p.tls_interception
+            .passthrough_domains
+            .contains(&"ws.example.com".to_string())
+    );
+    assert!(p.api_allowlist.contains(&"ws.example.com".to_string()));
+    // egress still intercepts it (routes and paths hold); only pipelock splices.
+    let egress: EgressConfig =
+        serde_norway::from_str(&d.config_map.data.as_ref().unwrap()["egress.yaml"]).unwrap();
+    assert!(egress.allow.contains(&"ws.example.com".to_string()));
+    assert!(!egress.passthrough.contains(&"ws.example.com".to_string()));
+    // Widening pipelock's passthrough is refused by its strict reload: the Pod rolls.
+    let hash =
+        |p: &Pod| p.metadata.annotations.as_ref().unwrap()[meta::TEMPLATE_HASH_ANNOTATION].clone();
+    assert_ne!(hash(&before), hash(&d.pod));
 }
 
 #[test]
