@@ -473,8 +473,8 @@ async fn bottle_changes_reach_the_whole_chain_through_real_pipelock() {
     );
 
     // A passthrough host widens pipelock's trust: its strict-mode reload refuses that. The
-    // operator rolls the Pod (the template hash covers passthrough); the old Pod's pipelock
-    // keeps its old config and says why; the new Pod's pipelock starts with the new one.
+    // operator rolls the Pod (the template hash covers passthrough); the old Pod keeps its
+    // old pipelock config; the new Pod's pipelock starts with the new one.
     let old = pods.get(BOTTLE).await.expect("the bottle Pod");
     let old_hash = old
         .annotations()
@@ -511,14 +511,36 @@ async fn bottle_changes_reach_the_whole_chain_through_real_pipelock() {
         "a new passthrough host changes the template hash"
     );
 
-    // What the old Pod's containers do with it in the meantime.
+    // What the old Pod's containers do with it in the meantime: config-sync sees pipelock
+    // would refuse it (`config_sync_predicts_what_pipelock_strict_reload_refuses` holds it to
+    // the real binary), says why and leaves the running version in place, so the delivered
+    // file keeps naming what pipelock runs.
     lay_out(&v.config_egress, &cm, files::EGRESS);
-    let (_, refused_before) = reloads(&pipelock_log);
+    let sync_log = pod.log("config-sync");
+    let delivered = v.pipelock_config.join(files::PIPELOCK);
+    let running = std::fs::read_to_string(&delivered).unwrap();
+    let (reloaded_before, refused_before) = reloads(&pipelock_log);
     lay_out(&v.config_pipelock, &cm, files::PIPELOCK);
-    until("pipelock refuses the widening reload", || async {
-        (reloads(&pipelock_log).1 > refused_before).then_some(())
+    until("config-sync withholds the widening version", || async {
+        std::fs::read_to_string(&sync_log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                l.contains("not delivered") && l.contains("passthrough domains added: c.live.test")
+            })
+            .then_some(())
     })
     .await;
+    assert_eq!(
+        std::fs::read_to_string(&delivered).unwrap(),
+        running,
+        "the delivered file is still the running version"
+    );
+    assert_eq!(
+        reloads(&pipelock_log),
+        (reloaded_before, refused_before),
+        "pipelock was not asked to reload"
+    );
     let (code, _) = pod.agent_get("https://c.live.test/hello", &origin_ca);
     assert_ne!(
         code, 200,
@@ -552,7 +574,7 @@ async fn bottle_changes_reach_the_whole_chain_through_real_pipelock() {
         .output()
         .unwrap();
     println!(
-        "pipelock_live: {} changes (a host added to the Bottle each), pipelock {}",
+        "pipelock_live: {} changes (a host added to the Bottle each), {}",
         measured.len(),
         String::from_utf8_lossy(&version.stdout)
             .lines()
@@ -590,4 +612,140 @@ async fn bottle_changes_reach_the_whole_chain_through_real_pipelock() {
     println!(
         "kubelet sync delay not included (a real kubelet takes up to ~1 min to update a ConfigMap volume)"
     );
+}
+
+/// A rendered config adapted to run on loopback outside the Pod: listener and CA paths only,
+/// the same for both sides of a reload, so they are not part of what changes.
+fn loopback_pipelock_yaml(cfg: &PipelockConfig, listen: &str, dir: &Path) -> String {
+    let mut c = cfg.clone();
+    c.fetch_proxy.listen = listen.to_string();
+    c.tls_interception.ca_cert = dir.join("ca.crt").display().to_string();
+    c.tls_interception.ca_key = dir.join("ca.key").display().to_string();
+    serde_norway::to_string(&c).unwrap()
+}
+
+fn rendered_pipelock(spec: serde_json::Value) -> PipelockConfig {
+    let spec: bottle_operator::api::BottleSpec = serde_json::from_value(spec).unwrap();
+    let policy = bottle_operator::model::Policy::from_spec(&spec).unwrap();
+    bottle_operator::render::config_map::pipelock_config(&policy)
+}
+
+/// config-sync withholds exactly the versions pipelock's strict reload refuses: for each
+/// change, the real pipelock runs the old config, the new one is renamed into place, and
+/// pipelock's own verdict (reloaded, or "rejected: security downgrade") is compared with
+/// `strict_reload_refusals`. Both verdicts occur, so neither side can pass by always
+/// answering the same.
+#[test]
+fn config_sync_predicts_what_pipelock_strict_reload_refuses() {
+    use bottle_operator::sidecar::config_sync::{deliver, strict_reload_refusals};
+    let pipelock = pipelock_bin();
+    let base = json!({
+        "egress": {"allow": ["a.example.com"]},
+        "dlp": {"patterns": [{"name": "acme", "regex": "acme_[a-z]{8}"}]},
+    });
+    let change = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut s = base.clone();
+        f(&mut s);
+        rendered_pipelock(s)
+    };
+    let cases: Vec<(&str, PipelockConfig)> = vec![
+        (
+            "host added",
+            change(&|s| s["egress"]["allow"] = json!(["a.example.com", "b.example.com"])),
+        ),
+        (
+            "host removed",
+            change(&|s| s["egress"]["allow"] = json!(["b.example.com"])),
+        ),
+        ("DLP to warn", change(&|s| s["dlp"]["block"] = json!(false))),
+        (
+            "passthrough added",
+            change(&|s| s["egress"]["passthrough"] = json!(["a.example.com"])),
+        ),
+        (
+            "DLP pattern added",
+            change(
+                &|s| s["dlp"]["patterns"] = json!([{"name": "acme", "regex": "acme_[a-z]{8}"}, {"name": "two", "regex": "two_[a-z]{8}"}]),
+            ),
+        ),
+        (
+            "DLP pattern removed",
+            change(&|s| s["dlp"]["patterns"] = json!([])),
+        ),
+        (
+            "DLP regex changed",
+            change(&|s| s["dlp"]["patterns"][0]["regex"] = json!("acme_[a-z]{9}")),
+        ),
+    ];
+    let old = rendered_pipelock(base.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = bottle_operator::render::ca::generate("live", "reload").unwrap();
+    std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem).unwrap();
+    std::fs::write(dir.path().join("ca.key"), &ca.key_pem).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("ca.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut verdicts = Vec::new();
+    for (i, (what, new)) in cases.iter().enumerate() {
+        let listen = format!("127.0.0.1:{}", control_plane::free_port());
+        let cfg_dir = dir.path().join(format!("case{i}"));
+        let cfg = cfg_dir.join("pipelock.yaml");
+        deliver(
+            &cfg,
+            loopback_pipelock_yaml(&old, &listen, dir.path()).as_bytes(),
+        )
+        .unwrap();
+        let log = dir.path().join(format!("case{i}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut child = control_plane::spawn_tied(
+            std::process::Command::new(&pipelock)
+                .args(["run", "--config"])
+                .arg(&cfg)
+                .env("PIPELOCK_HOME", dir.path().join(format!("home{i}")))
+                .stdout(out.try_clone().unwrap())
+                .stderr(out),
+        )
+        .unwrap();
+        let started = Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("\"event\":\"startup\"")
+        {
+            assert!(started.elapsed() < WAIT, "pipelock did not start ({what})");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // As config-sync delivers: a rename into the watched directory.
+        deliver(
+            &cfg,
+            loopback_pipelock_yaml(new, &listen, dir.path()).as_bytes(),
+        )
+        .unwrap();
+        let verdict = loop {
+            let (ok, refused) = reloads(&log);
+            if ok > 0 {
+                break "reloaded";
+            }
+            if refused > 0 {
+                break "refused";
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "pipelock gave no verdict on {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let predicted = strict_reload_refusals(&old, new);
+        println!("{what}: pipelock {verdict}; config-sync predicts {predicted:?}");
+        assert_eq!(
+            predicted.is_empty(),
+            verdict == "reloaded",
+            "{what}: config-sync and pipelock disagree"
+        );
+        verdicts.push(verdict);
+    }
+    assert!(verdicts.contains(&"reloaded") && verdicts.contains(&"refused"));
 }
