@@ -568,6 +568,42 @@ async fn bottle_changes_reach_the_whole_chain_through_real_pipelock() {
         "the new Pod passes the passthrough host"
     );
 
+    // A DLP pattern added to the Bottle: pipelock's strict reload refuses any change of its
+    // pattern list, so the operator rolls the Pod for it too, and config-sync holds it back
+    // from the running pipelock meanwhile.
+    let before = pods.get(BOTTLE).await.expect("the bottle Pod");
+    let mut with_dlp = bottle(&allow, &["c.live.test"]);
+    with_dlp["spec"]["dlp"] =
+        json!({"patterns": [{"name": "live token", "regex": "livetok_[a-z]{12}"}]});
+    apply(&ns, &with_dlp);
+    let cm = config_map(&cms, "the ConfigMap with the DLP pattern", |c| {
+        c.data.as_ref().is_some_and(|d| {
+            d.get(files::PIPELOCK)
+                .is_some_and(|f| f.contains("livetok_"))
+        })
+    })
+    .await;
+    until("the operator replaces the Pod for a DLP change", || async {
+        pods.get_opt(BOTTLE)
+            .await
+            .ok()
+            .flatten()
+            .filter(|p| p.uid() != before.uid())
+    })
+    .await;
+    let delivered = v2.pipelock_config.join(files::PIPELOCK);
+    let running = std::fs::read_to_string(&delivered).unwrap();
+    lay_out(&v2.config_pipelock, &cm, files::PIPELOCK);
+    until("config-sync withholds the DLP change", || async {
+        std::fs::read_to_string(&sync_log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("not delivered") && l.contains("dlp.patterns changed"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(&delivered).unwrap(), running);
+
     // `pipelock --version` prints to stdout (`pipelock version` to stderr).
     let version = std::process::Command::new(&pipelock)
         .arg("--version")
