@@ -7,6 +7,12 @@
 //! real pipelock 2.3.0 (`$BOTTLE_TOOLS_BIN/pipelock`) and `bottle-sidecar egress`, in front of
 //! a real HTTPS origin on a documentation address (pipelock's SSRF guard refuses loopback).
 //!
+//! What it shows: a host added to the Bottle is refused before (by egress, then, with only
+//! egress's volume updated, by pipelock's allowlist) and passes once pipelock reloaded; a
+//! stream opened before survives every reload; a passthrough host or a DLP pattern change,
+//! which pipelock's strict reload refuses, rolls the Pod and is held back by config-sync
+//! meanwhile. The time from `kubectl apply` to a passing request is printed, by phase.
+//!
 //! Not in this setup: the kubelet's own sync delay (in a real cluster a ConfigMap change
 //! reaches the volume after up to the kubelet sync period plus its cache TTL, about a
 //! minute by default). Here the test lays the volume out as soon as the API server has it,
