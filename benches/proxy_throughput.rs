@@ -1,7 +1,16 @@
-//! Requests per second and latency through `egress`, side by side with no proxy and with
-//! mitmproxy doing the same TLS interception (what the reference system used), against the
-//! same loopback HTTPS origin in one run; plus idle and loaded RSS of each proxy.
-//! Prints a table; asserts nothing about speed. Run with `scripts/bench.sh proxy_throughput`.
+//! Requests per second and latency through `egress`, side by side with no proxy, with
+//! pipelock 2.3.0 alone and behind egress (the real bottle path: egress → pipelock, TLS
+//! intercepted at both hops), and with mitmproxy doing the same TLS interception (what the
+//! reference system used), against the same loopback HTTPS origin in one run; plus idle and
+//! loaded RSS of each proxy. Prints a table; asserts nothing about speed. Run with
+//! `scripts/bench.sh proxy_throughput`.
+//!
+//! pipelock runs the config the operator renders for a Bottle allowing the origin's host,
+//! changed only where a loopback benchmark must: its listener port, the CA paths, an SSRF
+//! exemption for 127.0.0.0/8 (pipelock refuses loopback destinations, rightly, in a bottle)
+//! and its per-host rate limit (`fetch_proxy.monitoring.max_requests_per_minute`, default 60,
+//! where a CONNECT and every intercepted request each count) raised out of the way. One more
+//! row keeps the default limit to show what it does to this load.
 
 #[path = "../tests/support/control_plane.rs"]
 mod control_plane;
@@ -16,7 +25,7 @@ use bottle_operator::config::HeaderInjection;
 use bottle_operator::config::egress::{EgressConfig, EgressRoute};
 use bottle_operator::proxy::upstream::{self, Connector, UpstreamClient};
 use bottle_operator::proxy::{full, init_crypto};
-use control_plane::{free_port, spawn_tied};
+use control_plane::{free_port, spawn_tied, tools_bin};
 use http_body_util::BodyExt;
 
 const CONNECTIONS: usize = 8;
@@ -38,6 +47,8 @@ struct Result {
     p50: Duration,
     p99: Duration,
     errors: usize,
+    /// The most frequent kind of error (an HTTP status, or the client's error), if any.
+    top_error: Option<String>,
 }
 
 async fn load(client: UpstreamClient, url: String, duration: Duration) -> Result {
@@ -46,7 +57,7 @@ async fn load(client: UpstreamClient, url: String, duration: Duration) -> Result
         .map(|_| {
             let (client, url) = (client.clone(), url.clone());
             tokio::spawn(async move {
-                let (mut lat, mut errors) = (Vec::new(), 0usize);
+                let (mut lat, mut errors) = (Vec::new(), Vec::<String>::new());
                 while Instant::now() < deadline {
                     let t = Instant::now();
                     let req = http::Request::get(&url).body(full("")).unwrap();
@@ -55,18 +66,19 @@ async fn load(client: UpstreamClient, url: String, duration: Duration) -> Result
                             let _ = r.into_body().collect().await;
                             lat.push(t.elapsed());
                         }
-                        _ => errors += 1,
+                        Ok(r) => errors.push(format!("HTTP {}", r.status().as_u16())),
+                        Err(e) => errors.push(format!("{e:?}").chars().take(160).collect()),
                     }
                 }
                 (lat, errors)
             })
         })
         .collect();
-    let (mut all, mut errors) = (Vec::new(), 0);
+    let (mut all, mut errors) = (Vec::new(), Vec::new());
     for t in tasks {
         let (l, e) = t.await.unwrap();
         all.extend(l);
-        errors += e;
+        errors.extend(e);
     }
     all.sort();
     let pick = |q: f64| {
@@ -78,8 +90,20 @@ async fn load(client: UpstreamClient, url: String, duration: Duration) -> Result
         rps: all.len() as f64 / duration.as_secs_f64(),
         p50: pick(0.5),
         p99: pick(0.99),
-        errors,
+        errors: errors.len(),
+        top_error: most_frequent(&errors),
     }
+}
+
+fn most_frequent(errors: &[String]) -> Option<String> {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for e in errors {
+        *counts.entry(e.as_str()).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(e, n)| format!("{n}× {e}"))
 }
 
 fn client(proxy: Option<&str>, ca_files: &[&str]) -> UpstreamClient {
@@ -122,6 +146,109 @@ async fn measure(name: &'static str, c: UpstreamClient, url: &str, pid: Option<u
     }
 }
 
+/// Per-host limit for the pipelock rows: high enough that this load never meets it.
+const UNLIMITED_PER_MINUTE: u64 = 100_000_000;
+
+/// The rendered pipelock config of a Bottle allowing `localhost`, adapted to this benchmark
+/// (see the module comment); `per_minute: None` keeps pipelock's default rate limit.
+fn pipelock_yaml(listen: &str, ca_cert: &Path, ca_key: &Path, per_minute: Option<u64>) -> String {
+    use serde_norway::{Mapping, Value};
+    let spec: bottle_operator::api::BottleSpec =
+        serde_json::from_value(serde_json::json!({"egress": {"allow": ["localhost"]}})).unwrap();
+    let policy = bottle_operator::model::Policy::from_spec(&spec).unwrap();
+    let rendered = bottle_operator::render::config_map::pipelock_config(&policy);
+    let mut v: Value = serde_norway::to_value(&rendered).unwrap();
+    let set = |v: &mut Value, path: &[&str], x: Value| {
+        let mut m = v;
+        for k in &path[..path.len() - 1] {
+            let map = m.as_mapping_mut().expect("a mapping");
+            m = map
+                .entry(Value::from(*k))
+                .or_insert_with(|| Value::Mapping(Mapping::new()));
+        }
+        m.as_mapping_mut()
+            .expect("a mapping")
+            .insert(Value::from(path[path.len() - 1]), x);
+    };
+    set(&mut v, &["fetch_proxy", "listen"], listen.into());
+    set(
+        &mut v,
+        &["tls_interception", "ca_cert"],
+        ca_cert.display().to_string().into(),
+    );
+    set(
+        &mut v,
+        &["tls_interception", "ca_key"],
+        ca_key.display().to_string().into(),
+    );
+    // Loopback origin: exempt from the SSRF guard here only. A bottle never gets this.
+    set(
+        &mut v,
+        &["ssrf", "ip_allowlist"],
+        Value::Sequence(vec!["127.0.0.0/8".into()]),
+    );
+    if let Some(n) = per_minute {
+        set(
+            &mut v,
+            &["fetch_proxy", "monitoring", "max_requests_per_minute"],
+            n.into(),
+        );
+    }
+    serde_norway::to_string(&v).unwrap()
+}
+
+/// Starts pipelock on `config`, trusting the origin's CA, and waits for its listener; if it
+/// exits first, its log says why.
+async fn start_pipelock(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    yaml: &str,
+    listen: &str,
+    origin_ca: &str,
+) -> Child {
+    let cfg = dir.join(format!("{name}.yaml"));
+    std::fs::write(&cfg, yaml).unwrap();
+    let log = dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = spawn_tied(
+        Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("PIPELOCK_HOME", dir.join(format!("{name}-home")))
+            // Go honours SSL_CERT_FILE: pipelock re-originates TLS to the origin.
+            .env("SSL_CERT_FILE", origin_ca)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out),
+    )
+    .unwrap();
+    let t = Instant::now();
+    while tokio::net::TcpStream::connect(listen).await.is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "pipelock exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "pipelock never listened on {listen}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+fn pipelock_version(bin: &Path) -> String {
+    let out = Command::new(bin).arg("--version").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("?")
+        .trim()
+        .to_string()
+}
+
 fn main() {
     init_crypto();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -136,6 +263,8 @@ fn main() {
         let (ca_cert, ca_key, token) = (dir.path().join("ca.crt"), dir.path().join("ca.key"), dir.path().join("token"));
         std::fs::write(&ca_cert, &ca.cert_pem).unwrap();
         std::fs::write(&ca_key, &ca.key_pem).unwrap();
+        // pipelock refuses a CA key any looser than 0640.
+        std::fs::set_permissions(&ca_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         std::fs::write(&token, "bench-token").unwrap();
         let cfg = EgressConfig {
             listen: format!("127.0.0.1:{}", free_port()),
@@ -170,6 +299,56 @@ fn main() {
         let egress_url = format!("http://{}", cfg.listen);
         rows.push(measure("egress", client(Some(&egress_url), &[ca_cert.to_str().unwrap()]), &url, Some(egress.id())).await);
 
+        // pipelock intercepts with the same bottle CA egress uses, as in the Pod.
+        let pipelock_bin = tools_bin().expect("tests/tools/install.sh builds pipelock").join("pipelock");
+        assert!(pipelock_bin.exists(), "{} is missing: tests/tools/install.sh builds pipelock 2.3.0", pipelock_bin.display());
+        let pl_listen = format!("127.0.0.1:{}", free_port());
+        let yaml = pipelock_yaml(&pl_listen, &ca_cert, &ca_key, Some(UNLIMITED_PER_MINUTE));
+        let mut pipelock = start_pipelock(&pipelock_bin, dir.path(), "pipelock", &yaml, &pl_listen, &origin_ca).await;
+        let pl_url = format!("http://{pl_listen}");
+        rows.push(measure("pipelock alone", client(Some(&pl_url), &[ca_cert.to_str().unwrap()]), &url, Some(pipelock.id())).await);
+
+        // The bottle path: egress whose upstream proxy is pipelock (it trusts pipelock's
+        // interception through the bottle CA, as the rendered egress config does).
+        let chained = EgressConfig {
+            listen: format!("127.0.0.1:{}", free_port()),
+            admin_listen: format!("127.0.0.1:{}", free_port()),
+            upstream_proxy: Some(pl_url.clone()),
+            ..cfg.clone()
+        };
+        let chained_path = dir.path().join("egress-chained.yaml");
+        std::fs::write(&chained_path, serde_norway::to_string(&chained).unwrap()).unwrap();
+        let mut egress2: Child = spawn_tied(
+            Command::new(env!("CARGO_BIN_EXE_bottle-sidecar"))
+                .args(["egress", "--config"])
+                .arg(&chained_path)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .unwrap();
+        wait_port(&chained.listen).await;
+        let chained_url = format!("http://{}", chained.listen);
+        let mut row = measure("egress → pipelock", client(Some(&chained_url), &[ca_cert.to_str().unwrap()]), &url, Some(egress2.id())).await;
+        // RSS of the pair: egress now, pipelock as it stands after this row too.
+        row.idle_kib += rss_kib(pipelock.id(), "VmRSS:");
+        row.peak_kib += rss_kib(pipelock.id(), "VmHWM:");
+        rows.push(row);
+        let _ = egress2.kill();
+        let _ = egress2.wait();
+        let _ = pipelock.kill();
+        let _ = pipelock.wait();
+
+        // pipelock at its default per-host limit (60 URL checks a minute), same load.
+        let pl_listen = format!("127.0.0.1:{}", free_port());
+        let yaml = pipelock_yaml(&pl_listen, &ca_cert, &ca_key, None);
+        let mut limited = start_pipelock(&pipelock_bin, dir.path(), "pipelock-default", &yaml, &pl_listen, &origin_ca).await;
+        rows.push(
+            measure("pipelock alone, default rate limit", client(Some(&format!("http://{pl_listen}")), &[ca_cert.to_str().unwrap()]), &url, Some(limited.id())).await,
+        );
+        let _ = limited.kill();
+        let _ = limited.wait();
+
         match std::env::var("MITMDUMP") {
             Ok(mitmdump) if Path::new(&mitmdump).exists() => {
                 let port = free_port();
@@ -198,19 +377,26 @@ fn main() {
         let _ = egress.wait();
 
         let base = rows[0].r.p50;
+        let (base_rps, egress_rps) = (rows[0].r.rps.max(1.0), rows[1].r.rps.max(1.0));
         println!("proxy_throughput: {CONNECTIONS} keep-alive HTTP/1.1 connections, {}s per row after {}s warm-up, same loopback HTTPS origin", RUN.as_secs(), WARMUP.as_secs());
-        println!("| path | req/s | p50 | p99 | p50 added | errors | RSS idle | RSS peak |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        println!("{}: the rendered bottle config, plus ssrf.ip_allowlist [127.0.0.0/8] (loopback origin; benchmark only) and max_requests_per_minute {UNLIMITED_PER_MINUTE} (default 60: last row); TLS intercepted with the bottle CA, request body + header DLP on", pipelock_version(&pipelock_bin));
+        println!("| path | req/s | vs no proxy | vs egress | p50 | p99 | p50 added | errors | RSS idle | RSS peak |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for row in &rows {
             let added = row.r.p50.saturating_sub(base);
             let rss = |k: u64| if k == 0 { "-".to_string() } else { format!("{:.1} MiB", k as f64 / 1024.0) };
             println!(
-                "| {} | {:.0} | {} | {} | {} | {} | {} | {} |",
-                row.name, row.r.rps, ms(row.r.p50), ms(row.r.p99), ms(added), row.r.errors, rss(row.idle_kib), rss(row.peak_kib)
+                "| {} | {:.0} | {:.2}x | {:.2}x | {} | {} | {} | {} | {} | {} |",
+                row.name, row.r.rps, row.r.rps / base_rps, row.r.rps / egress_rps, ms(row.r.p50), ms(row.r.p99), ms(added), row.r.errors, rss(row.idle_kib), rss(row.peak_kib)
             );
         }
-        if rows.len() == 3 {
-            println!("egress / mitmproxy throughput ratio: {:.1}x", rows[1].r.rps / rows[2].r.rps.max(1.0));
+        println!("errors: requests that failed or got a non-2xx answer (pipelock's rate limit answers 429); req/s and latencies count successes only");
+        for row in rows.iter().filter(|r| r.r.errors > 0) {
+            println!("errors of {}: most frequent {}", row.name, row.r.top_error.as_deref().unwrap_or("?"));
+        }
+        println!("egress → pipelock RSS: both processes");
+        if let Some(m) = rows.iter().find(|r| r.name.starts_with("mitmproxy")) {
+            println!("egress / mitmproxy throughput ratio: {:.1}x", rows[1].r.rps / m.r.rps.max(1.0));
         }
     });
 }

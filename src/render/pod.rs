@@ -557,6 +557,18 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
         "bottle-operator.dev/ca-fingerprint".into(),
         ca_fingerprint.into(),
     );
+    // pipelock 2.3.0's strict reload also refuses any change of its DLP pattern list (its
+    // Sentry scrubber keeps the start-up patterns; reloadwarn.go), so such a change rolls the
+    // Pod too; config-sync withholds it from the running pipelock meanwhile.
+    annotations.insert(
+        "bottle-operator.dev/dlp-patterns".into(),
+        hash_of(
+            &p.dlp_patterns
+                .iter()
+                .map(|d| (&d.name, &d.regex))
+                .collect::<Vec<_>>(),
+        ),
+    );
     let hash = hash_of(&(&spec, &metadata.labels, &annotations));
     annotations.insert(meta::TEMPLATE_HASH_ANNOTATION.into(), hash.clone());
     metadata.annotations = Some(annotations);

@@ -762,6 +762,15 @@ fn template_hash_follows_the_pod_not_the_sidecar_config() {
         "widening passthrough rolls the Pod"
     );
 
+    // pipelock's strict reload refuses any change of its DLP pattern list.
+    let mut dlp = b.clone();
+    dlp.spec.dlp.patterns.clear();
+    assert_ne!(
+        render(&dlp).template_hash,
+        base,
+        "a DLP pattern change rolls the Pod"
+    );
+
     assert_ne!(
         render_with(&b, &Settings::default(), "CC:DD").template_hash,
         base,
