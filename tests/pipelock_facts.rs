@@ -441,8 +441,8 @@ const CASES: &[Case] = &[
         what: "response_scanning.action block -> warn",
         edit: |v| set(v, "response_scanning.action", "warn".into()),
         reloads: true,
-        // Not listed as live in pod::PIPELOCK_LIVE_FIELDS (yet): it rolls, which is safe.
-        rolls: true,
+        // Listed as live in pod::PIPELOCK_LIVE_FIELDS: a Bottle switching to warn keeps its Pod.
+        rolls: false,
     },
     Case {
         what: "removing a passthrough domain",

@@ -317,11 +317,15 @@ fn netinit_container(p: &Policy, s: &Settings) -> Container {
 
 /// Fields of pipelock's config that its strict-mode hot reload applies, whatever the change
 /// (observed with pipelock 2.3.0 in tests/pipelock_facts.rs): allowlist entries added or
-/// removed, and `request_body_scanning.action`. Any other change may be refused, and a refused
-/// reload leaves pipelock on its old config for good (internal/cli/runtime/server.go `Reload`:
-/// in strict mode any `ValidateReload` warning rejects it, and any DLP pattern change warns).
-const PIPELOCK_LIVE_FIELDS: &[&[&str]] =
-    &[&["api_allowlist"], &["request_body_scanning", "action"]];
+/// removed, `request_body_scanning.action` and `response_scanning.action`. Any other change may
+/// be refused, and a refused reload leaves pipelock on its old config for good
+/// (internal/cli/runtime/server.go `Reload`: in strict mode any `ValidateReload` warning rejects
+/// it, and any DLP pattern change warns).
+const PIPELOCK_LIVE_FIELDS: &[&[&str]] = &[
+    &["api_allowlist"],
+    &["request_body_scanning", "action"],
+    &["response_scanning", "action"],
+];
 
 /// A hash of everything in pipelock's config a live reload might refuse: when it changes the
 /// Pod is rolled. Fields added to the config later are covered unless listed as live.
@@ -556,18 +560,6 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
     annotations.insert(
         "bottle-operator.dev/ca-fingerprint".into(),
         ca_fingerprint.into(),
-    );
-    // pipelock 2.3.0's strict reload also refuses any change of its DLP pattern list (its
-    // Sentry scrubber keeps the start-up patterns; reloadwarn.go), so such a change rolls the
-    // Pod too; config-sync withholds it from the running pipelock meanwhile.
-    annotations.insert(
-        "bottle-operator.dev/dlp-patterns".into(),
-        hash_of(
-            &p.dlp_patterns
-                .iter()
-                .map(|d| (&d.name, &d.regex))
-                .collect::<Vec<_>>(),
-        ),
     );
     let hash = hash_of(&(&spec, &metadata.labels, &annotations));
     annotations.insert(meta::TEMPLATE_HASH_ANNOTATION.into(), hash.clone());
