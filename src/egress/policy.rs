@@ -205,18 +205,28 @@ impl Policy {
         Ok(action)
     }
 
-    /// Decides one request on an allowed host. Returns the normalised path to forward and
-    /// the credential to inject.
+    /// Decides one request on an allowed host. Returns the path to forward and the
+    /// credential to inject. Where a route limits paths, the path is normalised and must be
+    /// unambiguous, since the decision rests on it; where nothing depends on the path it goes
+    /// out as sent (npm asks for `/@scope%2fname`, which normalisation would refuse).
     pub fn request(
         &self,
         host: &str,
         raw_path: &str,
     ) -> Result<(String, Option<&Injection>), Deny> {
-        let path = normalize_path(raw_path)?;
         match self.routes.get(host) {
-            Some(r) if path_allowed(&r.paths, &path) => Ok((path, r.inject.as_ref())),
-            Some(_) => Err(Deny::PathNotAllowed(host.to_string(), path)),
-            None if self.allow.iter().any(|p| pattern_matches(p, host)) => Ok((path, None)),
+            Some(r) if r.paths.is_empty() => Ok((raw_path.to_string(), r.inject.as_ref())),
+            Some(r) => {
+                let path = normalize_path(raw_path)?;
+                if path_allowed(&r.paths, &path) {
+                    Ok((path, r.inject.as_ref()))
+                } else {
+                    Err(Deny::PathNotAllowed(host.to_string(), path))
+                }
+            }
+            None if self.allow.iter().any(|p| pattern_matches(p, host)) => {
+                Ok((raw_path.to_string(), None))
+            }
             None => Err(Deny::NoRoute(host.to_string())),
         }
     }
@@ -322,5 +332,16 @@ mod tests {
             p.request("pypi.org", "/simple/x/").map(|(p, _)| p),
             Ok("/simple/x/".into())
         );
+        // Nothing depends on the path of an allow-only host: it goes out as the client sent
+        // it, encoded slash included (npm's scoped packages), while a route that limits paths
+        // still refuses the same spelling.
+        assert_eq!(
+            p.request("pypi.org", "/@types%2fnode").map(|(p, _)| p),
+            Ok("/@types%2fnode".into())
+        );
+        assert!(matches!(
+            ok("/repos/acme%2fother"),
+            Err(Deny::AmbiguousPath(_))
+        ));
     }
 }
