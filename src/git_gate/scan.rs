@@ -90,6 +90,39 @@ fn form_of(content: &[u8], path: &str) -> (Form, &'static str) {
     }
 }
 
+/// Does this gzip stream hold a tar (`ustar` at 257 of the inflated bytes)? Asks the system's
+/// `gzip` (Debian's essential set) for the first 262 bytes only.
+fn gzip_holds_tar(content: &[u8]) -> bool {
+    use std::io::{Read as _, Write as _};
+    use std::process::Stdio;
+    let Ok(mut child) = Command::new("gzip")
+        .arg("-dc")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let mut stdin = child.stdin.take().expect("piped");
+    let head = content[..content.len().min(64 << 10)].to_vec();
+    // A write error only means gzip stopped reading: it has said enough.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&head);
+    });
+    let mut out = Vec::new();
+    let _ = child
+        .stdout
+        .take()
+        .expect("piped")
+        .take(262)
+        .read_to_end(&mut out);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = writer.join();
+    out.get(257..262) == Some(b"ustar")
+}
+
 /// The printable ASCII runs of a binary file, one per line (what `strings` shows).
 pub fn printable_runs(content: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -140,6 +173,13 @@ pub fn scan(
                     ));
                     return Ok(());
                 }
+                // A gzip named anything: peek inside to tell a tarball (gitleaks opens the
+                // members) from one compressed file (gitleaks would skip an inner tar).
+                let ext = if ext == ".gz" && gzip_holds_tar(content) {
+                    ".tar.gz"
+                } else {
+                    ext
+                };
                 let name = format!("{name}{ext}");
                 // A leading newline keeps gitleaks' file-type sniffing from calling a text
                 // file "application/..." and skipping it; line numbers shift by one.
