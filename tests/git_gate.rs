@@ -1,6 +1,7 @@
 //! git-gate for real: a real sshd on loopback as the upstream (pinned host key, key auth),
 //! real `git` as the agent using the operator-rendered gitconfig, and real gitleaks scanning
-//! pushes in the gate's pre-receive hook.
+//! pushes in the gate's pre-receive hook. Issue 18: one test per channel a push can carry a
+//! secret through (each with its positive control) and the per-remote brokering rules.
 
 #[path = "support/control_plane.rs"]
 mod control_plane;
