@@ -1,6 +1,7 @@
 //! git-gate for real: a real sshd on loopback as the upstream (pinned host key, key auth),
 //! real `git` as the agent using the operator-rendered gitconfig, and real gitleaks scanning
-//! pushes in the gate's pre-receive hook.
+//! pushes in the gate's pre-receive hook. Issue 18: one test per channel a push can carry a
+//! secret through (each with its positive control) and the per-remote brokering rules.
 
 #[path = "support/control_plane.rs"]
 mod control_plane;
@@ -313,4 +314,521 @@ fn bottle_dlp_patterns_scan_pushes_and_large_pushes_go_through() {
     let (pushed, out) = a.push(&["main"]);
     assert!(pushed, "{out}");
     assert_eq!(w.upstream_rev("main").as_deref(), Some(big.as_str()));
+}
+
+// ---- issue 18: every channel a push can carry a secret through, each with a positive
+// control (the same shape without the secret lands), and the brokering rules.
+
+/// Asserts the push was refused with every `needle` in the message and no secret shown, and
+/// that upstream `branch` did not move from `at` (`None`: does not exist).
+fn assert_refused(
+    w: &World,
+    res: (bool, String),
+    needles: &[&str],
+    branch: &str,
+    at: Option<&str>,
+) {
+    let (pushed, out) = res;
+    assert!(!pushed, "push should be refused: {out}");
+    for n in needles {
+        assert!(out.contains(n), "refusal should name {n:?}: {out}");
+    }
+    for s in SECRET_PARTS {
+        assert!(!out.contains(s), "secret echoed back: {out}");
+    }
+    assert_eq!(
+        w.upstream_rev(branch).as_deref(),
+        at,
+        "upstream moved: {out}"
+    );
+}
+
+/// Asserts the push landed: upstream `branch` is now `rev`.
+fn assert_lands(w: &World, res: (bool, String), branch: &str, rev: &str) {
+    let (pushed, out) = res;
+    assert!(pushed, "push should land: {out}");
+    assert!(out.contains("scanned clean"), "{out}");
+    assert_eq!(w.upstream_rev(branch).as_deref(), Some(rev), "{out}");
+}
+
+fn setup() -> (World, Killed, Agent, String) {
+    let w = World::new();
+    let (gate, _port, gitconfig, _log) = w.gate(&w.known_hosts, vec![]);
+    let a = Agent::clone(&w, &gitconfig, "agent");
+    let base = w.upstream_rev("main").unwrap();
+    (w, gate, a, base)
+}
+
+/// Pseudo-random bytes (xorshift), so compressed or binary test files do not shrink.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// A merge of `side` into main, with `extra` written into the merge commit itself.
+fn evil_merge(a: &Agent, side: &str, extra: &str) -> String {
+    ok(a.git(&["checkout", "-q", "-b", side]), "branch");
+    a.commit(&format!("{side}.txt"), "side\n", "side work");
+    ok(a.git(&["checkout", "-q", "main"]), "checkout");
+    a.commit(&format!("{side}-main.txt"), "main\n", "main work");
+    ok(
+        a.git(&["merge", "-q", "--no-ff", "--no-commit", side]),
+        "merge",
+    );
+    std::fs::write(a.dir.join("evil.txt"), extra).unwrap();
+    ok(a.git(&["add", "-A"]), "add");
+    ok(a.git(&["commit", "-q", "-m", "merge"]), "commit");
+    ok(a.git(&["rev-parse", "HEAD"]), "rev-parse")
+}
+
+#[test]
+fn merges_evil_merges_conflict_resolutions_and_later_renames_are_scanned() {
+    let (w, _gate, a, base) = setup();
+    // An evil merge: the merge commit itself adds a file (git log -p shows nothing for it).
+    let m = evil_merge(&a, "side1", AWS);
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &[
+            &format!("merge resolution in {}: file evil.txt", &m[..12]),
+            "aws-access-token",
+        ],
+        "main",
+        Some(&base),
+    );
+    // Renamed after the merge brought it in: still the same new blob, still refused.
+    ok(a.git(&["mv", "evil.txt", "renamed.txt"]), "mv");
+    ok(a.git(&["commit", "-q", "-m", "rename"]), "commit");
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &[&format!("merge resolution in {}", &m[..12])],
+        "main",
+        Some(&base),
+    );
+    a.reset_to_upstream();
+
+    // A conflict resolved with a secret.
+    ok(a.git(&["checkout", "-q", "-b", "conflict"]), "branch");
+    a.commit("conf.txt", "theirs\n", "theirs");
+    ok(a.git(&["checkout", "-q", "main"]), "checkout");
+    a.commit("conf.txt", "ours\n", "ours");
+    assert!(
+        !a.git(&["merge", "-q", "conflict"]).status.success(),
+        "must conflict"
+    );
+    std::fs::write(a.dir.join("conf.txt"), GITHUB).unwrap();
+    ok(a.git(&["add", "-A"]), "add");
+    ok(a.git(&["commit", "-q", "--no-edit"]), "commit");
+    let resolved = ok(a.git(&["rev-parse", "HEAD"]), "rev-parse");
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &[
+            &format!("merge resolution in {}: file conf.txt", &resolved[..12]),
+            "github-pat",
+        ],
+        "main",
+        Some(&base),
+    );
+    a.reset_to_upstream();
+
+    // Positive control: the same evil-merge shape without a secret lands.
+    let clean = evil_merge(&a, "side2", "nothing to see\n");
+    assert_lands(&w, a.push(&["main"]), "main", &clean);
+}
+
+#[test]
+fn refs_must_end_at_a_commit_and_leave_nothing_upstream() {
+    let (w, _gate, a, _base) = setup();
+    std::fs::write(a.dir.join("loose.env"), AWS).unwrap();
+    let blob = ok(a.git(&["hash-object", "-w", "loose.env"]), "hash-object");
+    assert_refused(
+        &w,
+        a.push(&[&format!("{blob}:refs/tags/raw-blob")]),
+        &["refs/tags/raw-blob: points at a blob"],
+        "refs/tags/raw-blob",
+        None,
+    );
+    ok(a.git(&["add", "loose.env"]), "add");
+    let tree = ok(a.git(&["write-tree"]), "write-tree");
+    assert_refused(
+        &w,
+        a.push(&[&format!("{tree}:refs/tags/raw-tree")]),
+        &["refs/tags/raw-tree: points at a tree"],
+        "refs/tags/raw-tree",
+        None,
+    );
+    // Nothing of the refused pushes was left upstream.
+    for oid in [&blob, &tree] {
+        assert!(
+            !w.upstream_git(&["cat-file", "-e", oid]).status.success(),
+            "{oid} reached upstream"
+        );
+    }
+    // Positive control: the upstream does record what a push carries, and a tag of a
+    // commit lands.
+    ok(a.git(&["reset", "-q"]), "unstage");
+    std::fs::remove_file(a.dir.join("loose.env")).unwrap();
+    let c = a.commit("ok.txt", "fine\n", "fine");
+    ok(a.git(&["tag", "t1"]), "tag");
+    assert_lands(&w, a.push(&["t1"]), "refs/tags/t1", &c);
+}
+
+#[test]
+fn commit_text_and_tag_text_are_scanned() {
+    let (w, _gate, a, base) = setup();
+    ok(
+        a.git(&[
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            &format!("deploy with {AWS_ID}"),
+        ]),
+        "commit",
+    );
+    let c = ok(a.git(&["rev-parse", "HEAD"]), "rev-parse");
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &[&format!("commit message of commit {}", &c[..12])],
+        "main",
+        Some(&base),
+    );
+    a.reset_to_upstream();
+
+    let name = format!("user.name={GITHUB_TOKEN}");
+    ok(
+        a.git(&[
+            "-c",
+            &name,
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "ordinary",
+        ]),
+        "commit",
+    );
+    let c = ok(a.git(&["rev-parse", "HEAD"]), "rev-parse");
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &[&format!("the author line of commit {}", &c[..12])],
+        "main",
+        Some(&base),
+    );
+    a.reset_to_upstream();
+
+    a.commit("rel.txt", "release\n", "release");
+    ok(
+        a.git(&[
+            "tag",
+            "-a",
+            "v1",
+            "-m",
+            &format!("release notes {GITHUB_TOKEN}"),
+        ]),
+        "tag",
+    );
+    assert_refused(
+        &w,
+        a.push(&["v1"]),
+        &["tag message of tag v1", "github-pat"],
+        "refs/tags/v1",
+        None,
+    );
+
+    // Positive control: an annotated tag and commit with ordinary text land.
+    ok(a.git(&["tag", "-a", "v2", "-m", "release notes"]), "tag");
+    let tag = ok(a.git(&["rev-parse", "v2"]), "rev-parse");
+    assert_lands(&w, a.push(&["v2"]), "refs/tags/v2", &tag);
+}
+
+#[test]
+fn file_names_are_scanned_and_never_shown() {
+    let (w, _gate, a, base) = setup();
+    a.commit_bytes(&format!("keys/{GITHUB_TOKEN}.txt"), b"nothing\n", "a name");
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &["a file name in directory keys/", "github-pat"],
+        "main",
+        Some(&base),
+    );
+    a.reset_to_upstream();
+    let c = a.commit_bytes("keys/public.txt", b"nothing\n", "a name");
+    assert_lands(&w, a.push(&["main"]), "main", &c);
+}
+
+fn tar_of(dir: &std::path::Path, out: &std::path::Path, files: &[&str], gzip: bool) {
+    let mut c = Command::new("tar");
+    c.arg(if gzip { "czf" } else { "cf" })
+        .arg(out)
+        .arg("-C")
+        .arg(dir);
+    c.args(files);
+    ok(c.output().unwrap(), "tar");
+}
+
+/// A tar nested `levels` deep (`l1.tar` holds `creds.env`, `l2.tar` holds `l1.tar`, ...).
+fn nested_tar(dir: &std::path::Path, levels: u32, body: &str) -> Vec<u8> {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("creds.env"), body).unwrap();
+    let mut inner = "creds.env".to_string();
+    for l in 1..=levels {
+        let name = format!("l{l}.tar");
+        tar_of(dir, &dir.join(&name), &[&inner], false);
+        inner = name;
+    }
+    std::fs::read(dir.join(inner)).unwrap()
+}
+
+#[test]
+fn binary_files_and_archives_are_scanned() {
+    let (w, _gate, a, base) = setup();
+    let png = |extra: &[u8]| [b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".as_slice(), extra, b"\0\0"].concat();
+    let c = a.commit_bytes("logo.png", &png(GITHUB.as_bytes()), "logo");
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &[
+            &format!("binary file logo.png in commit {}", &c[..12]),
+            "github-pat",
+        ],
+        "main",
+        Some(&base),
+    );
+    a.reset_to_upstream();
+
+    // A gzipped tarball under a name that says neither (and is on gitleaks' skip list).
+    let t = w.dir.path().join("tarball");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(t.join("creds.env"), AWS).unwrap();
+    tar_of(&t, &t.join("a.tgz"), &["creds.env"], true);
+    let c = a.commit_bytes(
+        "assets/data.bin",
+        &std::fs::read(t.join("a.tgz")).unwrap(),
+        "data",
+    );
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &[&format!(
+            "archive assets/data.bin in commit {}, inside at creds.env",
+            &c[..12]
+        )],
+        "main",
+        Some(&base),
+    );
+    a.reset_to_upstream();
+    // Archives inside archives are opened (three levels) ...
+    a.commit_bytes(
+        "deep.tar",
+        &nested_tar(&w.dir.path().join("n3"), 3, AWS),
+        "nested",
+    );
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &["archive deep.tar", "aws-access-token"],
+        "main",
+        Some(&base),
+    );
+    a.reset_to_upstream();
+    // ... to a bound: deeper ones cannot be scanned and are refused even when clean.
+    a.commit_bytes(
+        "deeper.tar",
+        &nested_tar(&w.dir.path().join("n6"), 6, "clean\n"),
+        "deep",
+    );
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &["archive deeper.tar", "nests archives deeper than 4 levels"],
+        "main",
+        Some(&base),
+    );
+    a.reset_to_upstream();
+    // A binary file over the scan cap is refused with the cap named.
+    let mut big = noise(33 << 20, 7);
+    big[0] = 0;
+    a.commit_bytes("model.weights", &big, "big binary");
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &["binary file model.weights", "over the 32 MiB"],
+        "main",
+        Some(&base),
+    );
+    a.reset_to_upstream();
+
+    // Positive control: the same shapes without a secret land.
+    a.commit_bytes("logo.png", &png(b"just pixels"), "logo");
+    std::fs::write(t.join("creds.env"), "nothing here\n").unwrap();
+    tar_of(&t, &t.join("b.tgz"), &["creds.env"], true);
+    a.commit_bytes(
+        "assets/data.bin",
+        &std::fs::read(t.join("b.tgz")).unwrap(),
+        "data",
+    );
+    let c = a.commit_bytes(
+        "deep.tar",
+        &nested_tar(&w.dir.path().join("c3"), 3, "clean\n"),
+        "nested",
+    );
+    assert_lands(&w, a.push(&["main"]), "main", &c);
+}
+
+#[test]
+fn paths_on_the_gitleaks_skip_list_are_scanned() {
+    let (w, _gate, a, base) = setup();
+    let paths = [
+        "node_modules/pkg/index.js",
+        "go.sum",
+        "package-lock.json",
+        "config/gitleaks.toml",
+        "docs/manual.pdf",
+        "vendor/modules.txt",
+        "img/icon.svg",
+        "yarn.lock",
+    ];
+    for p in paths {
+        let c = a.commit_bytes(p, AWS.as_bytes(), "skip-listed path");
+        assert_refused(
+            &w,
+            a.push(&["main"]),
+            &[
+                &format!("file {p} in commit {}", &c[..12]),
+                "aws-access-token",
+            ],
+            "main",
+            Some(&base),
+        );
+        a.reset_to_upstream();
+    }
+    // Positive control: the same paths with ordinary content land.
+    for p in paths {
+        a.commit_bytes(p, b"ordinary content\n", "skip-listed path");
+    }
+    let c = ok(a.git(&["rev-parse", "HEAD"]), "rev-parse");
+    assert_lands(&w, a.push(&["main"]), "main", &c);
+}
+
+#[test]
+fn pushed_files_do_not_change_how_the_push_is_scanned() {
+    let (w, _gate, a, base) = setup();
+    let blob = {
+        std::fs::write(a.dir.join("aws.env"), AWS).unwrap();
+        ok(a.git(&["hash-object", "aws.env"]), "hash-object")
+    };
+    let ignore = format!(
+        "aws.env:aws-access-token:1\nblob-{blob}:aws-access-token:2\nin/blob-{blob}:aws-access-token:2\n"
+    );
+    let allow_all =
+        "[extend]\nuseDefault = true\n[allowlist]\npaths = ['''.*''']\nregexes = ['''.*''']\n";
+    let cases: [(&str, &str, &str); 4] = [
+        (".gitleaks.toml", allow_all, AWS),
+        (".gitleaksignore", &ignore, AWS),
+        (".gitattributes", "*.env binary\n*.env -diff\n", AWS),
+        (
+            "README.md",
+            "hello\n",
+            "aws_access_key_id = AKIAQ6F4YJ2ZRD7UXN3L # gitleaks:allow\n",
+        ),
+    ];
+    for (control, body, secret) in cases {
+        std::fs::write(a.dir.join(control), body).unwrap();
+        let c = a.commit("aws.env", secret, "try to change the scan");
+        assert_refused(
+            &w,
+            a.push(&["main"]),
+            &[&format!("file aws.env in commit {}", &c[..12])],
+            "main",
+            Some(&base),
+        );
+        a.reset_to_upstream();
+    }
+    // Positive control: the same control files, and an allow comment, without a secret land.
+    for (control, body, _) in cases {
+        std::fs::write(a.dir.join(control), body).unwrap();
+    }
+    let c = a.commit(
+        "aws.env",
+        "region = eu-west-1 # gitleaks:allow\n",
+        "settings",
+    );
+    assert_lands(&w, a.push(&["main"]), "main", &c);
+}
+
+#[test]
+fn brokering_rules_name_the_rule_and_what_to_do() {
+    let w = World::new();
+    let (_gate, _port, gitconfig, _log) = w.gate_remote(&w.known_hosts, vec![], vec![], |r| {
+        r.allowed_refs = vec!["refs/heads/bottle/b1/*".into()];
+        r.forbidden_paths = vec![".github/workflows/**".into()];
+        r.max_push_bytes = Some(1 << 20);
+    });
+    let a = Agent::clone(&w, &gitconfig, "agent");
+    let base = w.upstream_rev("main").unwrap();
+    let c = a.commit("work.txt", "work\n", "work");
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &[
+            "refs/heads/main: this remote takes only refs matching allowedRefs (refs/heads/bottle/b1/*); push to one of those instead",
+        ],
+        "main",
+        Some(&base),
+    );
+    // Positive control: the allowed ref takes the same commit.
+    assert_lands(
+        &w,
+        a.push(&["HEAD:refs/heads/bottle/b1/work"]),
+        "refs/heads/bottle/b1/work",
+        &c,
+    );
+
+    let ci = a.commit_bytes(".github/workflows/ci.yml", b"on: push\n", "change CI");
+    assert_refused(
+        &w,
+        a.push(&["HEAD:refs/heads/bottle/b1/ci"]),
+        &[&format!(
+            "commit {} changes .github/workflows/ci.yml, which forbiddenPaths (.github/workflows/**)",
+            &ci[..12]
+        )],
+        "refs/heads/bottle/b1/ci",
+        None,
+    );
+    ok(a.git(&["reset", "-q", "--hard", &c]), "reset");
+    let docs = a.commit_bytes(".github/README.md", b"about CI\n", "docs");
+    assert_lands(
+        &w,
+        a.push(&["HEAD:refs/heads/bottle/b1/docs"]),
+        "refs/heads/bottle/b1/docs",
+        &docs,
+    );
+
+    a.commit_bytes(
+        "blob.txt",
+        &noise(2 << 20, 3)
+            .iter()
+            .map(|b| b'a' + b % 26)
+            .collect::<Vec<_>>(),
+        "2 MiB",
+    );
+    assert_refused(
+        &w,
+        a.push(&["HEAD:refs/heads/bottle/b1/big"]),
+        &["over maxPushBytes (1048576): split it into smaller pushes"],
+        "refs/heads/bottle/b1/big",
+        None,
+    );
 }

@@ -257,6 +257,20 @@ pub struct GitRemote {
     /// Allow deleting the upstream's default branch.
     #[serde(default)]
     pub allow_delete_default_branch: bool,
+    /// Ref brokering (opt-in): only refs matching one of these globs may be pushed, e.g.
+    /// `refs/heads/bottle/<bottle-name>/*`. `*` stays within a `/` segment, `**` crosses them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    pub allowed_refs: Vec<String>,
+    /// Ref brokering (opt-in): pushes whose commits add, change or delete a path matching one
+    /// of these globs are refused, e.g. `.github/workflows/**`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    pub forbidden_paths: Vec<String>,
+    /// Ref brokering (opt-in): the most bytes of objects one push may add.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_push_bytes: Option<u64>,
 }
 
 /// DLP settings.

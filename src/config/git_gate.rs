@@ -80,6 +80,17 @@ impl GitGateConfig {
         })
     }
 
+    /// The gitleaks config the push scan runs with, always written (even with no extra rules)
+    /// so that no config from the environment or the pushed files applies.
+    pub fn scan_gitleaks_toml(&self) -> String {
+        let c = self.gitleaks_config().unwrap_or(GitleaksConfig {
+            extend: GitleaksExtend { use_default: true },
+            allowlist: None,
+            rules: Vec::new(),
+        });
+        toml::to_string(&c).expect("plain strings and tables always serialise")
+    }
+
     /// [`Self::gitleaks_config`] as TOML text, or `None`.
     pub fn gitleaks_toml(&self) -> Option<String> {
         self.gitleaks_config()
@@ -103,4 +114,14 @@ pub struct GitRemote {
     pub allow_force_push: bool,
     /// Allow deleting the default branch.
     pub allow_delete_default_branch: bool,
+    /// Ref brokering: when not empty, only refs matching one of these globs may be pushed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_refs: Vec<String>,
+    /// Ref brokering: pushes whose commits add, change or delete a path matching one of
+    /// these globs are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forbidden_paths: Vec<String>,
+    /// Ref brokering: the most bytes one push may add to the object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_push_bytes: Option<u64>,
 }

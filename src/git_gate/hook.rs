@@ -1,6 +1,7 @@
 //! The pre-receive hook: `git receive-pack` runs it in the mirror with the pushed objects
-//! quarantined. It checks each ref update against the remote's settings, scans exactly the
-//! new commits with gitleaks, and pushes clean updates upstream atomically. Whatever it
+//! quarantined. It checks each ref update against the remote's settings and brokering rules,
+//! scans every object the push adds ([`scan`]) with one gitleaks run, and pushes clean
+//! updates upstream atomically. Whatever it
 //! prints reaches the agent's `git push` as `remote:` lines; a non-zero exit refuses the
 //! whole push, so the mirror never shows what upstream did not take.
 
@@ -8,11 +9,10 @@ use std::io::BufRead;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context as _, bail};
-use serde::Deserialize;
-
 use super::mirror::{self, ZERO};
+use super::{broker, objects, scan};
 use crate::config::git_gate::GitGateConfig;
+use anyhow::{Context as _, bail};
 
 /// One `<old> <new> <ref>` line from git.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,66 +44,6 @@ pub fn parse_updates(input: &str) -> anyhow::Result<Vec<Update>> {
         .collect()
 }
 
-/// A gitleaks finding (the fields we show; the secret itself is redacted by gitleaks).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Finding {
-    /// Rule that matched.
-    #[serde(rename = "RuleID")]
-    pub rule_id: String,
-    /// Commit.
-    pub commit: String,
-    /// File.
-    pub file: String,
-    /// Line number.
-    pub start_line: u64,
-    /// The matched text, redacted.
-    #[serde(default)]
-    pub secret: String,
-}
-
-/// Scans the commits reachable from `new` and from no existing ref: exactly what this push
-/// adds, older commits of the pushed range included, commits upstream already has excluded.
-pub fn scan(
-    repo: &Path,
-    gitleaks: &str,
-    rules: Option<&Path>,
-    new: &str,
-) -> anyhow::Result<Vec<Finding>> {
-    let report = tempfile::NamedTempFile::new()?;
-    let mut cmd = Command::new(gitleaks);
-    if let Some(r) = rules {
-        cmd.arg("--config").arg(r);
-    }
-    let out = cmd
-        .args([
-            "git",
-            "--no-banner",
-            "--redact",
-            "--exit-code",
-            "3",
-            "--log-level",
-            "error",
-            "--report-format",
-            "json",
-            "--report-path",
-        ])
-        .arg(report.path())
-        .arg(format!("--log-opts={new} --not --all"))
-        .arg(repo)
-        .output()
-        .with_context(|| format!("running {gitleaks}"))?;
-    match out.status.code() {
-        Some(0) => Ok(Vec::new()),
-        Some(3) => Ok(serde_json::from_slice(&std::fs::read(report.path())?)
-            .context("reading the gitleaks report")?),
-        _ => bail!(
-            "gitleaks failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-    }
-}
-
 /// Runs the hook for remote `name`; returns the message to print and whether to accept.
 pub fn run(
     cfg: &GitGateConfig,
@@ -132,14 +72,6 @@ pub fn run(
     let lock = std::fs::File::create(&lock_path)?;
     lock.lock()?;
 
-    let rules = match cfg.gitleaks_toml() {
-        Some(toml) => {
-            let p = Path::new(&cfg.state_dir).join("gitleaks.toml");
-            std::fs::write(&p, toml)?;
-            Some(p)
-        }
-        None => None,
-    };
     // Only a deletion needs the default branch, and then the upstream's current one: it may
     // have changed since the mirror was made.
     let deletes = updates.iter().any(|u| u.new == ZERO);
@@ -151,12 +83,17 @@ pub fn run(
     };
     let mut refspecs = Vec::new();
     let mut refused = Vec::new();
+    let mut tips: Vec<&str> = Vec::new();
     for u in &updates {
         if !(u.name.starts_with("refs/heads/") || u.name.starts_with("refs/tags/")) {
             refused.push(format!(
                 "{}: only branches (refs/heads/) and tags (refs/tags/) can be pushed",
                 u.name
             ));
+            continue;
+        }
+        if let Some(r) = broker::ref_refusal(remote, &u.name) {
+            refused.push(r);
             continue;
         }
         if u.new == ZERO {
@@ -182,21 +119,20 @@ pub fn run(
                 u.name
             ));
         }
-        let findings = scan(&repo, gitleaks, rules.as_deref(), &u.new)?;
-        for f in &findings {
-            refused.push(format!(
-                "{}: secret found by gitleaks rule {} in commit {} file {} line {} ({})",
+        // A ref must end at a commit (through annotated tags): a ref to a bare blob or tree
+        // would carry content past every history-based rule.
+        match objects::peeled_kind(&repo, &u.new)? {
+            Some(objects::Kind::Commit) => tips.push(u.new.as_str()),
+            other => refused.push(format!(
+                "{}: points at a {} rather than a commit or an annotated tag of one; push commits",
                 u.name,
-                f.rule_id,
-                &f.commit[..f.commit.len().min(12)],
-                f.file,
-                f.start_line,
-                if f.secret.is_empty() {
-                    "REDACTED"
-                } else {
-                    &f.secret
+                match other {
+                    Some(objects::Kind::Blob) => "blob",
+                    Some(objects::Kind::Tree) => "tree",
+                    Some(objects::Kind::Tag) => "tag of a non-commit",
+                    _ => "missing object",
                 }
-            ));
+            )),
         }
         refspecs.push(format!(
             "{}{}:{}",
@@ -205,12 +141,28 @@ pub fn run(
             u.name
         ));
     }
+    // Everything the push adds, listed once and decided on together.
+    let new = objects::list_new(&repo, &tips)?;
+    let history = objects::history(&repo, &tips)?;
+    refused.extend(broker::size_refusal(remote, &new));
+    refused.extend(broker::path_refusals(remote, &history));
+    if !new.is_empty() {
+        let work = Path::new(&cfg.state_dir).join("scan");
+        refused.extend(scan::scan(
+            &repo,
+            &work,
+            gitleaks,
+            &cfg.scan_gitleaks_toml(),
+            &new,
+            &history,
+        )?);
+    }
     if !refused.is_empty() {
         for r in &refused {
             eprintln!("git-gate: REFUSED {r}");
         }
         eprintln!(
-            "git-gate: nothing was pushed upstream. Remove the secret from every pushed commit (rewrite history) and push again."
+            "git-gate: nothing was pushed upstream. Fix each point above (a secret must leave every pushed commit: rewrite history) and push again."
         );
         bail!("push refused");
     }

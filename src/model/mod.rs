@@ -120,6 +120,12 @@ pub struct Remote {
     pub allow_force_push: bool,
     /// Allow deleting the default branch.
     pub allow_delete_default_branch: bool,
+    /// Globs of the only refs the agent may push (empty: any branch or tag).
+    pub allowed_refs: Vec<String>,
+    /// Globs of paths the agent's commits may not touch.
+    pub forbidden_paths: Vec<String>,
+    /// Most bytes of objects one push may add.
+    pub max_push_bytes: Option<u64>,
 }
 
 /// A custom DLP pattern.
@@ -290,6 +296,7 @@ impl Policy {
                     ),
                 ));
             }
+            check_brokering(r)?;
             remotes.push(Remote {
                 name: r.name.clone(),
                 url_as_written: r.url.clone(),
@@ -298,6 +305,9 @@ impl Policy {
                 known_hosts: r.known_hosts.clone(),
                 allow_force_push: r.allow_force_push,
                 allow_delete_default_branch: r.allow_delete_default_branch,
+                allowed_refs: r.allowed_refs.clone(),
+                forbidden_paths: r.forbidden_paths.clone(),
+                max_push_bytes: r.max_push_bytes,
             });
         }
 
@@ -394,6 +404,41 @@ impl Policy {
         ports.extend(self.remotes.iter().map(|r| r.url.port));
         ports
     }
+}
+
+/// A remote's brokering rules are globs a user can mean; allowed refs name full refs.
+fn check_brokering(r: &crate::api::GitRemote) -> Result<(), InvalidSpec> {
+    let bad = |field: &str, v: &str, why: String| {
+        InvalidSpec::new(
+            Reason::InvalidRemote,
+            format!("git remote {}: {field} entry {v:?} {why}", r.name),
+        )
+    };
+    for p in &r.allowed_refs {
+        crate::git_gate::glob::check(p).map_err(|e| bad("allowedRefs", p, e))?;
+        if !(p.starts_with("refs/heads/") || p.starts_with("refs/tags/")) {
+            return Err(bad(
+                "allowedRefs",
+                p,
+                "must start with refs/heads/ or refs/tags/ (only branches and tags are pushed)"
+                    .into(),
+            ));
+        }
+    }
+    for p in &r.forbidden_paths {
+        crate::git_gate::glob::check(p).map_err(|e| bad("forbiddenPaths", p, e))?;
+        if p.starts_with('/') {
+            return Err(bad(
+                "forbiddenPaths",
+                p,
+                "must be relative to the repository root (no leading /)".into(),
+            ));
+        }
+    }
+    if r.max_push_bytes == Some(0) {
+        return Err(bad("maxPushBytes", "0", "must be at least 1".into()));
+    }
+    Ok(())
 }
 
 /// Names that never leave the machine or the cluster: the loopback name, mDNS, the cluster's

@@ -61,3 +61,69 @@ impl SshUrl {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::api::{BottleSpec, GitRemote, SecretKeyRef};
+    use crate::model::Policy;
+
+    fn spec(edit: impl FnOnce(&mut GitRemote)) -> BottleSpec {
+        let mut r = GitRemote {
+            name: "origin".into(),
+            url: "git@github.com:o/r.git".into(),
+            ssh_key_secret_ref: SecretKeyRef {
+                name: "k".into(),
+                key: "id".into(),
+            },
+            known_hosts: "github.com ssh-ed25519 AAAA".into(),
+            ..Default::default()
+        };
+        edit(&mut r);
+        let mut s = BottleSpec::default();
+        s.git.remotes = vec![r];
+        s
+    }
+
+    #[test]
+    fn brokering_rules_are_checked_and_reach_git_gate() {
+        let ok = spec(|r| {
+            r.allowed_refs = vec!["refs/heads/bottle/b1/*".into()];
+            r.forbidden_paths = vec![".github/workflows/**".into()];
+            r.max_push_bytes = Some(1 << 20);
+        });
+        let p = Policy::from_spec(&ok).unwrap();
+        let gate = crate::render::config_map::git_gate_config(&p);
+        let r = &gate.remotes[0];
+        assert_eq!(r.allowed_refs, vec!["refs/heads/bottle/b1/*"]);
+        assert_eq!(r.forbidden_paths, vec![".github/workflows/**"]);
+        assert_eq!(r.max_push_bytes, Some(1 << 20));
+        // Unset rules stay out of the rendered file.
+        let plain = Policy::from_spec(&spec(|_| {})).unwrap();
+        let yaml =
+            serde_norway::to_string(&crate::render::config_map::git_gate_config(&plain)).unwrap();
+        assert!(
+            !yaml.contains("allowedRefs") && !yaml.contains("maxPushBytes"),
+            "{yaml}"
+        );
+
+        for (bad, field) in [
+            (
+                spec(|r| r.allowed_refs = vec!["main".into()]),
+                "allowedRefs",
+            ),
+            (spec(|r| r.allowed_refs = vec!["".into()]), "allowedRefs"),
+            (
+                spec(|r| r.forbidden_paths = vec!["/etc/**".into()]),
+                "forbiddenPaths",
+            ),
+            (
+                spec(|r| r.forbidden_paths = vec!["a/***".into()]),
+                "forbiddenPaths",
+            ),
+            (spec(|r| r.max_push_bytes = Some(0)), "maxPushBytes"),
+        ] {
+            let e = Policy::from_spec(&bad).unwrap_err();
+            assert!(format!("{e:?}").contains(field), "{field}: {e:?}");
+        }
+    }
+}

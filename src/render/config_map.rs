@@ -96,6 +96,9 @@ pub fn git_gate_config(p: &Policy) -> git_gate::GitGateConfig {
                 known_hosts: r.known_hosts.clone(),
                 allow_force_push: r.allow_force_push,
                 allow_delete_default_branch: r.allow_delete_default_branch,
+                allowed_refs: r.allowed_refs.clone(),
+                forbidden_paths: r.forbidden_paths.clone(),
+                max_push_bytes: r.max_push_bytes,
             })
             .collect(),
         allowlist: p.scan_allowlist.clone(),

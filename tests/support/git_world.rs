@@ -175,6 +175,17 @@ impl World {
         rules: Vec<ScanRule>,
         allowlist: Vec<String>,
     ) -> (Killed, u16, PathBuf, PathBuf) {
+        self.gate_remote(known_hosts, rules, allowlist, |_| {})
+    }
+
+    /// A gate whose remote `edit` changes (brokering rules).
+    pub fn gate_remote(
+        &self,
+        known_hosts: &str,
+        rules: Vec<ScanRule>,
+        allowlist: Vec<String>,
+        edit: impl FnOnce(&mut GateRemote),
+    ) -> (Killed, u16, PathBuf, PathBuf) {
         let port = free_port();
         let state = self.dir.path().join(format!("state-{port}"));
         let cfg = GitGateConfig {
@@ -188,10 +199,15 @@ impl World {
                 known_hosts: known_hosts.into(),
                 allow_force_push: false,
                 allow_delete_default_branch: false,
+                allowed_refs: vec![],
+                forbidden_paths: vec![],
+                max_push_bytes: None,
             }],
             rules,
             allowlist,
         };
+        let mut cfg = cfg;
+        edit(&mut cfg.remotes[0]);
         let cfg_path = self.dir.path().join(format!("git-gate-{port}.yaml"));
         std::fs::write(&cfg_path, serde_norway::to_string(&cfg).unwrap()).unwrap();
         let log = self.dir.path().join(format!("git-gate-{port}.log"));
@@ -283,6 +299,15 @@ impl Agent {
         ok(self.git(&["commit", "-q", "-m", msg]), "commit");
         ok(self.git(&["rev-parse", "HEAD"]), "rev-parse")
     }
+    /// Commits `body` (any bytes) at `file`, creating its directories.
+    pub fn commit_bytes(&self, file: &str, body: &[u8], msg: &str) -> String {
+        let p = self.dir.join(file);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+        ok(self.git(&["add", "-A"]), "add");
+        ok(self.git(&["commit", "-q", "-m", msg]), "commit");
+        ok(self.git(&["rev-parse", "HEAD"]), "rev-parse")
+    }
     pub fn push(&self, args: &[&str]) -> (bool, String) {
         let mut a = vec!["push", "origin"];
         a.extend_from_slice(args);
@@ -302,6 +327,15 @@ impl Agent {
     }
 }
 
+/// The secret parts of the constants below: a refusal must never show them.
+pub const SECRET_PARTS: &[&str] = &[
+    "AKIAQ6F4YJ2ZRD7UXN3L",
+    "ghp_8fK2mQ9v",
+    "x8Kq2LmZ9vT4",
+    "9gT4kL2mQ8vZ",
+];
+pub const AWS_ID: &str = "AKIAQ6F4YJ2ZRD7UXN3L";
+pub const GITHUB_TOKEN: &str = "ghp_8fK2mQ9vL1xR7bN5cW3yH6jP0sD4tA8eK2uZ";
 pub const AWS: &str = "aws_access_key_id = AKIAQ6F4YJ2ZRD7UXN3L\naws_secret_access_key = 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\n";
 pub const GITHUB: &str = "token: ghp_8fK2mQ9vL1xR7bN5cW3yH6jP0sD4tA8eK2uZ\n";
 pub const PRIVATE_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDxEnC4GqPmyOZa3cd8QJ2RVHqMWjWJvjP1pX3gyGKLzAAAAJiG0ym5htMp\nuQAAAAtzc2gtZWQyNTUxOQAAACDxEnC4GqPmyOZa3cd8QJ2RVHqMWjWJvjP1pX3gyGKLzA\n-----END OPENSSH PRIVATE KEY-----\n";

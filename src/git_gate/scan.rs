@@ -1,0 +1,496 @@
+//! One gitleaks run over everything a push adds. Each new object becomes one file of a scan
+//! directory, named by its id (so gitleaks' path skip list, in-repo `.gitleaks.toml` and
+//! `.gitleaksignore` never apply): blobs in full (text as is, binary-looking ones as their
+//! printable runs, archives as themselves for gitleaks to open to a bounded depth), commit
+//! and tag text, and the file names of new trees. Findings map back to what the user pushed;
+//! refusals name the channel and never the secret.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+use super::objects::{self, History, Kind, Object};
+
+/// Binary and archive blobs larger than this are refused: their scan is not worth trusting.
+pub const BINARY_SCAN_CAP: u64 = 32 << 20;
+/// How deep gitleaks opens archives inside archives; deeper ones are refused.
+pub const MAX_ARCHIVE_DEPTH: u32 = 4;
+/// Shortest printable run taken from a binary file (shorter ones are noise, not secrets).
+const MIN_RUN: usize = 8;
+
+/// A gitleaks finding (the fields we use; the secret is redacted by gitleaks and never shown).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Finding {
+    /// Rule that matched.
+    #[serde(rename = "RuleID")]
+    pub rule_id: String,
+    /// Scanned file (`<scan file>` or `<archive>!<inner path>`).
+    pub file: String,
+    /// Line number in the scanned file.
+    pub start_line: u64,
+}
+
+/// What one scan file stands for.
+#[derive(Debug, Clone)]
+enum Source {
+    /// A blob (text, printable runs of a binary, or an archive).
+    Blob { oid: String, form: Form },
+    /// A commit's text (headers and message).
+    Commit { oid: String, text: String },
+    /// An annotated tag's text.
+    Tag { oid: String, text: String },
+    /// The entry names of a tree.
+    Names { dir: String, names: Vec<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Text,
+    Binary,
+    Archive,
+}
+
+/// How a blob is handed to gitleaks, from its first bytes and its path.
+fn form_of(content: &[u8], path: &str) -> (Form, &'static str) {
+    let p = path.to_ascii_lowercase();
+    let ext = |tar_ext: &'static str, plain: &'static str| {
+        if p.ends_with(".tar.gz")
+            || p.ends_with(".tgz")
+            || p.ends_with(".tar.bz2")
+            || p.ends_with(".tar.xz")
+            || p.ends_with(".tar.zst")
+        {
+            tar_ext
+        } else {
+            plain
+        }
+    };
+    let archive = match content {
+        [0x1f, 0x8b, ..] => Some(ext(".tar.gz", ".gz")),
+        [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..] => Some(".zip"),
+        [b'B', b'Z', b'h', ..] => Some(ext(".tar.bz2", ".bz2")),
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Some(ext(".tar.xz", ".xz")),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Some(ext(".tar.zst", ".zst")),
+        [b'7', b'z', 0xbc, 0xaf, 0x27, 0x1c, ..] => Some(".7z"),
+        _ if content.get(257..262) == Some(b"ustar") => Some(".tar"),
+        _ => None,
+    };
+    if let Some(e) = archive {
+        return (Form::Archive, e);
+    }
+    // git's own test: a NUL in the first 8000 bytes.
+    if content[..content.len().min(8000)].contains(&0) {
+        (Form::Binary, "")
+    } else {
+        (Form::Text, "")
+    }
+}
+
+/// Does this gzip stream hold a tar (`ustar` at 257 of the inflated bytes)? Asks the system's
+/// `gzip` (Debian's essential set) for the first 262 bytes only.
+fn gzip_holds_tar(content: &[u8]) -> bool {
+    use std::io::{Read as _, Write as _};
+    use std::process::Stdio;
+    let Ok(mut child) = Command::new("gzip")
+        .arg("-dc")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let mut stdin = child.stdin.take().expect("piped");
+    let head = content[..content.len().min(64 << 10)].to_vec();
+    // A write error only means gzip stopped reading: it has said enough.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&head);
+    });
+    let mut out = Vec::new();
+    let _ = child
+        .stdout
+        .take()
+        .expect("piped")
+        .take(262)
+        .read_to_end(&mut out);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = writer.join();
+    out.get(257..262) == Some(b"ustar")
+}
+
+/// The printable ASCII runs of a binary file, one per line (what `strings` shows).
+pub fn printable_runs(content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for run in content.split(|b| !(b.is_ascii_graphic() || *b == b' ' || *b == b'\t')) {
+        if run.len() >= MIN_RUN {
+            out.extend_from_slice(run);
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// What the scan found: refusal lines, each naming the channel.
+pub type Refusals = Vec<String>;
+
+/// Scans every object of `new`: writes the scan directory under `work`, runs gitleaks once
+/// with `config` (our TOML, always given), and returns one refusal line per problem.
+pub fn scan(
+    repo: &Path,
+    work: &Path,
+    gitleaks: &str,
+    config: &str,
+    new: &[Object],
+    history: &History,
+) -> anyhow::Result<Refusals> {
+    let mut refused = Vec::new();
+    std::fs::create_dir_all(work)?;
+    let dir = tempfile::Builder::new().prefix("scan-").tempdir_in(work)?;
+    let files = dir.path().join("in");
+    std::fs::create_dir(&files)?;
+    let mut sources: HashMap<String, Source> = HashMap::new();
+
+    let wanted: Vec<&Object> = new.iter().collect();
+    let oids: Vec<&str> = wanted.iter().map(|o| o.oid.as_str()).collect();
+    objects::for_each_content(repo, &oids, |i, content| {
+        let o = wanted[i];
+        let name = format!("{}-{}", kind_prefix(o.kind), o.oid);
+        match o.kind {
+            Kind::Blob => {
+                let path = blob_path(o, history);
+                let (form, ext) = form_of(content, &path);
+                if form != Form::Text && o.size > BINARY_SCAN_CAP {
+                    refused.push(format!(
+                        "{} is {} MiB, over the {} MiB git-gate scans in binary and archive files: keep it out of git (or in a release artifact)",
+                        describe_blob(&o.oid, form, history, &o.path),
+                        o.size >> 20,
+                        BINARY_SCAN_CAP >> 20
+                    ));
+                    return Ok(());
+                }
+                // A gzip named anything: peek inside to tell a tarball (gitleaks opens the
+                // members) from one compressed file (gitleaks would skip an inner tar).
+                let ext = if ext == ".gz" && gzip_holds_tar(content) {
+                    ".tar.gz"
+                } else {
+                    ext
+                };
+                let name = format!("{name}{ext}");
+                // A leading newline keeps gitleaks' file-type sniffing from calling a text
+                // file "application/..." and skipping it; line numbers shift by one.
+                let body: Vec<u8> = match form {
+                    Form::Archive => content.to_vec(),
+                    Form::Binary => [b"\n".as_slice(), &printable_runs(content)].concat(),
+                    Form::Text => [b"\n".as_slice(), content].concat(),
+                };
+                std::fs::write(files.join(&name), body)?;
+                sources.insert(
+                    name,
+                    Source::Blob {
+                        oid: o.oid.clone(),
+                        form,
+                    },
+                );
+            }
+            Kind::Commit | Kind::Tag => {
+                let text = String::from_utf8_lossy(content).into_owned();
+                std::fs::write(files.join(&name), format!("\n{text}"))?;
+                let oid = o.oid.clone();
+                sources.insert(
+                    name,
+                    if o.kind == Kind::Commit {
+                        Source::Commit { oid, text }
+                    } else {
+                        Source::Tag { oid, text }
+                    },
+                );
+            }
+            Kind::Tree => {
+                let names = objects::tree_names(content);
+                let mut body = String::from("\n");
+                for n in &names {
+                    body.push_str(n);
+                    body.push('\n');
+                }
+                std::fs::write(files.join(&name), body)?;
+                sources.insert(
+                    name,
+                    Source::Names {
+                        dir: o.path.clone(),
+                        names,
+                    },
+                );
+            }
+        }
+        Ok(())
+    })?;
+
+    let (findings, log) = run_gitleaks(gitleaks, config, dir.path(), &files)?;
+    // File names that carry a secret are never printed, wherever a path would show them.
+    let secret_names: Vec<&str> = findings
+        .iter()
+        .filter_map(|f| match sources.get(scan_file(&f.file).0)? {
+            Source::Names { names, .. } => names
+                .get((f.start_line as usize).checked_sub(2)?)
+                .map(String::as_str),
+            _ => None,
+        })
+        .collect();
+    let hide = |p: &str| -> String {
+        if secret_names.iter().any(|n| p.contains(n)) {
+            "<a path whose name holds a secret>".into()
+        } else {
+            p.to_string()
+        }
+    };
+    for f in &findings {
+        let (file, inner) = scan_file(&f.file);
+        let Some(src) = sources.get(file) else {
+            refused.push(format!(
+                "secret found by gitleaks rule {} in an unknown input",
+                f.rule_id
+            ));
+            continue;
+        };
+        let line = f.start_line.saturating_sub(1);
+        let place = match src {
+            Source::Blob { oid, form } => {
+                let what = hide(&describe_blob(oid, *form, history, &path_of(new, oid)));
+                match (form, inner) {
+                    (Form::Archive, Some(i)) => format!("{what}, inside at {}", hide(i)),
+                    (Form::Text, _) => format!("{what} line {line}"),
+                    _ => what,
+                }
+            }
+            Source::Commit { oid, text } => format!(
+                "{} of commit {}",
+                text_part(text, line, "commit message"),
+                short(oid)
+            ),
+            Source::Tag { oid, text } => format!(
+                "{} of tag {} ({})",
+                text_part(text, line, "tag message"),
+                tag_name(text),
+                short(oid)
+            ),
+            Source::Names { dir, .. } => format!(
+                "a file name in {}",
+                if dir.is_empty() {
+                    "the top directory".to_string()
+                } else {
+                    format!("directory {}/", hide(dir))
+                }
+            ),
+        };
+        refused.push(format!(
+            "secret found by gitleaks rule {} in {place} (REDACTED)",
+            f.rule_id
+        ));
+    }
+    // gitleaks skips, with a warning, what it cannot open: refuse it rather than pass it.
+    for l in log.lines() {
+        let unscanned = l.contains("exceeds max archive depth")
+            || l.contains("could not")
+            || l.contains("could read")
+            || l.contains("unknown archive");
+        if !unscanned {
+            continue;
+        }
+        let hit = sources.iter().find(|(name, _)| l.contains(name.as_str()));
+        if let Some((_, Source::Blob { oid, form })) = hit {
+            let what = hide(&describe_blob(oid, *form, history, &path_of(new, oid)));
+            refused.push(if l.contains("exceeds max archive depth") {
+                format!(
+                    "{what} nests archives deeper than {MAX_ARCHIVE_DEPTH} levels: git-gate cannot scan it; unpack it or keep it out of git"
+                )
+            } else {
+                format!("{what} could not be opened to scan it; keep it out of git")
+            });
+        }
+    }
+    refused.dedup();
+    Ok(refused)
+}
+
+fn kind_prefix(k: Kind) -> &'static str {
+    match k {
+        Kind::Blob => "blob",
+        Kind::Commit => "commit",
+        Kind::Tag => "tag",
+        Kind::Tree => "names",
+    }
+}
+
+fn short(oid: &str) -> &str {
+    &oid[..oid.len().min(12)]
+}
+
+/// The scan file a finding's path names, and the path inside an archive if any.
+fn scan_file(f: &str) -> (&str, Option<&str>) {
+    let (outer, inner) = match f.split_once('!') {
+        Some((o, i)) => (o, Some(i)),
+        None => (f, None),
+    };
+    (outer.rsplit('/').next().unwrap_or(outer), inner)
+}
+
+fn path_of(new: &[Object], oid: &str) -> String {
+    new.iter()
+        .find(|o| o.oid == oid)
+        .map(|o| o.path.clone())
+        .unwrap_or_default()
+}
+
+fn blob_path(o: &Object, h: &History) -> String {
+    h.origins
+        .get(&o.oid)
+        .map(|g| g.path.clone())
+        .unwrap_or_else(|| o.path.clone())
+}
+
+/// "file a.txt in commit abc", "binary file logo.png in ...", "merge resolution in ...".
+fn describe_blob(oid: &str, form: Form, h: &History, fallback_path: &str) -> String {
+    let kind = match form {
+        Form::Text => "file",
+        Form::Binary => "binary file",
+        Form::Archive => "archive",
+    };
+    match h.origins.get(oid) {
+        Some(g) if g.merge => format!(
+            "merge resolution in {}: {kind} {}",
+            short(&g.commit),
+            g.path
+        ),
+        Some(g) => format!("{kind} {} in commit {}", g.path, short(&g.commit)),
+        None if fallback_path.is_empty() => {
+            format!("blob {} pushed outside any commit", short(oid))
+        }
+        None => format!(
+            "{kind} {fallback_path} (blob {}, outside any pushed commit)",
+            short(oid)
+        ),
+    }
+}
+
+/// Which part of a commit or tag text line `line` (1-based) is: a header or the message.
+fn text_part(text: &str, line: u64, message: &str) -> String {
+    for (i, l) in text.lines().enumerate() {
+        if l.is_empty() {
+            break;
+        }
+        if i as u64 + 1 == line {
+            let field = l.split(' ').next().unwrap_or("header");
+            return format!("the {field} line");
+        }
+    }
+    message.to_string()
+}
+
+fn tag_name(text: &str) -> &str {
+    text.lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix("tag "))
+        .unwrap_or("?")
+}
+
+/// Runs gitleaks over the scan files with only our config: `--config` always given and the
+/// environment's config variables removed (no `.gitleaks.toml` applies), the ignore path an
+/// empty directory (no `.gitleaksignore`), `gitleaks:allow` comments ignored.
+fn run_gitleaks(
+    gitleaks: &str,
+    config: &str,
+    dir: &Path,
+    files: &Path,
+) -> anyhow::Result<(Vec<Finding>, String)> {
+    let cfg = dir.join("gitleaks.toml");
+    std::fs::write(&cfg, config)?;
+    let empty = dir.join("no-ignores");
+    std::fs::create_dir_all(&empty)?;
+    let report = dir.join("report.json");
+    let out = Command::new(gitleaks)
+        .current_dir(&empty)
+        .env_remove("GITLEAKS_CONFIG")
+        .env_remove("GITLEAKS_CONFIG_TOML")
+        .arg("dir")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--gitleaks-ignore-path")
+        .arg(&empty)
+        .args([
+            "--ignore-gitleaks-allow",
+            "--no-banner",
+            "--redact",
+            "--exit-code",
+            "3",
+            "--log-level",
+            "warn",
+            "--max-archive-depth",
+            &MAX_ARCHIVE_DEPTH.to_string(),
+            "--report-format",
+            "json",
+            "--report-path",
+        ])
+        .arg(&report)
+        .arg(files)
+        .output()
+        .with_context(|| format!("running {gitleaks}"))?;
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    match out.status.code() {
+        Some(0) => Ok((Vec::new(), log)),
+        Some(3) => Ok((
+            serde_json::from_slice(&std::fs::read(&report)?)
+                .context("reading the gitleaks report")?,
+            log,
+        )),
+        _ => bail!("gitleaks failed: {}", log.trim()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_are_told_apart_by_content_and_path() {
+        assert_eq!(form_of(b"hello\n", "a.txt").0, Form::Text);
+        assert_eq!(form_of(b"\x89PNG\r\n\x1a\n\0\0", "a.txt").0, Form::Binary);
+        assert_eq!(
+            form_of(&[0x1f, 0x8b, 8, 0], "x.dat"),
+            (Form::Archive, ".gz")
+        );
+        assert_eq!(
+            form_of(&[0x1f, 0x8b, 8, 0], "x.TGZ"),
+            (Form::Archive, ".tar.gz")
+        );
+        assert_eq!(form_of(b"PK\x03\x04rest", "a.jar"), (Form::Archive, ".zip"));
+        let mut tar = vec![0u8; 600];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert_eq!(form_of(&tar, "t"), (Form::Archive, ".tar"));
+    }
+
+    #[test]
+    fn printable_runs_keep_long_ascii_runs_only() {
+        let b = b"\x00\x01AKIAQ6F4YJ2ZRD7UXN3L\x00ab\x7f0123456789\xff";
+        assert_eq!(printable_runs(b), b"AKIAQ6F4YJ2ZRD7UXN3L\n0123456789\n");
+    }
+
+    #[test]
+    fn text_parts_name_headers_and_message() {
+        let c = "tree t\nauthor A <a@x> 1 +0000\ncommitter C <c@x> 1 +0000\n\nsubject\n";
+        assert_eq!(text_part(c, 2, "commit message"), "the author line");
+        assert_eq!(text_part(c, 5, "commit message"), "commit message");
+        assert_eq!(
+            tag_name("object o\ntype commit\ntag v1\ntagger T\n\nmsg\n"),
+            "v1"
+        );
+        assert_eq!(
+            scan_file("/x/in/blob-ab.zip!a/b"),
+            ("blob-ab.zip", Some("a/b"))
+        );
+    }
+}
