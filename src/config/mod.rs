@@ -6,6 +6,7 @@
 pub mod cred_proxy;
 pub mod egress;
 pub mod git_gate;
+pub mod glob;
 pub mod host;
 pub mod layout;
 pub mod path;

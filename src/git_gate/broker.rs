@@ -2,9 +2,9 @@
 //! may not touch, and how much one push may add. Pure checks; each refusal names the rule and
 //! what to do instead.
 
-use super::glob;
 use super::objects::{History, Object};
 use crate::config::git_gate::GitRemote;
+use crate::config::glob;
 
 /// The refusal for pushing `name`, if the remote's `allowedRefs` do not cover it.
 pub fn ref_refusal(r: &GitRemote, name: &str) -> Option<String> {

@@ -5,7 +5,6 @@
 //! git credential and never reaches a git host itself.
 
 pub mod broker;
-pub mod glob;
 pub mod hook;
 pub mod mirror;
 pub mod objects;

@@ -415,7 +415,7 @@ fn check_brokering(r: &crate::api::GitRemote) -> Result<(), InvalidSpec> {
         )
     };
     for p in &r.allowed_refs {
-        crate::git_gate::glob::check(p).map_err(|e| bad("allowedRefs", p, e))?;
+        crate::config::glob::check(p).map_err(|e| bad("allowedRefs", p, e))?;
         if !(p.starts_with("refs/heads/") || p.starts_with("refs/tags/")) {
             return Err(bad(
                 "allowedRefs",
@@ -426,7 +426,7 @@ fn check_brokering(r: &crate::api::GitRemote) -> Result<(), InvalidSpec> {
         }
     }
     for p in &r.forbidden_paths {
-        crate::git_gate::glob::check(p).map_err(|e| bad("forbiddenPaths", p, e))?;
+        crate::config::glob::check(p).map_err(|e| bad("forbiddenPaths", p, e))?;
         if p.starts_with('/') {
             return Err(bad(
                 "forbiddenPaths",

@@ -1,6 +1,7 @@
 //! The glob patterns of the ref and path brokering rules: `*` matches within one `/`-separated
 //! segment, `**` across segments (`.github/workflows/**`, `refs/heads/bottle/b1/*`), `?` one
 //! character other than `/`. Everything else is literal, so a pattern means what it shows.
+//! Part of the contract: the model checks a Bottle's patterns with it, git-gate matches them.
 
 /// Checks a pattern is one a user can mean: non-empty, one line, no `***`.
 pub fn check(pattern: &str) -> Result<(), String> {
