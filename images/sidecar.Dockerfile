@@ -21,5 +21,13 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/bottle-sidecar /usr/local/bin/bottle-sidecar
 COPY --from=gitleaks /out/gitleaks /usr/local/bin/gitleaks
+# A passwd entry for each UID the bottle Pod runs this image as (config/layout.rs): ssh, which
+# git-gate runs, refuses to start for a UID without one ("No user exists for uid").
+RUN printf '%s\n' \
+      'egress:x:1001:1001::/nonexistent:/usr/sbin/nologin' \
+      'pipelock:x:1002:1002::/nonexistent:/usr/sbin/nologin' \
+      'cred-proxy:x:1003:1003::/nonexistent:/usr/sbin/nologin' \
+      'git-gate:x:1004:1004::/var/lib/git-gate:/usr/sbin/nologin' \
+      'ca-bundle:x:1005:1005::/nonexistent:/usr/sbin/nologin' >> /etc/passwd
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/bottle-sidecar"]

@@ -823,6 +823,15 @@ fn dockerfiles_pass_hadolint_and_hold_what_the_pod_runs() {
         .iter()
         .filter(|c| c.image.as_deref() == Some(settings.sidecar_image.as_str()))
     {
+        // ssh refuses to run for a UID the image's passwd does not name.
+        let uid = c.security_context.as_ref().and_then(|s| s.run_as_user);
+        if let Some(uid) = uid.filter(|u| *u != 0) {
+            assert!(
+                sidecar.contains(&format!(":x:{uid}:{uid}:")),
+                "{}: the sidecar image has no passwd entry for UID {uid}",
+                c.name
+            );
+        }
         let program = &c.command.as_ref().unwrap()[0];
         assert!(
             sidecar.contains(&format!("/usr/local/bin/{program}\n")),

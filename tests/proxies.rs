@@ -841,7 +841,12 @@ impl Pipelock {
         merge(&mut cfg, serde_norway::from_str(&local).unwrap());
         merge(&mut cfg, serde_norway::from_str(overrides).unwrap());
         let file = b.dir.path().join(format!("pipelock-{}.yaml", free_port()));
-        std::fs::write(&file, serde_norway::to_string(&cfg).unwrap()).unwrap();
+        // The Bottle names a public host (validation refuses loopback names, as pipelock
+        // would); the test's origin is on loopback, so that one name is swapped afterwards.
+        let text = serde_norway::to_string(&cfg)
+            .unwrap()
+            .replace("origin.example", "localhost");
+        std::fs::write(&file, text).unwrap();
         let log = b.dir.path().join(format!("pipelock-{}.log", free_port()));
         let child = spawn_tied(
             Command::new(&bin)
@@ -963,7 +968,7 @@ async fn egress_relays_pipelocks_refusals_to_the_agent_and_counts_them() {
     // listens on (pipelock refuses names resolving to loopback otherwise).
     let mut pl = Pipelock::start(
         &b,
-        "egress: {allow: [localhost]}",
+        "egress: {allow: [origin.example]}",
         "explain_blocks: true\nssrf: {ip_allowlist: [\"127.0.0.1/32\"]}\n",
     )
     .await;
@@ -1174,7 +1179,7 @@ async fn pipelocks_rate_limit_reaches_the_agent_as_429_on_a_passthrough_tunnel()
     let e = {
         let pl = Pipelock::start(
             &b,
-            "egress: {passthrough: [localhost]}",
+            "egress: {passthrough: [origin.example]}",
             "fetch_proxy: {monitoring: {max_requests_per_minute: 3}}\n\
              ssrf: {ip_allowlist: [\"127.0.0.1/32\"]}\n",
         )
@@ -1239,7 +1244,7 @@ async fn cred_proxy_relays_pipelocks_refusals_and_reports_a_dead_pipelock() {
     // As above: pipelock allows localhost only; hint on; loopback origin exempted from SSRF.
     let mut pl = Pipelock::start(
         &b,
-        "egress: {allow: [localhost]}",
+        "egress: {allow: [origin.example]}",
         "explain_blocks: true\nssrf: {ip_allowlist: [\"127.0.0.1/32\"]}\n",
     )
     .await;

@@ -193,7 +193,7 @@ impl Policy {
         }
         let mut websocket = BTreeSet::new();
         for h in &spec.egress.websocket {
-            let p = HostPattern::parse(h).map_err(|e| invalid_host("egress.websocket", h, &e))?;
+            let p = public_pattern("egress.websocket", h)?;
             allow.insert(p.clone());
             websocket.insert(p);
         }

@@ -44,6 +44,37 @@ pub struct Converged {
     pub pod: PodChange,
 }
 
+/// What to do about the bottle's Pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodStep {
+    /// No Pod: create it.
+    Create,
+    /// The Pod is terminating: wait for it to go before creating the next.
+    WaitTerminating,
+    /// The Pod runs the desired template: leave it alone.
+    Keep,
+    /// The Pod runs another template: delete it (the next pass creates the new one).
+    Replace,
+}
+
+/// Decides from the Pod that exists (ours, or none) and the desired template hash. A Pod
+/// without the hash annotation was made by an older operator and counts as changed.
+pub fn pod_step(existing: Option<&Pod>, desired_hash: &str) -> PodStep {
+    match existing {
+        None => PodStep::Create,
+        Some(p) if p.meta().deletion_timestamp.is_some() => PodStep::WaitTerminating,
+        Some(p)
+            if p.annotations()
+                .get(meta::TEMPLATE_HASH_ANNOTATION)
+                .map(String::as_str)
+                == Some(desired_hash) =>
+        {
+            PodStep::Keep
+        }
+        Some(_) => PodStep::Replace,
+    }
+}
+
 /// Reconciles one Bottle.
 pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action, Error> {
     if bottle.meta().deletion_timestamp.is_some() {
@@ -276,16 +307,12 @@ async fn converge(bottle: &Bottle, ctx: &Context) -> Result<(Converged, Option<P
     }
 
     // 4. The Pod: created when missing, replaced when its template changed.
-    let (pod, pod_object) = match existing_pod {
-        None => (PodChange::Created, Some(apply(&pods, &desired.pod).await?)),
-        Some(p) if p.meta().deletion_timestamp.is_some() => (PodChange::Terminating, Some(p)),
-        Some(p)
-            if p.annotations().get(meta::TEMPLATE_HASH_ANNOTATION)
-                == Some(&desired.template_hash) =>
-        {
-            (PodChange::Unchanged, Some(p))
-        }
-        Some(p) => {
+    let (pod, pod_object) = match pod_step(existing_pod.as_ref(), &desired.template_hash) {
+        PodStep::Create => (PodChange::Created, Some(apply(&pods, &desired.pod).await?)),
+        PodStep::WaitTerminating => (PodChange::Terminating, existing_pod),
+        PodStep::Keep => (PodChange::Unchanged, existing_pod),
+        PodStep::Replace => {
+            let p = existing_pod.expect("replace needs a Pod");
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
                     uid: p.uid(),
@@ -310,4 +337,41 @@ async fn converge(bottle: &Bottle, ctx: &Context) -> Result<(Converged, Option<P
         },
         pod_object,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    fn pod(hash: Option<&str>, terminating: bool) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.annotations =
+            hash.map(|h| [(meta::TEMPLATE_HASH_ANNOTATION.to_string(), h.to_string())].into());
+        p.metadata.deletion_timestamp =
+            terminating.then(|| Time(k8s_openapi::jiff::Timestamp::now()));
+        p
+    }
+
+    #[test]
+    fn the_pod_is_kept_only_while_it_runs_the_desired_template() {
+        assert_eq!(pod_step(None, "h1"), PodStep::Create);
+        assert_eq!(pod_step(Some(&pod(Some("h1"), false)), "h1"), PodStep::Keep);
+        assert_eq!(
+            pod_step(Some(&pod(Some("h0"), false)), "h1"),
+            PodStep::Replace
+        );
+        // From an operator that wrote no hash: replaced, never kept by accident.
+        assert_eq!(pod_step(Some(&pod(None, false)), "h1"), PodStep::Replace);
+        // Terminating wins over a matching or stale hash: never delete twice or create beside it.
+        assert_eq!(
+            pod_step(Some(&pod(Some("h1"), true)), "h1"),
+            PodStep::WaitTerminating
+        );
+        assert_eq!(
+            pod_step(Some(&pod(Some("h0"), true)), "h1"),
+            PodStep::WaitTerminating
+        );
+    }
 }

@@ -341,10 +341,22 @@ pub fn pipelock_restart_key(cfg: &PipelockConfig) -> String {
     hash_of(&v)
 }
 
-/// Renders the Pod and returns it with its template hash.
-pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Pod, String) {
-    let sidecar_bin = layout::SIDECAR_BIN;
-    let mut volumes = vec![
+/// One sidecar as rendered: its container and the volumes only it brings.
+struct Part {
+    container: Container,
+    volumes: Vec<Volume>,
+}
+
+/// A container running `bottle-sidecar <args>` from the sidecar image.
+fn sidecar_program(name: &str, s: &Settings, args: &[&str], uid: i64) -> Container {
+    let mut c = sidecar(name, &s.sidecar_image, args, uid);
+    c.command = Some(vec![layout::SIDECAR_BIN.into()]);
+    c
+}
+
+/// Volumes every bottle Pod has.
+fn shared_volumes(b: &Bottle) -> Vec<Volume> {
+    vec![
         empty_dir("trust"),
         ca_volume(b, "ca-cert", false),
         ca_volume(b, "ca-intercept", true),
@@ -352,163 +364,203 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
         config_volume(b, "config-pipelock", &[files::PIPELOCK]),
         empty_dir("pipelock-home"),
         empty_dir("pipelock-config"),
-    ];
-    volumes.push(match &b.spec.agent.workspace {
-        Some(_) => Volume {
-            name: "workspace".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: meta::workspace_name(b),
-                read_only: Some(false),
-            }),
-            ..Default::default()
+        match &b.spec.agent.workspace {
+            Some(_) => Volume {
+                name: "workspace".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: meta::workspace_name(b),
+                    read_only: Some(false),
+                }),
+                ..Default::default()
+            },
+            None => empty_dir("workspace"),
         },
-        None => empty_dir("workspace"),
-    });
+        empty_dir("netinit-run"),
+    ]
+}
 
-    let mut init = vec![netinit_container(p, s)];
-    volumes.push(empty_dir("netinit-run"));
-    init.push(Container {
-        name: "ca-bundle".into(),
-        image: Some(s.sidecar_image.clone()),
-        command: Some(vec![sidecar_bin.into()]),
-        args: Some(vec![
-            "ca-bundle".into(),
-            "--ca".into(),
-            format!("{}/{}", layout::CA_DIR, layout::CA_CERT_FILE),
-            "--out-dir".into(),
-            layout::TRUST_DIR.into(),
-        ]),
-        volume_mounts: Some(vec![
-            mount("ca-cert", layout::CA_DIR),
-            rw_mount("trust", layout::TRUST_DIR),
-        ]),
-        security_context: Some(security(layout::CA_BUNDLE_UID, true)),
-        ..Default::default()
-    });
+/// Writes the system roots plus the bottle CA where the agent's TLS stacks look.
+fn ca_bundle_container(s: &Settings) -> Container {
+    let ca = format!("{}/{}", layout::CA_DIR, layout::CA_CERT_FILE);
+    let mut c = sidecar_program(
+        "ca-bundle",
+        s,
+        &["ca-bundle", "--ca", &ca, "--out-dir", layout::TRUST_DIR],
+        layout::CA_BUNDLE_UID,
+    );
+    // An init container that runs to completion, not a native sidecar.
+    c.restart_policy = None;
+    c.volume_mounts = Some(vec![
+        mount("ca-cert", layout::CA_DIR),
+        rw_mount("trust", layout::TRUST_DIR),
+    ]);
+    c
+}
 
-    // pipelock only reloads on events named after its file, which a ConfigMap swap never
-    // produces: config-sync renames each valid version into an emptyDir pipelock reads.
-    let pipelock_file = format!("{}/{}", layout::PIPELOCK_CONFIG_DIR, files::PIPELOCK);
-    let mut sync = sidecar(
+/// The file config-sync delivers and pipelock reads.
+fn pipelock_file() -> String {
+    format!("{}/{}", layout::PIPELOCK_CONFIG_DIR, files::PIPELOCK)
+}
+
+/// config-sync: pipelock only reloads on events named after its file, which a ConfigMap swap
+/// never produces, so each valid version is renamed into an emptyDir pipelock reads.
+fn pipelock_config_sync_container(s: &Settings) -> Container {
+    let (from, to) = (config_arg(files::PIPELOCK), pipelock_file());
+    let mut c = sidecar_program(
         Sidecar::Pipelock.container(),
-        &s.sidecar_image,
-        &[
-            "config-sync",
-            "--from",
-            &config_arg(files::PIPELOCK),
-            "--to",
-            &pipelock_file,
-        ],
+        s,
+        &["config-sync", "--from", &from, "--to", &to],
         layout::PIPELOCK_UID,
     );
-    sync.command = Some(vec![sidecar_bin.into()]);
-    sync.env = Some(vec![
-        env(layout::CONFIG_ENV, config_arg(files::PIPELOCK)),
-        env(layout::DELIVERED_CONFIG_ENV, pipelock_file.clone()),
+    c.env = Some(vec![
+        env(layout::CONFIG_ENV, from.clone()),
+        env(layout::DELIVERED_CONFIG_ENV, to.clone()),
     ]);
-    sync.volume_mounts = Some(vec![
+    c.volume_mounts = Some(vec![
         mount("config-pipelock", layout::CONFIG_DIR),
         rw_mount("pipelock-config", layout::PIPELOCK_CONFIG_DIR),
     ]);
     // pipelock starts only once its first config is in place.
-    sync.startup_probe = Some(Probe {
+    c.startup_probe = Some(Probe {
         exec: Some(ExecAction {
-            command: Some(vec!["test".into(), "-s".into(), pipelock_file.clone()]),
+            command: Some(vec!["test".into(), "-s".into(), to]),
         }),
         period_seconds: Some(1),
         failure_threshold: Some(60),
         ..Default::default()
     });
-    init.push(sync);
+    c
+}
 
-    let mut pipelock = sidecar("pipelock", &s.pipelock_image, &[], layout::PIPELOCK_UID);
-    pipelock.args = Some(vec!["run".into(), "--config".into(), pipelock_file]);
-    pipelock.env = Some(vec![env("PIPELOCK_HOME", "/var/lib/pipelock")]);
-    pipelock.volume_mounts = Some(vec![
+/// pipelock itself, from its own image.
+fn pipelock_container(s: &Settings) -> Container {
+    let mut c = sidecar("pipelock", &s.pipelock_image, &[], layout::PIPELOCK_UID);
+    c.args = Some(vec!["run".into(), "--config".into(), pipelock_file()]);
+    c.env = Some(vec![env("PIPELOCK_HOME", "/var/lib/pipelock")]);
+    c.volume_mounts = Some(vec![
         mount("pipelock-config", layout::PIPELOCK_CONFIG_DIR),
         mount("ca-intercept", layout::CA_DIR),
         rw_mount("pipelock-home", "/var/lib/pipelock"),
     ]);
-    init.push(pipelock);
+    c
+}
 
-    if !p.remotes.is_empty() {
-        let cfg = config_arg(files::GIT_GATE);
-        let mut gate = sidecar(
-            Sidecar::GitGate.container(),
-            &s.sidecar_image,
-            &["git-gate", "--config", &cfg],
-            layout::GIT_GATE_UID,
-        );
-        gate.command = Some(vec![sidecar_bin.into()]);
-        // git and ssh want a writable HOME; the root filesystem is read-only.
-        gate.env = Some(vec![
-            env("HOME", layout::GIT_GATE_STATE_DIR),
-            env(layout::CONFIG_ENV, cfg.clone()),
-        ]);
-        volumes.push(config_volume(b, "config-git-gate", &[files::GIT_GATE]));
-        volumes.push(empty_dir("git-mirrors"));
-        volumes.extend(secrets_volume(
-            "git-gate-secrets",
-            p.remotes.iter().map(|r| &r.ssh_key),
-        ));
-        gate.volume_mounts = Some(vec![
-            mount("config-git-gate", layout::CONFIG_DIR),
-            mount("git-gate-secrets", layout::SECRETS_DIR),
-            rw_mount("git-mirrors", layout::GIT_GATE_STATE_DIR),
-        ]);
-        init.push(gate);
-        volumes.push(config_volume(b, "config-agent", &[files::AGENT_GITCONFIG]));
+/// git-gate, when the Bottle declares remotes.
+fn git_gate_part(b: &Bottle, p: &Policy, s: &Settings) -> Option<Part> {
+    if p.remotes.is_empty() {
+        return None;
     }
+    let cfg = config_arg(files::GIT_GATE);
+    let mut c = sidecar_program(
+        Sidecar::GitGate.container(),
+        s,
+        &["git-gate", "--config", &cfg],
+        layout::GIT_GATE_UID,
+    );
+    // git and ssh want a writable HOME; the root filesystem is read-only.
+    c.env = Some(vec![
+        env("HOME", layout::GIT_GATE_STATE_DIR),
+        env(layout::CONFIG_ENV, cfg.clone()),
+    ]);
+    let mut volumes = vec![
+        config_volume(b, "config-git-gate", &[files::GIT_GATE]),
+        empty_dir("git-mirrors"),
+    ];
+    volumes.extend(secrets_volume(
+        "git-gate-secrets",
+        p.remotes.iter().map(|r| &r.ssh_key),
+    ));
+    c.volume_mounts = Some(vec![
+        mount("config-git-gate", layout::CONFIG_DIR),
+        mount("git-gate-secrets", layout::SECRETS_DIR),
+        rw_mount("git-mirrors", layout::GIT_GATE_STATE_DIR),
+    ]);
+    // The agent's gitconfig sends every spelling of a declared remote to the gate.
+    volumes.push(config_volume(b, "config-agent", &[files::AGENT_GITCONFIG]));
+    Some(Part {
+        container: c,
+        volumes,
+    })
+}
 
-    if !p.cred_routes.is_empty() {
-        let cfg = config_arg(files::CRED_PROXY);
-        let mut cred = sidecar(
-            Sidecar::CredProxy.container(),
-            &s.sidecar_image,
-            &["cred-proxy", "--config", &cfg],
-            layout::CRED_PROXY_UID,
-        );
-        cred.command = Some(vec![sidecar_bin.into()]);
-        cred.env = Some(vec![env(layout::CONFIG_ENV, cfg.clone())]);
-        volumes.push(config_volume(b, "config-cred-proxy", &[files::CRED_PROXY]));
-        volumes.extend(secrets_volume(
-            "cred-proxy-secrets",
-            p.cred_routes.iter().map(|r| &r.auth.secret),
-        ));
-        cred.volume_mounts = Some(vec![
-            mount("config-cred-proxy", layout::CONFIG_DIR),
-            mount("ca-cert", layout::CA_DIR),
-            mount("cred-proxy-secrets", layout::SECRETS_DIR),
-        ]);
-        init.push(cred);
+/// cred-proxy, when the Bottle declares credential routes.
+fn cred_proxy_part(b: &Bottle, p: &Policy, s: &Settings) -> Option<Part> {
+    if p.cred_routes.is_empty() {
+        return None;
     }
+    let cfg = config_arg(files::CRED_PROXY);
+    let mut c = sidecar_program(
+        Sidecar::CredProxy.container(),
+        s,
+        &["cred-proxy", "--config", &cfg],
+        layout::CRED_PROXY_UID,
+    );
+    c.env = Some(vec![env(layout::CONFIG_ENV, cfg.clone())]);
+    let mut volumes = vec![config_volume(b, "config-cred-proxy", &[files::CRED_PROXY])];
+    volumes.extend(secrets_volume(
+        "cred-proxy-secrets",
+        p.cred_routes.iter().map(|r| &r.auth.secret),
+    ));
+    c.volume_mounts = Some(vec![
+        mount("config-cred-proxy", layout::CONFIG_DIR),
+        mount("ca-cert", layout::CA_DIR),
+        mount("cred-proxy-secrets", layout::SECRETS_DIR),
+    ]);
+    Some(Part {
+        container: c,
+        volumes,
+    })
+}
 
+/// egress, always: the agent's only way out.
+fn egress_part(p: &Policy, s: &Settings) -> Part {
     let cfg = config_arg(files::EGRESS);
-    let mut egress = sidecar(
+    let mut c = sidecar_program(
         Sidecar::Egress.container(),
-        &s.sidecar_image,
+        s,
         &["egress", "--config", &cfg],
         layout::EGRESS_UID,
     );
-    egress.command = Some(vec![sidecar_bin.into()]);
-    egress.env = Some(vec![env(layout::CONFIG_ENV, cfg.clone())]);
-    let egress_secrets = secrets_volume(
+    c.env = Some(vec![env(layout::CONFIG_ENV, cfg.clone())]);
+    let secrets = secrets_volume(
         "egress-secrets",
         p.egress_routes
             .iter()
             .filter_map(|r| r.auth.as_ref())
             .map(|c| &c.secret),
     );
-    let mut egress_mounts = vec![
+    let mut mounts = vec![
         mount("config-egress", layout::CONFIG_DIR),
         mount("ca-intercept", layout::CA_DIR),
     ];
-    if let Some(v) = egress_secrets {
-        volumes.push(v);
-        egress_mounts.push(mount("egress-secrets", layout::SECRETS_DIR));
+    if secrets.is_some() {
+        mounts.push(mount("egress-secrets", layout::SECRETS_DIR));
     }
-    egress.volume_mounts = Some(egress_mounts);
-    init.push(egress);
+    c.volume_mounts = Some(mounts);
+    Part {
+        container: c,
+        volumes: secrets.into_iter().collect(),
+    }
+}
+
+/// Renders the Pod and returns it with its template hash.
+pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Pod, String) {
+    let mut volumes = shared_volumes(b);
+    let mut init = vec![
+        netinit_container(p, s),
+        ca_bundle_container(s),
+        pipelock_config_sync_container(s),
+        pipelock_container(s),
+    ];
+    // The reference order: pipelock, then what sends through it, then egress.
+    let parts = [git_gate_part(b, p, s), cred_proxy_part(b, p, s)]
+        .into_iter()
+        .flatten()
+        .chain([egress_part(p, s)]);
+    for part in parts {
+        init.push(part.container);
+        volumes.extend(part.volumes);
+    }
 
     let mut agent = agent_container(b, p, s);
     agent.image_pull_policy = s.agent_pull_policy.clone();
