@@ -29,7 +29,7 @@ use crate::proxy::{BoxError, ProxyBody, deny};
 
 mod push_report;
 
-pub use push_report::Verdict;
+use push_report::Verdict;
 
 /// Reads and checks a config file.
 pub fn read_config(path: &Path) -> anyhow::Result<(GitGateConfig, Vec<u8>)> {
