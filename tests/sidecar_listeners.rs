@@ -313,10 +313,154 @@ async fn withstands_http2_attack(s: &Sidecar) {
     assert!(!body.contains(answer), "{kind}: {body:.200}");
 }
 
+/// What a raw HTTP/2 client (prior knowledge) saw from a sidecar.
+#[derive(Debug, Default)]
+struct H2Seen {
+    /// A response HEADERS frame on stream 1.
+    answered: bool,
+    /// A GOAWAY frame.
+    goaway: bool,
+    /// The sidecar closed the connection within the client's patience.
+    closed: bool,
+}
+
+/// How the raw HTTP/2 client behaves after the preface and its SETTINGS.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum H2Client {
+    /// Sends one whole request for `target`, then waits.
+    Request,
+    /// Sends nothing more (but answers pings, like a live client).
+    Idle,
+    /// Sends the head of a HEADERS frame, then its payload one byte a second.
+    Dribble,
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HPACK for `GET http://localhost<target>`, literals without indexing or Huffman.
+fn request_block(target: &str) -> Vec<u8> {
+    let mut b = vec![0x82, 0x86]; // :method GET, :scheme http
+    for (index, value) in [(4u8, target), (1u8, "localhost")] {
+        b.push(index); // literal without indexing, indexed name (:path, :authority)
+        b.push(value.len() as u8);
+        b.extend_from_slice(value.as_bytes());
+    }
+    b
+}
+
+async fn h2_raw(addr: &str, target: &str, client: H2Client) -> H2Seen {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+    match client {
+        H2Client::Request => {
+            // END_STREAM | END_HEADERS.
+            let f = frame(1, 0x5, 1, &request_block(target));
+            s.write_all(&f).await.unwrap();
+        }
+        H2Client::Dribble => {
+            // The head of a 1000-byte HEADERS frame, whose bytes then come one a second.
+            let mut head = frame(1, 0x5, 1, &[]);
+            head[..3].copy_from_slice(&[0, 0x03, 0xe8]);
+            s.write_all(&head).await.unwrap();
+        }
+        H2Client::Idle => {}
+    }
+    let mut seen = H2Seen::default();
+    let mut buf = Vec::new();
+    let start = Instant::now();
+    let mut next_drip = Instant::now() + Duration::from_secs(1);
+    // The dribbling client answers no ping, so h2's keep-alive (a 20 s interval, then 20 s
+    // for the answer) would close it after 40 s on its own: its patience is shorter.
+    let patience = Duration::from_secs(if client == H2Client::Dribble { 30 } else { 60 });
+    while start.elapsed() < patience {
+        let mut chunk = [0u8; 16384];
+        let read = tokio::time::timeout(Duration::from_millis(200), s.read(&mut chunk)).await;
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                seen.closed = true;
+                return seen;
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            let payload: Vec<u8> = buf[9..9 + len].to_vec();
+            buf.drain(..9 + len);
+            match kind {
+                1 if stream == 1 => seen.answered = true,
+                // Midway through its own frame, the dribbling client cannot answer.
+                _ if client == H2Client::Dribble => {}
+                4 if flags & 1 == 0 => {
+                    let _ = s.write_all(&frame(4, 1, 0, &[])).await;
+                }
+                6 if flags & 1 == 0 => {
+                    let _ = s.write_all(&frame(6, 1, 0, &payload)).await;
+                }
+                7 => seen.goaway = true,
+                _ => {}
+            }
+        }
+        if client == H2Client::Request && seen.answered {
+            return seen;
+        }
+        if client == H2Client::Dribble && Instant::now() >= next_drip {
+            next_drip += Duration::from_secs(1);
+            if s.write_all(&[0x82]).await.is_err() {
+                seen.closed = true;
+                return seen;
+            }
+        }
+    }
+    seen
+}
+
+/// HTTP/2 clients that hold a connection without a request are sent away and closed; the
+/// twin, a whole request from the same raw client, is answered.
+async fn withstands_slow_http2(s: &Sidecar) {
+    let kind = s.kind;
+    let (target, _) = s.answered_request();
+    let seen = h2_raw(&s.listen, target, H2Client::Request).await;
+    assert!(seen.answered, "{kind}: raw h2 request: {seen:?}");
+    let t = Instant::now();
+    let seen = h2_raw(&s.listen, target, H2Client::Idle).await;
+    eprintln!("{kind}: idle h2 client: {seen:?} after {:?}", t.elapsed());
+    assert!(
+        seen.goaway && seen.closed,
+        "{kind}: idle h2 client: {seen:?}"
+    );
+    let t = Instant::now();
+    let seen = h2_raw(&s.listen, target, H2Client::Dribble).await;
+    eprintln!(
+        "{kind}: dribbling h2 client: {seen:?} after {:?}",
+        t.elapsed()
+    );
+    assert!(
+        seen.closed && !seen.answered,
+        "{kind}: dribbling h2 client: {seen:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cred_proxy_listener_withstands_what_egress_does() {
     let s = Sidecar::cred_proxy().await;
     withstands_http2_attack(&s).await;
+    withstands_slow_http2(&s).await;
     withstands_http1_attacks(&s).await;
 }
 
@@ -324,6 +468,7 @@ async fn cred_proxy_listener_withstands_what_egress_does() {
 async fn git_gate_listener_withstands_what_egress_does() {
     let s = Sidecar::git_gate().await;
     withstands_http2_attack(&s).await;
+    withstands_slow_http2(&s).await;
     withstands_http1_attacks(&s).await;
 }
 

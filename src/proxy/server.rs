@@ -26,7 +26,8 @@ pub struct Limits {
     pub max_head: usize,
     /// Time a client has to send a whole request head (and the TLS handshake, where one is
     /// terminated); a client that dribbles its headers is cut off after it. It also bounds an
-    /// idle HTTP/1.1 keep-alive connection, which is waiting for its next head.
+    /// idle keep-alive connection: HTTP/1.1 waiting for its next head, HTTP/2 with no request
+    /// open (sent GOAWAY, then closed one more timeout later).
     pub header_read_timeout: Duration,
     /// HTTP/2 ping interval, so a vanished peer does not hold a connection.
     pub h2_keep_alive_interval: Duration,
@@ -185,10 +186,6 @@ where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let svc = service_fn(move |req| {
-        let fut = handle(req);
-        async move { Ok::<_, Infallible>(fut.await) }
-    });
     let (h2, prefix) = match protocols {
         Protocols::Http1 => (false, Vec::new()),
         Protocols::Http2 => (true, Vec::new()),
@@ -202,8 +199,12 @@ where
     };
     let io = TokioIo::new(Replay { prefix, at: 0, io });
     let ended = if h2 {
-        http2(&LIMITS).serve_connection(io, svc).await
+        serve_h2(io, handle).await
     } else {
+        let svc = service_fn(move |req| {
+            let fut = handle(req);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
         http1(&LIMITS)
             .serve_connection(io, svc)
             .with_upgrades()
@@ -216,6 +217,96 @@ where
         }
         Err(e) => {
             tracing::debug!(error = %super::error_chain(&e), "connection ended with an error")
+        }
+    }
+}
+
+/// Requests open on one HTTP/2 connection, and since when none is.
+struct Streams {
+    open: std::sync::atomic::AtomicUsize,
+    idle_since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+/// Held while a request is open (its handler running, then its response body streaming).
+struct Open(Arc<Streams>);
+
+impl Open {
+    fn new(s: &Arc<Streams>) -> Self {
+        s.open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(s.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().expect("idle lock") = tokio::time::Instant::now();
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Serves an HTTP/2 connection. hyper has no header read timeout for HTTP/2, so the core
+/// gives it the HTTP/1.1 rule: a connection with no request open for the header read timeout
+/// (idle, or a client dribbling a header block) is told to go away (GOAWAY), and closed if it
+/// has not gone one timeout later.
+async fn serve_h2<I, H, F>(io: TokioIo<I>, handle: H) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let streams = Arc::new(Streams {
+        open: Default::default(),
+        idle_since: std::sync::Mutex::new(tokio::time::Instant::now()),
+    });
+    let s = streams.clone();
+    let svc = service_fn(move |req| {
+        let open = Open::new(&s);
+        let fut = handle(req);
+        async move {
+            let resp = fut.await;
+            // The request stays open until its body is dropped (a stream may last).
+            Ok::<_, Infallible>(resp.map(|b| {
+                b.map_frame(move |f| {
+                    let _ = &open;
+                    f
+                })
+                .boxed()
+            }))
+        }
+    });
+    let timeout = LIMITS.header_read_timeout;
+    let conn = http2(&LIMITS).serve_connection(io, svc);
+    tokio::pin!(conn);
+    let mut told_to_go: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = match told_to_go {
+            Some(at) => at + timeout,
+            None if streams.open.load(std::sync::atomic::Ordering::Acquire) > 0 => {
+                tokio::time::Instant::now() + timeout
+            }
+            None => *streams.idle_since.lock().expect("idle lock") + timeout,
+        };
+        tokio::select! {
+            ended = conn.as_mut() => return ended,
+            () = tokio::time::sleep_until(deadline) => {
+                let idle = streams.open.load(std::sync::atomic::Ordering::Acquire) == 0
+                    && streams.idle_since.lock().expect("idle lock").elapsed() >= timeout;
+                match told_to_go {
+                    Some(_) => {
+                        tracing::info!("client cut off: HTTP/2 connection did not go away");
+                        return Ok(());
+                    }
+                    None if idle => {
+                        tracing::info!("client cut off: HTTP/2 connection without a request in time");
+                        conn.as_mut().graceful_shutdown();
+                        told_to_go = Some(tokio::time::Instant::now());
+                    }
+                    None => {}
+                }
+            }
         }
     }
 }
