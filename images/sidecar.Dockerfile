@@ -2,13 +2,15 @@
 # Every program that runs beside the agent: bottle-sidecar (egress, cred-proxy, git-gate,
 # config-sync, netinit, ca-bundle), plus git, ssh, iptables and gitleaks that git-gate and
 # netinit call. Each container of a bottle Pod sets its own runAsUser; the default is non-root.
+# bottle-sidecar is built without the `operator` feature: no Kubernetes client, k8s-openapi
+# or schemars in the binary that enforces policy.
 # Build from the repository root: docker build -f images/sidecar.Dockerfile -t bottle-operator/sidecar:dev .
 FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin bottle-sidecar \
+    cargo build --release --locked --no-default-features --bin bottle-sidecar \
  && cp target/release/bottle-sidecar /usr/local/bin/
 
 # The gitleaks the tests run (tests/tools/install.sh pins the same version).

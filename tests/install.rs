@@ -863,3 +863,136 @@ fn dockerfiles_pass_hadolint_and_hold_what_the_pod_runs() {
         "agent image user is not {agent_uid}"
     );
 }
+
+/// The `cargo build` commands of a Dockerfile's RUN steps, continuation lines joined and
+/// split at `&&`, whitespace normalised.
+fn cargo_builds(dockerfile: &str) -> Vec<String> {
+    dockerfile
+        .replace("\\\n", " ")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("RUN "))
+        .flat_map(|run| run.split("&&"))
+        .map(|c| c.split_whitespace().collect::<Vec<_>>())
+        .filter_map(|words| {
+            let at = words.windows(2).position(|w| w == ["cargo", "build"])?;
+            Some(words[at..].join(" "))
+        })
+        .collect()
+}
+
+#[test]
+fn sidecar_image_builds_bottle_sidecar_without_the_operator_feature() {
+    let read = |name: &str| {
+        std::fs::read_to_string(repo().join("images").join(format!("{name}.Dockerfile"))).unwrap()
+    };
+    let words = |c: &str| c.split(' ').map(str::to_owned).collect::<Vec<_>>();
+    let sidecar = cargo_builds(&read("sidecar"));
+    let builds: Vec<_> = sidecar
+        .iter()
+        .filter(|c| c.contains("--bin bottle-sidecar"))
+        .collect();
+    assert_eq!(builds.len(), 1, "sidecar image cargo builds: {sidecar:?}");
+    let flags = words(builds[0]);
+    assert!(
+        flags.iter().any(|w| w == "--no-default-features"),
+        "the sidecar image builds bottle-sidecar with the operator feature: {}",
+        builds[0]
+    );
+    assert!(
+        !flags
+            .iter()
+            .any(|w| w.starts_with("--features") || w == "-F" || w == "--all-features"),
+        "the sidecar image turns features back on: {}",
+        builds[0]
+    );
+    // The twin: the operator image needs the feature, and the same parser sees its build.
+    let operator = cargo_builds(&read("operator"));
+    assert_eq!(
+        operator.len(),
+        1,
+        "operator image cargo builds: {operator:?}"
+    );
+    assert!(
+        operator[0].contains("--bin bottle-operator"),
+        "{}",
+        operator[0]
+    );
+    assert!(
+        !words(&operator[0])
+            .iter()
+            .any(|w| w == "--no-default-features"),
+        "the operator image builds without its feature: {}",
+        operator[0]
+    );
+}
+
+/// The crates `cargo tree` resolves for this package's normal, linked (not proc-macro)
+/// dependencies, as `name vX.Y.Z`, the package itself left out.
+fn linked_crates(extra: &[&str]) -> std::collections::BTreeSet<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(repo())
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "-e",
+            "normal,no-proc-macro",
+        ])
+        .args(["--prefix", "none", "--format", "{p}"])
+        .args(extra)
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree {extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        // "name vX (path)" for local packages, " (*)" for repeats.
+        .map(|l| l.split(" (").next().unwrap().to_owned())
+        .filter(|p| !p.starts_with("bottle-operator "))
+        .collect()
+}
+
+#[test]
+fn bottle_sidecar_links_no_kubernetes_client_or_schema_crates() {
+    const OPERATOR_ONLY: [&str; 7] = [
+        "kube",
+        "kube-client",
+        "kube-core",
+        "kube-runtime",
+        "k8s-openapi",
+        "schemars",
+        "tower-http",
+    ];
+    let named = |set: &std::collections::BTreeSet<String>, name: &str| {
+        set.iter().any(|p| p.split(' ').next() == Some(name))
+    };
+    let full = linked_crates(&[]);
+    let slim = linked_crates(&["--no-default-features"]);
+    // The twin: the default build does link them, so the query can see them.
+    for name in OPERATOR_ONLY {
+        assert!(named(&full, name), "the default build has no {name}");
+        assert!(!named(&slim, name), "bottle-sidecar's build links {name}");
+    }
+    // What the sidecars run on is still there.
+    for name in [
+        "hyper",
+        "rustls",
+        "tokio",
+        "rcgen",
+        "notify",
+        "serde_norway",
+    ] {
+        assert!(named(&slim, name), "bottle-sidecar's build lost {name}");
+    }
+    assert!(slim.is_subset(&full), "{:?}", slim.difference(&full));
+    println!(
+        "crates linked (normal, no proc-macro, unique name+version): default {}, --no-default-features {}",
+        full.len(),
+        slim.len()
+    );
+}

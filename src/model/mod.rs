@@ -309,11 +309,11 @@ impl Policy {
                     "dlp patterns need a name and a regex",
                 ));
             }
-            if p.regex.contains("'''") || p.regex.contains('\n') {
+            if p.regex.contains('\n') {
                 return Err(InvalidSpec::new(
                     Reason::InvalidDlpPattern,
                     format!(
-                        "dlp pattern {:?}: the regex must be one line without three single quotes",
+                        "spec.dlp.patterns[{i}].regex ({:?}) spans lines; write it on one line (\\n matches a newline)",
                         p.name
                     ),
                 ));
@@ -332,12 +332,10 @@ impl Policy {
         }
 
         for a in &spec.git.scan_allowlist {
-            if a.is_empty() || a.contains("'''") || a.contains('\n') {
+            if a.is_empty() || a.contains('\n') {
                 return Err(InvalidSpec::new(
                     Reason::InvalidDlpPattern,
-                    format!(
-                        "git.scanAllowlist entry {a:?} must be one non-empty line without three single quotes"
-                    ),
+                    format!("git.scanAllowlist entry {a:?} must be one non-empty line"),
                 ));
             }
         }

@@ -318,3 +318,19 @@ fn route_paths_must_be_in_the_form_egress_compares() {
         assert!(e.message.contains(says), "{bad}: {}", e.message);
     }
 }
+
+#[test]
+fn quotes_in_dlp_regexes_and_allowlists_are_fine_now_that_toml_quotes_them() {
+    let mut s = spec_with_dlp(&["tok'''en", r#"say "hi""#]);
+    s.git.scan_allowlist = vec!["it'''s fine".into()];
+    let p = Policy::from_spec(&s).unwrap();
+    assert_eq!(p.dlp_patterns[0].regex, "tok'''en");
+    // A regex over several lines is still refused, with the field named.
+    let e = Policy::from_spec(&spec_with_dlp(&["a\nb"])).unwrap_err();
+    assert_eq!(e.reason, Reason::InvalidDlpPattern);
+    assert!(
+        e.message.contains("spec.dlp.patterns[0].regex"),
+        "{}",
+        e.message
+    );
+}

@@ -12,7 +12,6 @@
 //! then name a version that is not running. Such changes roll the Pod instead; until then the
 //! delivered file stays what pipelock runs, and the refusal is logged with its reasons.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,24 +35,8 @@ pub fn load(from: &Path) -> anyhow::Result<Loaded<Vec<u8>>> {
 
 /// Writes `bytes` to `to` through a temporary file in the same directory and a rename.
 pub fn deliver(to: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = to.parent().context("target has no directory")?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        to.file_name().and_then(|n| n.to_str()).unwrap_or("config")
-    ));
     // 0640: pipelock refuses config-adjacent secrets with loose modes; keep the config tight too.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o640)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, to).with_context(|| format!("renaming into {}", to.display()))?;
-    Ok(())
+    super::atomic_file::write(to, bytes, 0o640)
 }
 
 /// Why pipelock's strict-mode reload would refuse `new` while it runs `old`, for the fields
