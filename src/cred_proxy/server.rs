@@ -1,26 +1,23 @@
 //! The cred-proxy listener.
 
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use super::routes::{Refusal, Routes};
 use crate::config::cred_proxy::CredProxyConfig;
-use crate::proxy::admin::{self, Metrics};
+use crate::proxy::admin::{Admin, Metrics};
 use crate::proxy::forward::{Forwarded, Outcome, Upstream, forward};
 use crate::proxy::refusal::NEXT_PROXY;
 use crate::proxy::reload::{self, Loaded};
+use crate::proxy::server::{self, Protocols};
 use crate::proxy::upstream::{self, Connector};
-use crate::proxy::{ProxyBody, accept, deny, init_crypto};
+use crate::proxy::{ProxyBody, deny, init_crypto};
 
 /// Loads and validates a config (for the reloader).
 pub fn load(path: &Path) -> anyhow::Result<Loaded<Routes>> {
@@ -81,15 +78,11 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let live = reload::start(move || load(&path), dirs, Duration::from_secs(2))?;
     let connector = Connector::new(cfg.upstream_proxy.as_deref())?;
     let (client, client_h1) = upstream::clients(connector, upstream::roots(&[&cfg.ca_cert])?);
-    let metrics = Metrics::new("cred_proxy");
-    let admin = TcpListener::bind(&cfg.admin_listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.admin_listen))?;
-    admin::serve(admin, metrics.clone(), live.status.clone());
-    let listener = TcpListener::bind(&cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
-    tracing::info!(listen = %cfg.listen, upstream_proxy = ?cfg.upstream_proxy, "cred-proxy listening");
+    let mut registry = Registry::with_prefix("cred_proxy");
+    let metrics = Metrics::new("cred_proxy", &mut registry);
+    let admin = Admin::start(&cfg.admin_listen, registry, live.status.clone()).await?;
+    let listener = server::bind(&cfg.listen).await?;
+    tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, upstream_proxy = ?cfg.upstream_proxy, "cred-proxy listening");
     let proxy = Arc::new(CredProxy {
         routes: live.current,
         upstream: Upstream {
@@ -99,19 +92,11 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         },
         metrics,
     });
-    loop {
-        let stream = accept(&listener).await;
+    admin.set_ready();
+    server::serve(listener, Protocols::Detect, move |req| {
         let p = proxy.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let p = p.clone();
-                async move { Ok::<_, Infallible>(p.handle(req).await) }
-            });
-            let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            b.http1().max_buf_size(64 * 1024);
-            let _ = b
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+        async move { p.handle(req).await }
+    })
+    .await;
+    Ok(())
 }

@@ -1,33 +1,26 @@
 //! The egress listener: CONNECT and absolute-form HTTP from the agent, TLS interception, and
 //! per-request checks against the live [`Policy`].
 
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use super::policy::{Deny, HostAction, Policy, normalize_host};
 use crate::config::egress::EgressConfig;
-use crate::proxy::admin::{self, Metrics};
+use crate::proxy::admin::{Admin, Metrics};
 use crate::proxy::forward::{Forwarded, Outcome, Upstream, forward};
 use crate::proxy::refusal::{self, NEXT_PROXY};
 use crate::proxy::reload::{self, Loaded};
+use crate::proxy::server::{self, Protocols};
 use crate::proxy::tls::Authority;
 use crate::proxy::upstream::{self, Connector};
-use crate::proxy::{ProxyBody, accept, deny, init_crypto};
-
-/// Largest request head accepted from the agent; larger ones get 431.
-const MAX_HEAD: usize = 64 * 1024;
+use crate::proxy::{ProxyBody, deny, init_crypto};
 
 /// Reads and parses the config file.
 pub fn read_config(path: &Path) -> anyhow::Result<(EgressConfig, Vec<u8>)> {
@@ -66,14 +59,10 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let connector = Connector::new(cfg.upstream_proxy.as_deref())?;
     let (client, client_h1) =
         upstream::clients(connector.clone(), upstream::roots(&[&cfg.ca_cert])?);
-    let metrics = Metrics::new("egress");
-    let admin = TcpListener::bind(&cfg.admin_listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.admin_listen))?;
-    admin::serve(admin, metrics.clone(), live.status.clone());
-    let listener = TcpListener::bind(&cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
+    let mut registry = Registry::with_prefix("egress");
+    let metrics = Metrics::new("egress", &mut registry);
+    let admin = Admin::start(&cfg.admin_listen, registry, live.status.clone()).await?;
+    let listener = server::bind(&cfg.listen).await?;
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, upstream_proxy = ?cfg.upstream_proxy, "egress listening");
     let egress = Arc::new(Egress {
         policy: live.current,
@@ -86,23 +75,13 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         connector,
         metrics,
     });
-    loop {
-        let stream = accept(&listener).await;
-        let e = egress.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let e = e.clone();
-                async move { Ok::<_, Infallible>(e.outer(req).await) }
-            });
-            let conn = http1::Builder::new()
-                .max_buf_size(MAX_HEAD)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            if let Err(err) = conn.await {
-                tracing::debug!(error = %err, "agent connection ended with an error");
-            }
-        });
-    }
+    admin.set_ready();
+    // The agent's side is HTTP/1.1 only: CONNECT and absolute-form requests.
+    server::serve(listener, Protocols::Http1, move |req| {
+        egress.clone().outer(req)
+    })
+    .await;
+    Ok(())
 }
 
 /// Splits `host[:port]`, allowing `[v6]` forms.
@@ -238,10 +217,7 @@ impl Egress {
             Ok(c) => c,
             Err(e) => return tracing::error!(host, error = %e, "cannot mint a certificate"),
         };
-        let tls = match TlsAcceptor::from(config)
-            .accept(TokioIo::new(upgraded))
-            .await
-        {
+        let tls = match server::accept_tls(TokioIo::new(upgraded), config).await {
             Ok(t) => t,
             Err(e) => return tracing::debug!(host, error = %e, "agent TLS handshake failed"),
         };
@@ -253,26 +229,20 @@ impl Egress {
             return tracing::warn!(kind = "sni_mismatch", tunnel = %host, sni, "denied");
         }
         let me = self.clone();
-        let svc = service_fn(move |req| {
+        let handle = move |req: Request<Incoming>| {
             let me = me.clone();
             let host = host.clone();
             async move {
                 let policy = me.policy.borrow().clone();
                 if let Some(d) = host_header_mismatch(&req, &host, port) {
-                    return Ok::<_, Infallible>(me.refuse(&d, req.method(), req.uri().path()));
+                    return me.refuse(&d, req.method(), req.uri().path());
                 }
-                Ok(me.checked(req, &policy, &host, port, "https").await)
+                me.checked(req, &policy, &host, port, "https").await
             }
-        });
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder.http1().max_buf_size(MAX_HEAD);
-        builder.http2().max_header_list_size(MAX_HEAD as u32);
-        if let Err(e) = builder
-            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-            .await
-        {
-            tracing::debug!(error = %e, "intercepted connection ended with an error");
-        }
+        };
+        // ALPN chose the protocol (egress offers h2 and HTTP/1.1).
+        let protocols = server::negotiated(&tls);
+        server::serve_connection(tls, protocols, handle).await;
     }
 
     /// Path check, credential injection and forwarding of one request to `host`.

@@ -9,18 +9,27 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::TryStreamExt;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
 use tokio::process::Command;
 use tokio::sync::{Mutex, watch};
 
 use super::mirror;
 use crate::config::git_gate::GitGateConfig;
+use crate::proxy::admin::Admin;
 use crate::proxy::reload::{self, Loaded, hash_bytes};
+use crate::proxy::server::{self, Protocols};
 use crate::proxy::{BoxError, ProxyBody, deny};
+
+mod push_report;
+
+use push_report::Verdict;
 
 /// Reads and checks a config file.
 pub fn read_config(path: &Path) -> anyhow::Result<(GitGateConfig, Vec<u8>)> {
@@ -40,8 +49,73 @@ pub fn read_config(path: &Path) -> anyhow::Result<(GitGateConfig, Vec<u8>)> {
     Ok((cfg, bytes))
 }
 
+/// Labels of the push counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PushOutcome {
+    /// `accepted` or `refused`.
+    outcome: &'static str,
+}
+
+/// Labels of the push refusal counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedBy {
+    /// What refused it (see [`push_report`]'s reasons).
+    reason: &'static str,
+}
+
+/// git-gate's own counters: pushes by outcome, refusals by reason.
+struct PushMetrics {
+    pushes: Family<PushOutcome, Counter>,
+    refusals: Family<RefusedBy, Counter>,
+}
+
+impl PushMetrics {
+    fn new(registry: &mut Registry) -> Arc<Self> {
+        let pushes = Family::<PushOutcome, Counter>::default();
+        let refusals = Family::<RefusedBy, Counter>::default();
+        registry.register("pushes", "Pushes, by outcome", pushes.clone());
+        registry.register(
+            "push_refusals",
+            "Refused pushes, by what refused them",
+            refusals.clone(),
+        );
+        Arc::new(Self { pushes, refusals })
+    }
+
+    fn record(&self, v: Verdict) {
+        let outcome = match v {
+            Verdict::Accepted => "accepted",
+            Verdict::Refused(reason) => {
+                self.refusals.get_or_create(&RefusedBy { reason }).inc();
+                "refused"
+            }
+        };
+        self.pushes.get_or_create(&PushOutcome { outcome }).inc();
+    }
+}
+
+/// Reads receive-pack's answer as it streams to the agent and counts the push when the
+/// answer ends (or is dropped part way).
+struct Tally {
+    report: push_report::PushReport,
+    metrics: Arc<PushMetrics>,
+    /// Set when git http-backend could not answer at all.
+    failed: Option<&'static str>,
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        let v = self
+            .failed
+            .map_or_else(|| self.report.verdict(), Verdict::Refused);
+        tracing::info!(verdict = ?v, "push");
+        self.metrics.record(v);
+    }
+}
+
 struct Gate {
     config: watch::Receiver<Arc<GitGateConfig>>,
+    metrics: Arc<PushMetrics>,
     config_path: PathBuf,
     gitleaks: String,
     syncs: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -96,10 +170,15 @@ impl Gate {
                 ),
             );
         }
+        let push = rest == "git-receive-pack" && req.method() == Method::POST;
         if rest == "info/refs" {
             // Fresh upstream refs before every fetch or push, so a push is compared (and
             // scanned) against what upstream really has.
             if let Err(e) = self.sync(cfg.clone(), name).await {
+                if req.uri().query() == Some("service=git-receive-pack") {
+                    self.metrics
+                        .record(Verdict::Refused(push_report::UPSTREAM_UNREACHABLE));
+                }
                 tracing::error!(
                     remote = name,
                     error = format!("{e:#}"),
@@ -111,9 +190,17 @@ impl Gate {
                 );
             }
         }
-        match self.cgi(&cfg, req).await {
+        let mut tally = push.then(|| Tally {
+            report: push_report::PushReport::default(),
+            metrics: self.metrics.clone(),
+            failed: None,
+        });
+        match self.cgi(&cfg, req, &mut tally).await {
             Ok(r) => r,
             Err(e) => {
+                if let Some(t) = tally.as_mut() {
+                    t.failed = Some(push_report::BACKEND);
+                }
                 tracing::error!(
                     remote = name,
                     error = format!("{e:#}"),
@@ -128,6 +215,7 @@ impl Gate {
         &self,
         cfg: &GitGateConfig,
         req: Request<Incoming>,
+        tally: &mut Option<Tally>,
     ) -> anyhow::Result<Response<ProxyBody>> {
         let (parts, body) = req.into_parts();
         let header = |n: &str| {
@@ -195,31 +283,20 @@ impl Gate {
                 builder = builder.header(k.trim(), v.trim());
             }
         }
+        let mut tally = tally.take();
         let stream = tokio_util::io::ReaderStream::new(out)
-            .map_ok(Frame::data)
+            .map_ok(move |chunk| {
+                if let Some(t) = tally.as_mut() {
+                    t.report.feed(&chunk);
+                }
+                Frame::data(chunk)
+            })
             .map_err(|e| Box::new(e) as BoxError);
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
         Ok(builder.body(BodyExt::boxed(StreamBody::new(stream)))?)
     }
-}
-
-/// The admin listener's answer: `/status` (running config hash, last refused reload).
-fn admin_response<B>(
-    req: &Request<B>,
-    status: &std::sync::Mutex<reload::ReloadStatus>,
-) -> Response<ProxyBody> {
-    if req.uri().path() != "/status" {
-        return deny(StatusCode::NOT_FOUND, "git-gate admin serves /status");
-    }
-    let snapshot = status.lock().expect("status lock").clone();
-    Response::builder()
-        .header("content-type", "application/json")
-        .body(crate::proxy::full(
-            serde_json::to_vec(&snapshot).expect("status serialises"),
-        ))
-        .expect("valid response")
 }
 
 /// Runs git-gate until the process is stopped.
@@ -243,23 +320,22 @@ pub async fn run(config_path: PathBuf, gitleaks: String) -> anyhow::Result<()> {
     let live = reload::start(load, move |_| dir.clone(), Duration::from_secs(2))?;
     std::fs::create_dir_all(Path::new(&cfg.state_dir).join("mirrors"))
         .context("creating the mirror directory")?;
+    let mut registry = Registry::with_prefix("git_gate");
+    let metrics = PushMetrics::new(&mut registry);
     let gate = Arc::new(Gate {
         config: live.current,
+        metrics,
         config_path,
         gitleaks,
         syncs: Mutex::default(),
     });
-    let listener = TcpListener::bind(&cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
-    let admin = TcpListener::bind(&cfg.admin_listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.admin_listen))?;
-    let status = live.status;
-    tokio::spawn(crate::proxy::serve_http1(admin, move |req| {
-        std::future::ready(admin_response(&req, &status))
-    }));
-    tracing::info!(listen = %cfg.listen, remotes = cfg.remotes.len(), "git-gate listening");
-    crate::proxy::serve_http1(listener, move |req| gate.clone().handle(req)).await;
+    let admin = Admin::start(&cfg.admin_listen, registry, live.status.clone()).await?;
+    let listener = server::bind(&cfg.listen).await?;
+    tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, remotes = cfg.remotes.len(), "git-gate listening");
+    admin.set_ready();
+    server::serve(listener, Protocols::Detect, move |req| {
+        gate.clone().handle(req)
+    })
+    .await;
     Ok(())
 }

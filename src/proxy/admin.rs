@@ -1,11 +1,12 @@
-//! The admin listener: `/healthz`, `/status` (running config hash, last reload error) and
-//! `/metrics` (Prometheus text). It binds a port the agent's firewall rules do not open.
+//! The admin listener every sidecar serves the same way: `/healthz` (the process answers),
+//! `/readyz` (its agent-facing listener is serving), `/status` (running config hash, last
+//! reload error) and `/metrics` (Prometheus text: the sidecar's own counters and the config
+//! ones). It binds a port the agent's firewall rules do not open.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,6 +15,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use super::reload::ReloadStatus;
+use super::server::{self, Protocols};
 use super::{ProxyBody, full};
 
 /// Labels of the request counter.
@@ -44,50 +46,23 @@ pub struct Metrics {
     /// Denied requests by who refused them (each also counts as `outcome="denied"`).
     pub denials: Family<DeniedBy, Counter>,
     component: &'static str,
-    registry: Registry,
-    config: Family<ConfigLabels, Gauge>,
-    reloads_ok: Counter,
-    reloads_failed: Counter,
 }
 
 impl Metrics {
-    /// Registers the metrics under `prefix` (`egress`, `cred_proxy`).
-    pub fn new(prefix: &'static str) -> Arc<Self> {
-        let mut registry = Registry::with_prefix(prefix);
+    /// Registers the counters of `component` (`egress`, `cred_proxy`) in `registry`.
+    pub fn new(component: &'static str, registry: &mut Registry) -> Arc<Self> {
         let requests = Family::<Outcome, Counter>::default();
         let denials = Family::<DeniedBy, Counter>::default();
-        let config = Family::<ConfigLabels, Gauge>::default();
-        let reloads_ok = Counter::default();
-        let reloads_failed = Counter::default();
         registry.register("requests", "Requests handled, by outcome", requests.clone());
         registry.register(
             "denials",
             "Denied requests, by who refused them",
             denials.clone(),
         );
-        registry.register(
-            "config_info",
-            "The running config (value 1, hash label)",
-            config.clone(),
-        );
-        registry.register(
-            "config_reloads",
-            "Successful config reloads",
-            reloads_ok.clone(),
-        );
-        registry.register(
-            "config_reload_failures",
-            "Rejected config reloads",
-            reloads_failed.clone(),
-        );
         Arc::new(Self {
             requests,
             denials,
-            component: prefix,
-            registry,
-            config,
-            reloads_ok,
-            reloads_failed,
+            component,
         })
     }
 
@@ -106,6 +81,73 @@ impl Metrics {
         self.count("denied");
         self.denials.get_or_create(&DeniedBy { by }).inc();
     }
+}
+
+/// One sidecar's admin endpoint: its metrics registry, reload status and readiness.
+pub struct Admin {
+    registry: Registry,
+    status: Arc<Mutex<ReloadStatus>>,
+    ready: AtomicBool,
+    config: Family<ConfigLabels, Gauge>,
+    reloads_ok: Counter,
+    reloads_failed: Counter,
+}
+
+impl Admin {
+    /// Adds the config metrics to `registry` (which holds the sidecar's own counters).
+    pub fn new(mut registry: Registry, status: Arc<Mutex<ReloadStatus>>) -> Arc<Self> {
+        let config = Family::<ConfigLabels, Gauge>::default();
+        let reloads_ok = Counter::default();
+        let reloads_failed = Counter::default();
+        registry.register(
+            "config_info",
+            "The running config (value 1, hash label)",
+            config.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Successful config reloads",
+            reloads_ok.clone(),
+        );
+        registry.register(
+            "config_reload_failures",
+            "Rejected config reloads",
+            reloads_failed.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            status,
+            ready: AtomicBool::new(false),
+            config,
+            reloads_ok,
+            reloads_failed,
+        })
+    }
+
+    /// Binds `addr` and serves the admin endpoints there until the process ends.
+    pub async fn start(
+        addr: &str,
+        registry: Registry,
+        status: Arc<Mutex<ReloadStatus>>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let listener = server::bind(addr).await?;
+        let admin = Self::new(registry, status);
+        admin.serve(listener);
+        Ok(admin)
+    }
+
+    /// Serves the admin endpoints on `listener` until the process ends.
+    pub fn serve(self: &Arc<Self>, listener: TcpListener) {
+        let me = self.clone();
+        tokio::spawn(server::serve(listener, Protocols::Detect, move |req| {
+            std::future::ready(me.answer(&req))
+        }));
+    }
+
+    /// Marks the sidecar ready: its agent-facing listener is bound and about to serve.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
 
     fn sync(&self, s: &ReloadStatus) {
         self.config.clear();
@@ -117,6 +159,45 @@ impl Metrics {
         sync_counter(&self.reloads_ok, s.reloads_ok);
         sync_counter(&self.reloads_failed, s.reloads_failed);
     }
+
+    fn answer<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
+        let snapshot = self.status.lock().expect("status lock").clone();
+        match req.uri().path() {
+            "/healthz" => Response::new(full("ok\n")),
+            "/readyz" if self.ready.load(Ordering::Acquire) => Response::new(full("ready\n")),
+            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+            "/status" => Response::builder()
+                .header("content-type", "application/json")
+                .body(full(
+                    serde_json::to_vec(&snapshot).expect("status serialises"),
+                ))
+                .expect("valid response"),
+            "/metrics" => {
+                self.sync(&snapshot);
+                let mut out = String::new();
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
+                    .expect("metrics encode");
+                Response::builder()
+                    .header(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )
+                    .body(full(out))
+                    .expect("valid response")
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: the admin port serves /healthz /readyz /status /metrics\n",
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    Response::builder()
+        .status(status)
+        .body(full(body))
+        .expect("valid response")
 }
 
 fn sync_counter(c: &Counter<u64, AtomicU64>, target: u64) {
@@ -126,43 +207,23 @@ fn sync_counter(c: &Counter<u64, AtomicU64>, target: u64) {
     }
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    metrics: Arc<Metrics>,
-    status: Arc<Mutex<ReloadStatus>>,
-) -> Response<ProxyBody> {
-    let snapshot = status.lock().expect("status lock").clone();
-    match req.uri().path() {
-        "/healthz" => Response::new(full("ok\n")),
-        "/status" => Response::builder()
-            .header("content-type", "application/json")
-            .body(full(
-                serde_json::to_vec(&snapshot).expect("status serialises"),
-            ))
-            .expect("valid response"),
-        "/metrics" => {
-            metrics.sync(&snapshot);
-            let mut out = String::new();
-            prometheus_client::encoding::text::encode(&mut out, &metrics.registry)
-                .expect("metrics encode");
-            Response::builder()
-                .header(
-                    "content-type",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )
-                .body(full(out))
-                .expect("valid response")
-        }
-        _ => Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body(full("not found\n"))
-            .expect("valid response"),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Serves the admin endpoints on `listener` until the process ends.
-pub fn serve(listener: TcpListener, metrics: Arc<Metrics>, status: Arc<Mutex<ReloadStatus>>) {
-    tokio::spawn(super::serve_http1(listener, move |req| {
-        handle(req, metrics.clone(), status.clone())
-    }));
+    fn get(admin: &Admin, path: &str) -> StatusCode {
+        admin.answer(&Request::get(path).body(()).unwrap()).status()
+    }
+
+    #[test]
+    fn ready_only_once_the_sidecar_says_so_while_healthy_and_reporting_throughout() {
+        let admin = Admin::new(Registry::with_prefix("t"), Arc::default());
+        assert_eq!(get(&admin, "/readyz"), StatusCode::SERVICE_UNAVAILABLE);
+        for p in ["/healthz", "/status", "/metrics"] {
+            assert_eq!(get(&admin, p), StatusCode::OK, "{p}");
+        }
+        admin.set_ready();
+        assert_eq!(get(&admin, "/readyz"), StatusCode::OK);
+        assert_eq!(get(&admin, "/other"), StatusCode::NOT_FOUND);
+    }
 }

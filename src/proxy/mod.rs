@@ -1,12 +1,14 @@
-//! The proxy core shared by the `egress` and `cred-proxy` sidecars: minting leaf
-//! certificates, the upstream client (direct or through the next proxy), header hygiene and
-//! credential injection, live config reload, and the admin endpoint.
+//! The core shared by the sidecars that serve the agent (egress, cred-proxy, git-gate): one
+//! server core (listener, limits, TLS, h1/h2), the admin endpoint, live config reload, and for
+//! the two proxies minting leaf certificates, the upstream client (direct or through the next
+//! proxy), header hygiene and credential injection.
 
 pub mod admin;
 pub mod forward;
 pub mod headers;
 pub mod refusal;
 pub mod reload;
+pub mod server;
 pub mod tls;
 pub mod upstream;
 
@@ -62,45 +64,12 @@ pub fn init_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The next connection on `listener`. Accept errors (out of file descriptors, a connection
-/// reset before it was taken) are logged and retried after a pause instead of spinning.
-pub async fn accept(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                return stream;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// Accepts connections on `listener` forever and serves each over HTTP/1.1 with `handle`:
-/// the loop the admin, metrics and git-gate listeners share.
+/// Accepts connections on `listener` forever and serves each over HTTP/1.1 with `handle`,
+/// with the limits of [`server`] (the operator's metrics listener uses it).
 pub async fn serve_http1<H, F>(listener: tokio::net::TcpListener, handle: H)
 where
     H: Fn(http::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = http::Response<ProxyBody>> + Send + 'static,
 {
-    loop {
-        let stream = accept(&listener).await;
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let fut = handle(req);
-                async move { Ok::<_, std::convert::Infallible>(fut.await) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, svc)
-                .await
-            {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
+    server::serve(listener, server::Protocols::Http1, handle).await
 }
