@@ -15,8 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bottle_operator::api::{Bottle, BottleSpec};
-use bottle_operator::render::{self, Settings, ca};
+use bottle_operator::contract::api::{Bottle, BottleSpec};
+use bottle_operator::operator::render::{self, Settings, ca};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;

@@ -21,10 +21,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bottle_operator::config::HeaderInjection;
-use bottle_operator::config::egress::{EgressConfig, EgressRoute};
-use bottle_operator::proxy::upstream::{self, Connector, UpstreamClient};
-use bottle_operator::proxy::{full, init_crypto};
+use bottle_operator::contract::config::HeaderInjection;
+use bottle_operator::contract::config::egress::{EgressConfig, EgressRoute};
+use bottle_operator::pod::core::upstream::{self, Connector, UpstreamClient};
+use bottle_operator::pod::core::{full, init_crypto};
 use control_plane::{free_port, spawn_tied, tools_bin};
 use http_body_util::BodyExt;
 
@@ -153,10 +153,10 @@ const UNLIMITED_PER_MINUTE: u64 = 100_000_000;
 /// (see the module comment); `per_minute: None` keeps pipelock's default rate limit.
 fn pipelock_yaml(listen: &str, ca_cert: &Path, ca_key: &Path, per_minute: Option<u64>) -> String {
     use serde_norway::{Mapping, Value};
-    let spec: bottle_operator::api::BottleSpec =
+    let spec: bottle_operator::contract::api::BottleSpec =
         serde_json::from_value(serde_json::json!({"egress": {"allow": ["localhost"]}})).unwrap();
-    let policy = bottle_operator::model::Policy::from_spec(&spec).unwrap();
-    let rendered = bottle_operator::render::config_map::pipelock_config(&policy);
+    let policy = bottle_operator::contract::model::Policy::from_spec(&spec).unwrap();
+    let rendered = bottle_operator::operator::render::config_map::pipelock_config(&policy);
     let mut v: Value = serde_norway::to_value(&rendered).unwrap();
     let set = |v: &mut Value, path: &[&str], x: Value| {
         let mut m = v;
@@ -259,7 +259,7 @@ fn main() {
         let origin_ca = origin.ca_file.to_str().unwrap().to_string();
 
         // egress with a credential-injecting route, as in a bottle.
-        let ca = bottle_operator::render::ca::generate("bench", "bottle").unwrap();
+        let ca = bottle_operator::operator::render::ca::generate("bench", "bottle").unwrap();
         let (ca_cert, ca_key, token) = (dir.path().join("ca.crt"), dir.path().join("ca.key"), dir.path().join("token"));
         std::fs::write(&ca_cert, &ca.cert_pem).unwrap();
         std::fs::write(&ca_key, &ca.key_pem).unwrap();

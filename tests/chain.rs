@@ -13,14 +13,16 @@ mod netns;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use bottle_operator::api::BottleSpec;
-use bottle_operator::config::layout::{
+use bottle_operator::contract::api::BottleSpec;
+use bottle_operator::contract::config::layout::{
     self, AGENT_UID, CRED_PROXY_ADMIN_PORT, CRED_PROXY_PORT, CRED_PROXY_UID, EGRESS_ADMIN_PORT,
     EGRESS_PORT, EGRESS_UID, PIPELOCK_PORT, PIPELOCK_UID,
 };
-use bottle_operator::config::pipelock::PipelockConfig;
-use bottle_operator::model::Policy;
-use bottle_operator::render::config_map::{cred_proxy_config, egress_config, pipelock_config};
+use bottle_operator::contract::config::pipelock::PipelockConfig;
+use bottle_operator::contract::model::Policy;
+use bottle_operator::operator::render::config_map::{
+    cred_proxy_config, egress_config, pipelock_config,
+};
 use netns::{NET_ADDR, World, run};
 use serde_json::{Value, json};
 
@@ -248,7 +250,7 @@ impl Chain {
 
         // The bottle CA, a copy per sidecar that reads it (each its own owner, as the Secret
         // volume's 0440 + group gives in the Pod).
-        let ca = bottle_operator::render::ca::generate("chain", "bottle").unwrap();
+        let ca = bottle_operator::operator::render::ca::generate("chain", "bottle").unwrap();
         let bottle_ca = w.write("bottle-ca.crt", &ca.cert_pem, 0, "0444");
         for (sidecar, uid, key) in [
             ("egress", EGRESS_UID, true),
@@ -1273,7 +1275,7 @@ fn the_attack_corpus_is_blocked_where_we_claim_and_misses_are_reported() {
 #[test]
 fn a_bottle_that_chooses_warn_reads_the_injected_page_and_pipelock_logs_it() {
     let mut spec = spec();
-    spec.egress.response_injection = Some(bottle_operator::api::InjectionAction::Warn);
+    spec.egress.response_injection = Some(bottle_operator::contract::api::InjectionAction::Warn);
     let c = Chain::start(&spec, &spec);
     let url = page(
         &c,

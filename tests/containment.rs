@@ -11,8 +11,8 @@ mod netns;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use bottle_operator::config::egress::{EgressConfig, EgressRoute};
-use bottle_operator::config::layout::{
+use bottle_operator::contract::config::egress::{EgressConfig, EgressRoute};
+use bottle_operator::contract::config::layout::{
     AGENT_UID, EGRESS_ADMIN_PORT, EGRESS_PORT, EGRESS_UID, PIPELOCK_PORT, PIPELOCK_UID,
 };
 use netns::{World, run};
@@ -66,7 +66,7 @@ fn probes() -> Value {
 }
 
 fn egress_config(w: &World, ca: &Path) -> PathBuf {
-    let mat = bottle_operator::render::ca::generate("t", "b").unwrap();
+    let mat = bottle_operator::operator::render::ca::generate("t", "b").unwrap();
     let (cert, key) = (w.dir.path().join("ca.crt"), w.dir.path().join("ca.key"));
     std::fs::write(&cert, &mat.cert_pem).unwrap();
     std::fs::write(&key, &mat.key_pem).unwrap();

@@ -10,9 +10,9 @@ mod git_world;
 
 use std::process::Command;
 
-use bottle_operator::config::git_gate::ScanRule;
-use bottle_operator::proxy::reload::hash_bytes;
-use bottle_operator::sidecar::config_status::Report;
+use bottle_operator::contract::config::git_gate::ScanRule;
+use bottle_operator::pod::config_status::Report;
+use bottle_operator::pod::core::reload::hash_bytes;
 use git_world::*;
 
 #[test]

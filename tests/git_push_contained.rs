@@ -13,12 +13,12 @@ mod netns;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use bottle_operator::api::{BottleSpec, GitRemote, SecretKeyRef};
-use bottle_operator::config::layout::{
+use bottle_operator::contract::api::{BottleSpec, GitRemote, SecretKeyRef};
+use bottle_operator::contract::config::layout::{
     AGENT_UID, EGRESS_PORT, EGRESS_UID, GIT_GATE_PORT, GIT_GATE_UID, PIPELOCK_UID,
 };
-use bottle_operator::model::Policy;
-use bottle_operator::render::config_map::{agent_gitconfig, git_gate_config};
+use bottle_operator::contract::model::Policy;
+use bottle_operator::operator::render::config_map::{agent_gitconfig, git_gate_config};
 use netns::{NET_ADDR, World, as_uid, run};
 use serde_json::json;
 

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use bottle_operator::api::Bottle;
+use bottle_operator::contract::api::Bottle;
 use kube::Api;
 use serde::Deserialize;
 use serde_json::Value;
@@ -801,7 +801,7 @@ fn dockerfiles_pass_hadolint_and_hold_what_the_pod_runs() {
 
     // Every container the operator gives the sidecar image starts a program that image has.
     let sidecar = std::fs::read_to_string(images.join("sidecar.Dockerfile")).unwrap();
-    let settings = bottle_operator::render::Settings::default();
+    let settings = bottle_operator::operator::render::Settings::default();
     let full: Vec<Value> = serde_norway::Deserializer::from_str(
         &std::fs::read_to_string(repo().join("examples/bottle-full.yaml")).unwrap(),
     )
@@ -809,8 +809,8 @@ fn dockerfiles_pass_hadolint_and_hold_what_the_pod_runs() {
     .collect();
     let bottle: Bottle =
         serde_json::from_value(full.into_iter().find(|d| d["kind"] == "Bottle").unwrap()).unwrap();
-    let policy = bottle_operator::render::validate(&bottle).unwrap();
-    let pod = bottle_operator::render::desired(&bottle, policy, &settings, "fp").pod;
+    let policy = bottle_operator::operator::render::validate(&bottle).unwrap();
+    let pod = bottle_operator::operator::render::desired(&bottle, policy, &settings, "fp").pod;
     let spec = pod.spec.unwrap();
     let containers: Vec<_> = spec
         .init_containers

@@ -5,7 +5,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use bottle_operator::api::{Bottle, BottleSpec};
+use bottle_operator::contract::api::{Bottle, BottleSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -76,7 +76,7 @@ async fn events_with_reason(c: &Client, ns: &str, reason: &str) -> Vec<Event> {
 }
 
 fn all_names(p: &Pod) -> BTreeSet<String> {
-    bottle_operator::render::pod::container_names(p)
+    bottle_operator::operator::render::pod::container_names(p)
         .into_iter()
         .collect()
 }
@@ -148,8 +148,10 @@ async fn full_example_applied_with_kubectl_creates_every_object() {
     assert!(
         String::from_utf8_lossy(&data["ca.key"].0).starts_with("-----BEGIN EC PRIVATE KEY-----")
     );
-    let fp = bottle_operator::render::ca::fingerprint(&String::from_utf8_lossy(&data["ca.crt"].0))
-        .unwrap();
+    let fp = bottle_operator::operator::render::ca::fingerprint(&String::from_utf8_lossy(
+        &data["ca.crt"].0,
+    ))
+    .unwrap();
     assert_eq!(
         b.status.as_ref().unwrap().ca_fingerprint.as_deref(),
         Some(fp.as_str())

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
-use bottle_operator::api::{
+use bottle_operator::contract::api::{
     Bottle, BottleSpec, CredRoute, DlpPattern, EgressRoute, GitRemote, RouteAuth, SecretKeyRef,
 };
-use bottle_operator::config::git_gate::GitGateConfig;
-use bottle_operator::config::pipelock::PipelockConfig;
-use bottle_operator::model::{Policy, dlp_regex};
-use bottle_operator::render::{ca, config_map};
+use bottle_operator::contract::config::git_gate::GitGateConfig;
+use bottle_operator::contract::config::pipelock::PipelockConfig;
+use bottle_operator::contract::model::{Policy, dlp_regex};
+use bottle_operator::operator::render::{ca, config_map};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestRunner};
 
@@ -181,7 +181,7 @@ fn the_checker_reports_what_pipelock_refuses() {
     checker.check(&cfg).unwrap();
     cfg.dlp
         .patterns
-        .push(bottle_operator::config::pipelock::DlpPattern {
+        .push(bottle_operator::contract::config::pipelock::DlpPattern {
             name: "too many".into(),
             regex: "a{2000}".into(),
             severity: "critical".into(),

@@ -16,9 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bottle_operator::api::{BottleSpec, DlpPattern};
-use bottle_operator::model::Policy;
-use bottle_operator::render::{ca, config_map, pod};
+use bottle_operator::contract::api::{BottleSpec, DlpPattern};
+use bottle_operator::contract::model::Policy;
+use bottle_operator::operator::render::{ca, config_map, pod};
 use serde_norway::Value;
 
 const APEX: &str = "apex.example.com";

@@ -29,8 +29,8 @@ use support::control_plane;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bottle_operator::config::layout::{self, files};
-use bottle_operator::config::pipelock::PipelockConfig;
+use bottle_operator::contract::config::layout::{self, files};
+use bottle_operator::contract::config::pipelock::PipelockConfig;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod as KPod, Secret};
 use kube::{Api, ResourceExt};
 use pod::Pod;
@@ -667,9 +667,9 @@ fn loopback_pipelock_yaml(cfg: &PipelockConfig, listen: &str, dir: &Path) -> Str
 }
 
 fn rendered_pipelock(spec: serde_json::Value) -> PipelockConfig {
-    let spec: bottle_operator::api::BottleSpec = serde_json::from_value(spec).unwrap();
-    let policy = bottle_operator::model::Policy::from_spec(&spec).unwrap();
-    bottle_operator::render::config_map::pipelock_config(&policy)
+    let spec: bottle_operator::contract::api::BottleSpec = serde_json::from_value(spec).unwrap();
+    let policy = bottle_operator::contract::model::Policy::from_spec(&spec).unwrap();
+    bottle_operator::operator::render::config_map::pipelock_config(&policy)
 }
 
 /// config-sync withholds exactly the versions pipelock's strict reload refuses: for each
@@ -679,7 +679,7 @@ fn rendered_pipelock(spec: serde_json::Value) -> PipelockConfig {
 /// answering the same.
 #[test]
 fn config_sync_predicts_what_pipelock_strict_reload_refuses() {
-    use bottle_operator::sidecar::config_sync::{deliver, strict_reload_refusals};
+    use bottle_operator::pod::config_sync::{deliver, strict_reload_refusals};
     let pipelock = pipelock_bin();
     let base = json!({
         "egress": {"allow": ["a.example.com"]},
@@ -721,7 +721,7 @@ fn config_sync_predicts_what_pipelock_strict_reload_refuses() {
     ];
     let old = rendered_pipelock(base.clone());
     let dir = tempfile::tempdir().unwrap();
-    let ca = bottle_operator::render::ca::generate("live", "reload").unwrap();
+    let ca = bottle_operator::operator::render::ca::generate("live", "reload").unwrap();
     std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem).unwrap();
     std::fs::write(dir.path().join("ca.key"), &ca.key_pem).unwrap();
     std::fs::set_permissions(

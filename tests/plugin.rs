@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use bottle_operator::api::Bottle;
-use bottle_operator::config::egress::EgressConfig;
-use bottle_operator::config::layout::{self, Sidecar, files};
-use bottle_operator::proxy::reload::hash_bytes;
-use bottle_operator::render::meta;
+use bottle_operator::contract::api::Bottle;
+use bottle_operator::contract::config::egress::EgressConfig;
+use bottle_operator::contract::config::layout::{self, Sidecar, files};
+use bottle_operator::operator::render::meta;
+use bottle_operator::pod::core::reload::hash_bytes;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::api::PostParams;

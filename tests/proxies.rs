@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bottle_operator::config::HeaderInjection;
-use bottle_operator::config::cred_proxy::{CredProxyConfig, CredRoute};
-use bottle_operator::config::egress::{EgressConfig, EgressRoute};
+use bottle_operator::contract::config::HeaderInjection;
+use bottle_operator::contract::config::cred_proxy::{CredProxyConfig, CredRoute};
+use bottle_operator::contract::config::egress::{EgressConfig, EgressRoute};
 use control_plane::{free_port, kubelet_write, spawn_tied};
 use serde_json::Value;
 
@@ -27,7 +27,7 @@ impl Bench {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let origin = origin::start(dir.path()).await;
-        let ca = bottle_operator::render::ca::generate("test", "bottle").unwrap();
+        let ca = bottle_operator::operator::render::ca::generate("test", "bottle").unwrap();
         let (ca_cert, ca_key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
         std::fs::write(&ca_cert, &ca.cert_pem).unwrap();
         std::fs::write(&ca_key, &ca.key_pem).unwrap();
@@ -657,7 +657,7 @@ async fn cred_proxy_injects_refuses_git_push_and_goes_through_the_next_proxy() {
     // What Claude Code sends in a bottle: its placeholder bearer token and a made-up key.
     let placeholder = format!(
         "Authorization: Bearer {}",
-        bottle_operator::render::pod::AGENT_TOKEN_PLACEHOLDER
+        bottle_operator::operator::render::pod::AGENT_TOKEN_PLACEHOLDER
     );
     let (code, body) = curl(&[
         "-H",
@@ -723,8 +723,8 @@ async fn cred_proxy_injects_refuses_git_push_and_goes_through_the_next_proxy() {
 async fn pipelock_config_arrives_by_rename_so_pipelocks_file_watch_fires() {
     use notify::Watcher;
     let dir = tempfile::tempdir().unwrap();
-    let policy = bottle_operator::model::Policy::from_spec(&Default::default()).unwrap();
-    let mut cfg = bottle_operator::render::config_map::pipelock_config(&policy);
+    let policy = bottle_operator::contract::model::Policy::from_spec(&Default::default()).unwrap();
+    let mut cfg = bottle_operator::operator::render::config_map::pipelock_config(&policy);
     let src_dir = dir.path().join("configmap");
     kubelet_write(
         &src_dir,
@@ -824,11 +824,12 @@ impl Pipelock {
             "pipelock is not built at {} (tests/tools/install.sh builds it); this test needs the real binary",
             bin.display()
         );
-        let spec: bottle_operator::api::BottleSpec = serde_norway::from_str(spec).unwrap();
-        let policy = bottle_operator::model::Policy::from_spec(&spec).unwrap();
-        let mut cfg = serde_norway::to_value(bottle_operator::render::config_map::pipelock_config(
-            &policy,
-        ))
+        let spec: bottle_operator::contract::api::BottleSpec =
+            serde_norway::from_str(spec).unwrap();
+        let policy = bottle_operator::contract::model::Policy::from_spec(&spec).unwrap();
+        let mut cfg = serde_norway::to_value(
+            bottle_operator::operator::render::config_map::pipelock_config(&policy),
+        )
         .unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
         // The rendered config names the Pod's paths and port; here they are the test's.

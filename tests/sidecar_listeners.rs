@@ -38,7 +38,7 @@ impl Sidecar {
             format!("127.0.0.1:{}", free_port()),
         );
         let d = dir.path();
-        let ca = bottle_operator::render::ca::generate("test", "bottle").unwrap();
+        let ca = bottle_operator::operator::render::ca::generate("test", "bottle").unwrap();
         std::fs::write(d.join("ca.crt"), &ca.cert_pem).unwrap();
         std::fs::write(d.join("ca.key"), &ca.key_pem).unwrap();
         std::fs::write(d.join("token"), "s3cret\n").unwrap();

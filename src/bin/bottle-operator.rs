@@ -1,7 +1,7 @@
 //! `bottle-operator`: the controller.
 
 use bottle_operator::operator;
-use bottle_operator::render::Settings;
+use bottle_operator::operator::render::Settings;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -37,7 +37,7 @@ struct Args {
     image_pull_secret: Vec<String>,
     /// Cluster CIDRs outside the private ranges that bottles must not reach (comma-separated).
     #[arg(long, env = "BOTTLE_CLUSTER_CIDRS", value_delimiter = ',',
-          value_parser = bottle_operator::render::network_policy::parse_cidr)]
+          value_parser = bottle_operator::operator::render::network_policy::parse_cidr)]
     cluster_cidrs: Vec<ipnet::IpNet>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "BOTTLE_METRICS_ADDR", default_value = "0.0.0.0:8080")]

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use bottle_operator::config::layout;
-use bottle_operator::netinit;
-use bottle_operator::sidecar::{ca_bundle, config_status};
+use bottle_operator::contract::config::layout;
+use bottle_operator::pod::netinit;
+use bottle_operator::pod::{ca_bundle, config_status};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -115,21 +115,23 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Egress { config } => runtime()?.block_on(bottle_operator::egress::run(config))?,
+        Command::Egress { config } => {
+            runtime()?.block_on(bottle_operator::pod::egress::run(config))?
+        }
         Command::CredProxy { config } => {
-            runtime()?.block_on(bottle_operator::cred_proxy::run(config))?
+            runtime()?.block_on(bottle_operator::pod::cred_proxy::run(config))?
         }
         Command::GitGate { config, gitleaks } => {
-            runtime()?.block_on(bottle_operator::git_gate::run(config, gitleaks))?
+            runtime()?.block_on(bottle_operator::pod::git_gate::run(config, gitleaks))?
         }
         Command::GitGateHook {
             config,
             remote,
             gitleaks,
         } => {
-            let (cfg, _) = bottle_operator::git_gate::server::read_config(&config)?;
+            let (cfg, _) = bottle_operator::pod::git_gate::server::read_config(&config)?;
             // stderr reaches the pusher as `remote:` lines; a non-zero exit refuses the push.
-            if let Err(e) = bottle_operator::git_gate::hook::run(
+            if let Err(e) = bottle_operator::pod::git_gate::hook::run(
                 &cfg,
                 &remote,
                 &gitleaks,
@@ -140,7 +142,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::ConfigSync { from, to } => {
-            runtime()?.block_on(bottle_operator::sidecar::config_sync::run(from, to))?
+            runtime()?.block_on(bottle_operator::pod::config_sync::run(from, to))?
         }
         Command::ConfigStatus {
             kind,

@@ -1,6 +1,6 @@
 //! `crdgen`: prints the Bottle CRD as YAML, generated from the Rust types.
 
-use bottle_operator::api::Bottle;
+use bottle_operator::contract::api::Bottle;
 use kube::CustomResourceExt;
 
 fn main() {

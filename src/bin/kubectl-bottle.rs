@@ -4,11 +4,11 @@
 use std::io::IsTerminal;
 use std::process::Command;
 
-use bottle_operator::api::Bottle;
-use bottle_operator::config::layout::{self, Sidecar};
+use bottle_operator::contract::api::Bottle;
+use bottle_operator::contract::config::layout::{self, Sidecar};
+use bottle_operator::operator::render::meta;
 use bottle_operator::plugin;
-use bottle_operator::render::meta;
-use bottle_operator::sidecar::config_status::Report;
+use bottle_operator::pod::config_status::Report;
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{AttachParams, LogParams};
@@ -62,7 +62,7 @@ enum Cmd {
 /// Asks every config-reloading sidecar of `pod` (by exec, all at once) which config version
 /// it has mounted and which it runs.
 async fn sidecar_configs(pods: &Api<Pod>, pod: &Pod, cm: &ConfigMap) -> Vec<plugin::SidecarConfig> {
-    let names = bottle_operator::render::pod::container_names(pod);
+    let names = bottle_operator::operator::render::pod::container_names(pod);
     let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
     let asks = Sidecar::ALL
         .into_iter()
@@ -162,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
             let b = bottles.get(&name).await?;
             let pods: Api<Pod> = Api::namespaced(client, &ns);
             let pod = pods.get(&meta::pod_name(&b)).await?;
-            let names = bottle_operator::render::pod::container_names(&pod);
+            let names = bottle_operator::operator::render::pod::container_names(&pod);
             let mut all = Vec::new();
             for c in names {
                 let lp = LogParams {
@@ -183,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
             let secrets: Api<Secret> = Api::namespaced(client, &ns);
             let s = secrets.get(&meta::ca_secret_name(&b)).await?;
             let cert = s.data.and_then(|d| {
-                d.get(bottle_operator::config::layout::CA_CERT_FILE)
+                d.get(bottle_operator::contract::config::layout::CA_CERT_FILE)
                     .cloned()
             });
             match cert {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Error;
-use crate::render::meta::FIELD_MANAGER;
+use crate::operator::render::meta::FIELD_MANAGER;
 
 /// True when `obj` is controlled by the object with `owner_uid`.
 pub fn controlled_by<K: Resource>(obj: &K, owner_uid: &str) -> bool {

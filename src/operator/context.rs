@@ -10,8 +10,8 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 
 use super::telemetry::Telemetry;
-use crate::api::Bottle;
-use crate::render::Settings;
+use crate::contract::api::Bottle;
+use crate::operator::render::Settings;
 
 /// Shared reconcile context.
 pub struct Context {

@@ -1,8 +1,8 @@
 //! Reconcile errors. Each has a stable [`Reason`] that becomes the condition reason
 //! and the Event reason, and a message that says what to do.
 
-use crate::model::{InvalidSpec, Reason};
-use crate::render::ca::CaError;
+use crate::contract::model::{InvalidSpec, Reason};
+use crate::operator::render::ca::CaError;
 
 /// Why a reconcile did not complete.
 #[derive(Debug, thiserror::Error)]

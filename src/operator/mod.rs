@@ -6,6 +6,7 @@ pub mod context;
 pub mod error;
 pub mod leader;
 pub mod reconcile;
+pub mod render;
 pub mod status;
 pub mod telemetry;
 
@@ -22,9 +23,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::api::Bottle;
-use crate::model::Policy;
-use crate::render::Settings;
+use crate::contract::api::Bottle;
+use crate::contract::model::Policy;
+use crate::operator::render::Settings;
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -97,7 +98,7 @@ pub async fn run(
 }
 
 fn references_secret(b: &Bottle, secret: &str) -> bool {
-    if crate::render::meta::ca_secret_name(b) == secret {
+    if crate::operator::render::meta::ca_secret_name(b) == secret {
         return true;
     }
     match Policy::from_spec(&b.spec) {

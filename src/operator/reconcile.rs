@@ -15,10 +15,10 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::apply::{apply, create_once, get_owned};
 use super::{Context, Error, status};
-use crate::api::Bottle;
-use crate::config::layout;
-use crate::model::{Policy, Reason};
-use crate::render::{self, ca, meta};
+use crate::contract::api::Bottle;
+use crate::contract::config::layout;
+use crate::contract::model::{Policy, Reason};
+use crate::operator::render::{self, ca, meta};
 
 /// What happened to the Pod in this reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

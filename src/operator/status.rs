@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::Error;
 use super::reconcile::{Converged, PodChange};
-use crate::api::{Bottle, BottleStatus};
-use crate::model::Reason;
+use crate::contract::api::{Bottle, BottleStatus};
+use crate::contract::model::Reason;
 
 /// Condition type: the Pod runs and is ready.
 pub const READY: &str = "Ready";
@@ -207,7 +207,7 @@ pub async fn patch_if_changed(
     match api
         .patch_status(
             &bottle.name_any(),
-            &PatchParams::apply(crate::render::meta::FIELD_MANAGER).force(),
+            &PatchParams::apply(crate::operator::render::meta::FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
         .await
@@ -226,7 +226,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::model::InvalidSpec;
+    use crate::contract::model::InvalidSpec;
 
     fn bottle(status: Option<BottleStatus>) -> Bottle {
         let mut b = Bottle::new("b", Default::default());

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::proxy::{ProxyBody, full};
+use crate::pod::core::{ProxyBody, full};
 
 /// Labels of the reconcile counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,7 +109,7 @@ impl Telemetry {
     /// Serves on `addr` in the background.
     pub async fn serve(self: Arc<Self>, addr: &str) -> anyhow::Result<()> {
         let listener = TcpListener::bind(addr).await?;
-        tokio::spawn(crate::proxy::serve_http1(listener, move |req| {
+        tokio::spawn(crate::pod::core::serve_http1(listener, move |req| {
             let resp = self.respond(&req);
             async move { resp }
         }));

@@ -5,10 +5,10 @@ use std::fmt::Write;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 
-use crate::api::Bottle;
-use crate::config::layout::Sidecar;
-use crate::proxy::reload::hash_bytes;
-use crate::sidecar::config_status::{Report, Verdict, verdict};
+use crate::contract::api::Bottle;
+use crate::contract::config::layout::Sidecar;
+use crate::pod::config_status::{Report, Verdict, verdict};
+use crate::pod::core::reload::hash_bytes;
 
 /// One sidecar's config as `status` shows it.
 #[derive(Debug, Clone)]
@@ -203,7 +203,7 @@ mod tests {
         let mut b = Bottle::new("b", Default::default());
         b.metadata.namespace = Some("ns".into());
         b.metadata.generation = Some(3);
-        b.status = Some(crate::api::BottleStatus {
+        b.status = Some(crate::contract::api::BottleStatus {
             observed_generation: Some(2),
             phase: Some("Degraded".into()),
             ..Default::default()
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn status_says_where_each_sidecar_config_stands() {
-        use crate::proxy::reload::ReloadStatus;
+        use crate::pod::core::reload::ReloadStatus;
         let cm = ConfigMap {
             data: Some(
                 [(Sidecar::Egress.file().to_string(), "v2".to_string())]

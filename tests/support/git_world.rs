@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bottle_operator::api::{BottleSpec, GitRemote, SecretKeyRef};
-use bottle_operator::config::git_gate::{GitGateConfig, GitRemote as GateRemote, ScanRule};
-use bottle_operator::model::Policy;
+use bottle_operator::contract::api::{BottleSpec, GitRemote, SecretKeyRef};
+use bottle_operator::contract::config::git_gate::{
+    GitGateConfig, GitRemote as GateRemote, ScanRule,
+};
+use bottle_operator::contract::model::Policy;
 
 use super::control_plane::{self, free_port, spawn_tied};
 
@@ -234,7 +236,7 @@ impl World {
             ..Default::default()
         }];
         let policy = Policy::from_spec(&spec).unwrap();
-        let gitconfig = bottle_operator::render::config_map::agent_gitconfig(&policy)
+        let gitconfig = bottle_operator::operator::render::config_map::agent_gitconfig(&policy)
             .replace("127.0.0.1:9420", &format!("127.0.0.1:{port}"));
         let gc_path = self.dir.path().join(format!("agent-{port}.gitconfig"));
         std::fs::write(&gc_path, gitconfig).unwrap();

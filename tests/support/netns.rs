@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use bottle_operator::config::layout::{AGENT_UID, EGRESS_PORT, EGRESS_UID, PIPELOCK_UID};
+use bottle_operator::contract::config::layout::{AGENT_UID, EGRESS_PORT, EGRESS_UID, PIPELOCK_UID};
 use serde_json::Value;
 
 /// The Pod's address on the veth.
