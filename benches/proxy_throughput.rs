@@ -276,7 +276,7 @@ fn main() {
             allow: vec![],
             passthrough: vec![],
             routes: vec![EgressRoute {
-                host: "localhost".into(),
+                host: "localhost".parse().unwrap(),
                 paths: vec!["/allowed/".into()],
                 auth: Some(HeaderInjection { header: "Authorization".into(), scheme: Some("Bearer".into()), token_file: token.display().to_string() }),
             }],

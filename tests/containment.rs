@@ -80,7 +80,7 @@ fn egress_config(w: &World, ca: &Path) -> PathBuf {
         allow: vec![],
         passthrough: vec![],
         routes: vec![EgressRoute {
-            host: "origin.test".into(),
+            host: "origin.test".parse().unwrap(),
             paths: vec![],
             auth: None,
         }],

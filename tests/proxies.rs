@@ -47,7 +47,7 @@ impl Bench {
         self.dir.path().join("secrets/token").display().to_string()
     }
 
-    fn egress_config(&self, routes: Vec<EgressRoute>, passthrough: Vec<String>) -> EgressConfig {
+    fn egress_config(&self, routes: Vec<EgressRoute>, passthrough: &[&str]) -> EgressConfig {
         EgressConfig {
             listen: format!("127.0.0.1:{}", free_port()),
             admin_listen: format!("127.0.0.1:{}", free_port()),
@@ -56,14 +56,14 @@ impl Bench {
             ca_key: self.ca_key.display().to_string(),
             ports: vec![443, self.origin.port],
             allow: vec![],
-            passthrough,
+            passthrough: passthrough.iter().map(|h| h.parse().unwrap()).collect(),
             routes,
         }
     }
 
     fn default_routes(&self) -> Vec<EgressRoute> {
         vec![EgressRoute {
-            host: "localhost".into(),
+            host: "localhost".parse().unwrap(),
             paths: vec![
                 "/allowed/".into(),
                 "/sse".into(),
@@ -246,7 +246,7 @@ fn json(body: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn egress_intercepts_injects_the_route_credential_and_refuses_the_rest() {
     let b = Bench::new().await;
-    let e = Sidecar::egress(&b, &b.egress_config(b.default_routes(), vec![])).await;
+    let e = Sidecar::egress(&b, &b.egress_config(b.default_routes(), &[])).await;
 
     // Allowed path: intercepted (curl trusts only the bottle CA), agent credential replaced.
     for http in ["--http1.1", "--http2"] {
@@ -293,7 +293,7 @@ async fn egress_intercepts_injects_the_route_credential_and_refuses_the_rest() {
 #[tokio::test(flavor = "multi_thread")]
 async fn egress_attack_suite() {
     let b = Bench::new().await;
-    let e = Sidecar::egress(&b, &b.egress_config(b.default_routes(), vec![])).await;
+    let e = Sidecar::egress(&b, &b.egress_config(b.default_routes(), &[])).await;
     let port = b.origin.port;
     let p = e.proxy();
 
@@ -460,7 +460,7 @@ except Exception as e:
 #[tokio::test(flavor = "multi_thread")]
 async fn passthrough_hosts_are_tunnelled_without_interception() {
     let b = Bench::new().await;
-    let e = Sidecar::egress(&b, &b.egress_config(vec![], vec!["localhost".into()])).await;
+    let e = Sidecar::egress(&b, &b.egress_config(vec![], &["localhost"])).await;
     // The origin's own certificate arrives: curl trusts only the origin CA here.
     let (code, body) = curl(&[
         "--proxy",
@@ -480,7 +480,7 @@ async fn passthrough_hosts_are_tunnelled_without_interception() {
 #[tokio::test(flavor = "multi_thread")]
 async fn python_requests_streams_server_sent_events_and_upgrades_websockets() {
     let b = Bench::new().await;
-    let e = Sidecar::egress(&b, &b.egress_config(b.default_routes(), vec![])).await;
+    let e = Sidecar::egress(&b, &b.egress_config(b.default_routes(), &[])).await;
     let script = format!(
         r#"
 import requests, socket, ssl
@@ -543,7 +543,7 @@ print("echo", got.decode())
 #[tokio::test(flavor = "multi_thread")]
 async fn config_reloads_live_rejects_bad_versions_and_keeps_open_streams() {
     let b = Bench::new().await;
-    let mut cfg = b.egress_config(b.default_routes(), vec![]);
+    let mut cfg = b.egress_config(b.default_routes(), &[]);
     let e = Sidecar::egress(&b, &cfg).await;
     let first_hash = e.status().await["config_hash"]
         .as_str()
@@ -706,8 +706,8 @@ async fn cred_proxy_injects_refuses_git_push_and_goes_through_the_next_proxy() {
     // Through a real intercepting next hop (an egress instance with the bottle CA, as
     // pipelock is in the Pod): the request still arrives, credential injected, and the next
     // hop saw it.
-    let mut hop = b.egress_config(vec![], vec![]);
-    hop.allow = vec!["localhost".into()];
+    let mut hop = b.egress_config(vec![], &[]);
+    hop.allow = vec!["localhost".parse().unwrap()];
     let hop = Sidecar::egress(&b, &hop).await;
     let c2 = Sidecar::cred_proxy(&b, &cred_config(&b, Some(hop.proxy()))).await;
     let (code, body) = curl(&[&format!("http://{}/api/chained", c2.listen)]).await;
@@ -977,11 +977,11 @@ async fn egress_relays_pipelocks_refusals_to_the_agent_and_counts_them() {
     let mut routes = b.default_routes();
     routes[0].paths.push("/leak".into());
     routes.push(EgressRoute {
-        host: "intercepted.example".into(),
+        host: "intercepted.example".parse().unwrap(),
         paths: vec!["/".into()],
         auth: None,
     });
-    let mut cfg = b.egress_config(routes, vec!["passthrough.example".into()]);
+    let mut cfg = b.egress_config(routes, &["passthrough.example"]);
     cfg.upstream_proxy = Some(pl.proxy());
     cfg.ports.push(80); // for the absolute-form http:// request below
     let e = Sidecar::egress(&b, &cfg).await;
@@ -1185,7 +1185,7 @@ async fn pipelocks_rate_limit_reaches_the_agent_as_429_on_a_passthrough_tunnel()
              ssrf: {ip_allowlist: [\"127.0.0.1/32\"]}\n",
         )
         .await;
-        let mut cfg = b.egress_config(vec![], vec!["localhost".into()]);
+        let mut cfg = b.egress_config(vec![], &["localhost"]);
         cfg.upstream_proxy = Some(pl.proxy());
         _pl = pl;
         Sidecar::egress(&b, &cfg).await

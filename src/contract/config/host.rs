@@ -37,8 +37,12 @@ impl HostError {
     }
 }
 
-/// A literal, lowercase DNS hostname.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A literal, lowercase DNS hostname. In a config file it is a string, checked when the file
+/// is read, so a sidecar holds only valid hosts.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct Host(String);
 
 impl Host {
@@ -87,8 +91,12 @@ impl fmt::Display for Host {
 }
 
 /// An allowlist entry: an exact host or `*.domain` (which pipelock's allowlist also matches at
-/// the apex; its passthrough list does not, see [`HostPattern::passthrough_entries`]).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// the apex; its passthrough list does not, see [`HostPattern::passthrough_entries`]). A
+/// string in config files, like [`Host`].
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub enum HostPattern {
     /// Exactly this host.
     Exact(Host),
@@ -131,5 +139,45 @@ impl fmt::Display for HostPattern {
             Self::Exact(h) => write!(f, "{h}"),
             Self::Wildcard(h) => write!(f, "*.{h}"),
         }
+    }
+}
+
+impl std::str::FromStr for Host {
+    type Err = HostError;
+    fn from_str(s: &str) -> Result<Self, HostError> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for Host {
+    type Error = HostError;
+    fn try_from(s: String) -> Result<Self, HostError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Host> for String {
+    fn from(h: Host) -> String {
+        h.0
+    }
+}
+
+impl std::str::FromStr for HostPattern {
+    type Err = HostError;
+    fn from_str(s: &str) -> Result<Self, HostError> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for HostPattern {
+    type Error = HostError;
+    fn try_from(s: String) -> Result<Self, HostError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<HostPattern> for String {
+    fn from(p: HostPattern) -> String {
+        p.to_string()
     }
 }

@@ -43,14 +43,14 @@ pub fn egress_config(p: &Policy) -> egress::EgressConfig {
             .allow
             .iter()
             .filter(|h| !p.passthrough.contains(h))
-            .map(ToString::to_string)
+            .cloned()
             .collect(),
-        passthrough: p.passthrough.iter().map(ToString::to_string).collect(),
+        passthrough: p.passthrough.iter().cloned().collect(),
         routes: p
             .egress_routes
             .iter()
             .map(|r| egress::EgressRoute {
-                host: r.host.to_string(),
+                host: r.host.clone(),
                 paths: r.paths.clone(),
                 auth: r.auth.as_ref().map(injection),
             })

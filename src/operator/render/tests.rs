@@ -551,8 +551,10 @@ fn each_sidecar_config_parses_with_its_own_type_and_points_at_files_it_mounts() 
     );
     assert_eq!(egress.ports, [443]);
     assert!(
-        egress.allow.contains(&"registry.npmjs.org".to_string())
-            && !egress.allow.contains(&"api.anthropic.com".to_string())
+        egress
+            .allow
+            .contains(&"registry.npmjs.org".parse().unwrap())
+            && !egress.allow.contains(&"api.anthropic.com".parse().unwrap())
     );
 
     assert_eq!(pipelock.mode, "strict");
@@ -669,8 +671,12 @@ fn pipelock_splices_websocket_and_credential_hosts_and_the_pod_rolls_when_they_c
     // egress still intercepts it (routes and paths hold); only pipelock splices.
     let egress: EgressConfig =
         serde_norway::from_str(&d.config_map.data.as_ref().unwrap()["egress.yaml"]).unwrap();
-    assert!(egress.allow.contains(&"ws.example.com".to_string()));
-    assert!(!egress.passthrough.contains(&"ws.example.com".to_string()));
+    assert!(egress.allow.contains(&"ws.example.com".parse().unwrap()));
+    assert!(
+        !egress
+            .passthrough
+            .contains(&"ws.example.com".parse().unwrap())
+    );
     // Widening pipelock's passthrough is refused by its strict reload: the Pod rolls.
     let hash =
         |p: &Pod| p.metadata.annotations.as_ref().unwrap()[meta::TEMPLATE_HASH_ANNOTATION].clone();
