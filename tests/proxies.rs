@@ -638,7 +638,9 @@ fn cred_config(b: &Bench, upstream_proxy: Option<String>) -> CredProxyConfig {
         ca_cert: b.ca_cert.display().to_string(),
         routes: vec![CredRoute {
             name: "api".into(),
-            upstream: format!("https://localhost:{}/base", b.origin.port),
+            upstream: format!("https://localhost:{}/base", b.origin.port)
+                .try_into()
+                .unwrap(),
             auth: HeaderInjection {
                 header: "x-api-key".into(),
                 scheme: None,
@@ -1252,7 +1254,10 @@ async fn cred_proxy_relays_pipelocks_refusals_and_reports_a_dead_pipelock() {
     let mut cfg = cred_config(&b, Some(pl.proxy()));
     let mut skewed = cfg.routes[0].clone();
     skewed.name = "skewed".into();
-    skewed.upstream = "https://denied.example/base".into();
+    skewed.upstream = "https://denied.example/base"
+        .to_string()
+        .try_into()
+        .unwrap();
     cfg.routes.push(skewed);
     let c = Sidecar::cred_proxy(&b, &cfg).await;
     let base = format!("http://{}", c.listen);

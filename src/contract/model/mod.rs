@@ -95,6 +95,8 @@ pub struct CredRoute {
     pub name: String,
     /// Upstream base URL (https).
     pub upstream: Url,
+    /// The same, as cred-proxy's config holds it.
+    pub base: crate::contract::config::cred_proxy::HttpsBase,
     /// Upstream host, already validated.
     pub host: Host,
     /// Upstream port.
@@ -253,10 +255,21 @@ impl Policy {
                     Ok(h)
                 })?;
             let port = upstream.port_or_known_default().unwrap_or(443);
+            // What cred-proxy will read: checked here too, so the sidecar never meets an
+            // upstream its own parser refuses.
+            let base =
+                crate::contract::config::cred_proxy::HttpsBase::try_from(upstream.to_string())
+                    .map_err(|e| {
+                        InvalidSpec::new(
+                            Reason::InvalidUrl,
+                            format!("credProxy route {}: {e}", r.name),
+                        )
+                    })?;
             allow.insert(HostPattern::Exact(host.clone()));
             cred_routes.push(CredRoute {
                 name: r.name.clone(),
                 upstream,
+                base,
                 host,
                 port,
                 auth: credential(&r.auth)?,
