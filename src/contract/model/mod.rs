@@ -93,10 +93,8 @@ pub struct EgressRoute {
 pub struct CredRoute {
     /// Path segment.
     pub name: String,
-    /// Upstream base URL (https).
-    pub upstream: Url,
-    /// The same, as cred-proxy's config holds it.
-    pub base: crate::contract::config::cred_proxy::HttpsBase,
+    /// Upstream base URL (https), as cred-proxy's config holds it.
+    pub upstream: crate::contract::config::cred_proxy::HttpsBase,
     /// Upstream host, already validated.
     pub host: Host,
     /// Upstream port.
@@ -247,29 +245,29 @@ impl Policy {
                     format!("credProxy route {} is declared twice", r.name),
                 ));
             }
-            let upstream = parse_upstream(&r.name, &r.upstream)?;
-            let host = Host::parse(upstream.host_str().unwrap_or_default())
+            let url = parse_upstream(&r.name, &r.upstream)?;
+            let host = Host::parse(url.host_str().unwrap_or_default())
                 .map_err(|e| invalid_host("credProxy.routes[].upstream", &r.upstream, &e))
                 .and_then(|h| {
                     check_public("credProxy.routes[].upstream", &r.upstream, &h)?;
                     Ok(h)
                 })?;
-            let port = upstream.port_or_known_default().unwrap_or(443);
+            let port = url.port_or_known_default().unwrap_or(443);
             // What cred-proxy will read: checked here too, so the sidecar never meets an
             // upstream its own parser refuses.
-            let base =
-                crate::contract::config::cred_proxy::HttpsBase::try_from(upstream.to_string())
-                    .map_err(|e| {
-                        InvalidSpec::new(
-                            Reason::InvalidUrl,
-                            format!("credProxy route {}: {e}", r.name),
-                        )
-                    })?;
+            let upstream = crate::contract::config::cred_proxy::HttpsBase::try_from(
+                url.to_string(),
+            )
+            .map_err(|e| {
+                InvalidSpec::new(
+                    Reason::InvalidUrl,
+                    format!("credProxy route {}: {e}", r.name),
+                )
+            })?;
             allow.insert(HostPattern::Exact(host.clone()));
             cred_routes.push(CredRoute {
                 name: r.name.clone(),
                 upstream,
-                base,
                 host,
                 port,
                 auth: credential(&r.auth)?,

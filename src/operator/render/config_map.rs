@@ -70,7 +70,7 @@ pub fn cred_proxy_config(p: &Policy) -> cred_proxy::CredProxyConfig {
             .iter()
             .map(|r| cred_proxy::CredRoute {
                 name: r.name.clone(),
-                upstream: r.base.clone(),
+                upstream: r.upstream.clone(),
                 auth: injection(&r.auth),
             })
             .collect(),
