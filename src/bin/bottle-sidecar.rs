@@ -86,6 +86,16 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The kubelet's startup/readiness check: the admin port answers `/readyz`, and the
+    /// listeners this sidecar forwards to accept connections. Exits non-zero otherwise.
+    Probe {
+        /// The sidecar's admin address (on the Pod's loopback).
+        #[arg(long)]
+        ready: std::net::SocketAddr,
+        /// An address that must accept connections (repeat), e.g. pipelock's.
+        #[arg(long)]
+        listening: Vec<std::net::SocketAddr>,
+    },
     /// Build the agent's trust store: system roots plus the bottle CA.
     CaBundle {
         /// The bottle CA certificate.
@@ -171,6 +181,16 @@ fn main() -> anyhow::Result<()> {
                 );
             } else {
                 netinit::apply(&plan)?;
+            }
+        }
+        Command::Probe { ready, listening } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            if let Err(e) = rt.block_on(bottle_operator::pod::probe::check(ready, &listening)) {
+                // The kubelet shows this line in the probe's failure Event.
+                println!("not ready: {e:#}");
+                std::process::exit(1);
             }
         }
         Command::CaBundle {

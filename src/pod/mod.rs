@@ -17,3 +17,4 @@ pub mod cred_proxy;
 pub mod egress;
 pub mod git_gate;
 pub mod netinit;
+pub mod probe;

@@ -341,6 +341,43 @@ pub fn pipelock_restart_key(cfg: &PipelockConfig) -> String {
     hash_of(&v)
 }
 
+/// An exec probe: the kubelet runs `command` in the container.
+fn exec_probe(command: Vec<String>, period: i32, failures: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(command),
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(5),
+        ..Default::default()
+    }
+}
+
+/// Startup and readiness probes running `command`. The kubelet starts the next container of
+/// the Pod only once a native sidecar's startup probe passes, so this is what orders the
+/// sidecars (and keeps the agent from starting before its doors are open); readiness then
+/// keeps the Pod (and so the Bottle) not Ready while a sidecar cannot serve.
+fn with_probes(c: &mut Container, command: Vec<String>) {
+    c.startup_probe = Some(exec_probe(command.clone(), 1, 120));
+    c.readiness_probe = Some(exec_probe(command, 10, 3));
+}
+
+/// `bottle-sidecar probe`: the sidecar's admin port on loopback says ready, and the loopback
+/// ports it forwards to accept connections.
+fn sidecar_probe(admin_port: u16, forwards_to: &[u16]) -> Vec<String> {
+    let mut cmd = vec![
+        layout::SIDECAR_BIN.to_string(),
+        "probe".into(),
+        "--ready".into(),
+        format!("127.0.0.1:{admin_port}"),
+    ];
+    for port in forwards_to {
+        cmd.extend(["--listening".into(), format!("127.0.0.1:{port}")]);
+    }
+    cmd
+}
+
 /// One sidecar as rendered: its container and the volumes only it brings.
 struct Part {
     container: Container,
@@ -432,11 +469,24 @@ fn pipelock_config_sync_container(s: &Settings) -> Container {
     c
 }
 
+/// Where pipelock's image has its binary (upstream's image is FROM scratch: `/pipelock`).
+const PIPELOCK_BIN: &str = "/pipelock";
+
 /// pipelock itself, from its own image.
 fn pipelock_container(s: &Settings) -> Container {
     let mut c = sidecar("pipelock", &s.pipelock_image, &[], layout::PIPELOCK_UID);
     c.args = Some(vec!["run".into(), "--config".into(), pipelock_file()]);
     c.env = Some(vec![env("PIPELOCK_HOME", "/var/lib/pipelock")]);
+    // The image is FROM scratch: its own binary is the only program there to probe with.
+    with_probes(
+        &mut c,
+        vec![
+            PIPELOCK_BIN.into(),
+            "healthcheck".into(),
+            "--addr".into(),
+            format!("127.0.0.1:{}", layout::PIPELOCK_PORT),
+        ],
+    );
     c.volume_mounts = Some(vec![
         mount("pipelock-config", layout::PIPELOCK_CONFIG_DIR),
         mount("ca-intercept", layout::CA_DIR),
@@ -457,6 +507,8 @@ fn git_gate_part(b: &Bottle, p: &Policy, s: &Settings) -> Option<Part> {
         &["git-gate", "--config", &cfg],
         layout::GIT_GATE_UID,
     );
+    // git-gate speaks SSH to the remotes itself; nothing of it goes through pipelock.
+    with_probes(&mut c, sidecar_probe(layout::GIT_GATE_ADMIN_PORT, &[]));
     // git and ssh want a writable HOME; the root filesystem is read-only.
     c.env = Some(vec![
         env("HOME", layout::GIT_GATE_STATE_DIR),
@@ -496,6 +548,10 @@ fn cred_proxy_part(b: &Bottle, p: &Policy, s: &Settings) -> Option<Part> {
         layout::CRED_PROXY_UID,
     );
     c.env = Some(vec![env(layout::CONFIG_ENV, cfg.clone())]);
+    with_probes(
+        &mut c,
+        sidecar_probe(layout::CRED_PROXY_ADMIN_PORT, &[layout::PIPELOCK_PORT]),
+    );
     let mut volumes = vec![config_volume(b, "config-cred-proxy", &[files::CRED_PROXY])];
     volumes.extend(secrets_volume(
         "cred-proxy-secrets",
@@ -522,6 +578,10 @@ fn egress_part(p: &Policy, s: &Settings) -> Part {
         layout::EGRESS_UID,
     );
     c.env = Some(vec![env(layout::CONFIG_ENV, cfg.clone())]);
+    with_probes(
+        &mut c,
+        sidecar_probe(layout::EGRESS_ADMIN_PORT, &[layout::PIPELOCK_PORT]),
+    );
     let secrets = secrets_volume(
         "egress-secrets",
         p.egress_routes

@@ -141,6 +141,51 @@ fn full_bottle_starts_sidecars_in_the_reference_order_before_the_agent() {
     assert_eq!(spec.share_process_namespace, Some(false));
 }
 
+/// The probe command of a container, as the kubelet would run it.
+fn probe_cmd(p: &Option<k8s_openapi::api::core::v1::Probe>) -> Option<Vec<String>> {
+    p.as_ref()?.exec.as_ref()?.command.clone()
+}
+
+#[test]
+fn each_serving_sidecar_holds_back_the_next_container_until_it_and_pipelock_answer() {
+    let d = render(&full());
+    let expect = |name: &str, admin: u16, pipelock: bool| {
+        let c = container(&d.pod, name);
+        let mut cmd = vec![
+            "bottle-sidecar".to_string(),
+            "probe".into(),
+            "--ready".into(),
+            format!("127.0.0.1:{admin}"),
+        ];
+        if pipelock {
+            cmd.extend(["--listening".into(), "127.0.0.1:8888".into()]);
+        }
+        // Startup gates the next container; readiness keeps reporting afterwards.
+        assert_eq!(probe_cmd(&c.startup_probe), Some(cmd.clone()), "{name}");
+        assert_eq!(probe_cmd(&c.readiness_probe), Some(cmd), "{name}");
+        assert!(
+            c.liveness_probe.is_none(),
+            "{name}: a liveness kill would drop live streams"
+        );
+    };
+    expect("egress", 9091, true);
+    expect("cred-proxy", 9100, true);
+    expect("git-gate", 9421, false);
+    let pipelock = container(&d.pod, "pipelock");
+    assert_eq!(
+        probe_cmd(&pipelock.startup_probe).unwrap(),
+        ["/pipelock", "healthcheck", "--addr", "127.0.0.1:8888"]
+    );
+    // The agent and the one-shot init containers carry none.
+    for name in ["agent", "netinit", "ca-bundle"] {
+        let c = container(&d.pod, name);
+        assert!(
+            c.startup_probe.is_none() && c.readiness_probe.is_none(),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn first_bottle_example_keeps_the_api_key_in_cred_proxy() {
     let mut b: Bottle =
