@@ -301,6 +301,7 @@ impl ControlPlane {
     }
 
     fn start_with(node_ip: Option<Ipv4Addr>) -> anyhow::Result<Self> {
+        let bin = tools_bin()?;
         let real_node_lock = match node_ip {
             Some(_) => {
                 let lock = lock_real_node()?;
@@ -309,7 +310,6 @@ impl ControlPlane {
             }
             None => None,
         };
-        let bin = tools_bin()?;
         let root = PathBuf::from(
             std::env::var("BOTTLE_CP_DIR")
                 .unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
