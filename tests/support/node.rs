@@ -15,6 +15,8 @@ use std::io::Read as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -115,8 +117,9 @@ pub struct RealNode {
     admin_kubeconfig: PathBuf,
     kubectl: PathBuf,
     bin: PathBuf,
-    children: Vec<(String, Child)>,
+    children: Mutex<Vec<(String, Child)>>,
     sysctls: Vec<(String, String)>,
+    torn_down: AtomicBool,
 }
 
 /// Runs `cmd`, killing it after `timeout`; returns its output.
@@ -396,8 +399,9 @@ impl RealNode {
             admin_kubeconfig: cp.kubeconfig.clone(),
             kubectl: cp.bin.join("kubectl"),
             bin: cp.bin.clone(),
-            children: Vec::new(),
+            children: Mutex::new(Vec::new()),
             sysctls: Vec::new(),
+            torn_down: AtomicBool::new(false),
         };
         let started = Instant::now();
         node.set_sysctls()?;
@@ -503,16 +507,22 @@ impl RealNode {
                 .stdin(Stdio::null()),
         )
         .with_context(|| format!("starting {name}"))?;
-        self.children.push((name.to_string(), child));
+        self.children
+            .lock()
+            .expect("children")
+            .push((name.to_string(), child));
         Ok(())
     }
 
-    fn check_alive(&mut self) -> anyhow::Result<()> {
-        for (name, child) in &mut self.children {
-            if let Some(status) = child.try_wait()? {
-                let name = name.clone();
-                bail!("{name} exited ({status}):\n{}", self.log_tail(&name));
-            }
+    fn check_alive(&self) -> anyhow::Result<()> {
+        let dead = self
+            .children
+            .lock()
+            .expect("children")
+            .iter_mut()
+            .find_map(|(n, c)| c.try_wait().ok().flatten().map(|s| (n.clone(), s)));
+        if let Some((name, status)) = dead {
+            bail!("{name} exited ({status}):\n{}", self.log_tail(&name));
         }
         Ok(())
     }
@@ -851,7 +861,7 @@ iptables:
 
     /// Deletes every Pod bound to the node and waits (bounded) until the kubelet has torn
     /// them down, so their sandboxes' networks are released through CNI.
-    fn drain(&mut self) {
+    fn drain(&self) {
         let sel = format!("spec.nodeName={}", self.name);
         let _ = run_bounded(
             self.kubectl().args([
@@ -881,9 +891,15 @@ iptables:
         }
     }
 
-    fn stop(&mut self, name: &str) {
-        if let Some(i) = self.children.iter().position(|(n, _)| n == name) {
-            let (_, mut child) = self.children.remove(i);
+    fn stop(&self, name: &str) {
+        let child = {
+            let mut children = self.children.lock().expect("children");
+            children
+                .iter()
+                .position(|(n, _)| n == name)
+                .map(|i| children.remove(i).1)
+        };
+        if let Some(mut child) = child {
             // SIGTERM first: the kubelet and containerd shut down cleanly on it.
             // SAFETY: kill on our own child's pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -902,6 +918,16 @@ iptables:
 
 impl Drop for RealNode {
     fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+impl RealNode {
+    /// Stops the node and cleans the host (what `Drop` does; once).
+    fn teardown(&self) {
+        if self.torn_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
         self.drain();
         self.stop("kube-scheduler");
         self.stop("kube-router");
@@ -918,7 +944,7 @@ impl Drop for RealNode {
         self.stop("kubelet");
         host_cleanup(&self.pod_cidr);
         self.stop("containerd");
-        for (_, c) in &mut self.children {
+        for (_, c) in self.children.lock().expect("children").iter_mut() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -927,6 +953,54 @@ impl Drop for RealNode {
         restore_sysctls();
         unmount_under(&self.dir);
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The shared control plane and node of [`shared`].
+type Shared = Result<(ControlPlane, RealNode), String>;
+static SHARED: OnceLock<Shared> = OnceLock::new();
+
+/// The real-node control plane and node of this test binary, started on first use (with
+/// `opts`; later calls get the same pair) on a thread that lives as long as the process, and
+/// torn down when the process exits normally (`atexit`; a killed run's leftovers are cleaned
+/// by the next start). `Err` says why there is none: [`RealNode::can_run`]'s reason or the
+/// start's error, so a caller can fall back to kwok and say why.
+pub fn shared(opts: RealNodeOptions) -> Result<&'static (ControlPlane, RealNode), String> {
+    SHARED
+        .get_or_init(|| {
+            RealNode::can_run()?;
+            let (tx, rx) = std::sync::mpsc::channel();
+            // The processes die with the thread that spawned them, so it lives forever.
+            std::thread::spawn(move || {
+                let started = ControlPlane::start_for_real_node().and_then(|cp| {
+                    let node = RealNode::start(&cp, opts)?;
+                    Ok((cp, node))
+                });
+                let _ = tx.send(started.map_err(|e| format!("{e:#}")));
+                loop {
+                    std::thread::park();
+                }
+            });
+            let started = rx.recv().map_err(|e| e.to_string())??;
+            // SAFETY: registers a plain function; it runs once, at normal exit.
+            unsafe { libc::atexit(teardown_shared) };
+            Ok(started)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Tears down [`SHARED`] at exit: statics are never dropped.
+extern "C" fn teardown_shared() {
+    if let Some(Ok((cp, node))) = SHARED.get() {
+        node.teardown();
+        // The control plane's processes die with the process; its interface and directory
+        // would not.
+        let _ = Command::new("ip")
+            .args(["link", "del", REAL_NODE_IFACE])
+            .output();
+        unmount_under(&cp.dir);
+        let _ = fs::remove_dir_all(&cp.dir);
     }
 }
 
