@@ -338,6 +338,14 @@ impl RealNode {
                 return Err(format!("{c} missing (tests/tools/install.sh installs it)"));
             }
         }
+        // The images copy it into an empty rootfs.
+        if Command::new("ldd")
+            .arg("/bin/busybox")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Err("/bin/busybox is not static (install busybox-static)".into());
+        }
         match Command::new("iptables").args(["-t", "nat", "-S"]).output() {
             Ok(o) if o.status.success() => {}
             _ => return Err("iptables -t nat does not work".into()),

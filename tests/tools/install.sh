@@ -57,7 +57,8 @@ command -v containerd >/dev/null || need_pkgs+=(containerd)
 [ -x /usr/lib/cni/bridge ] || need_pkgs+=(containernetworking-plugins)
 command -v ipset >/dev/null || need_pkgs+=(ipset)
 command -v conntrack >/dev/null || need_pkgs+=(conntrack)
-[ -x /bin/busybox ] || need_pkgs+=(busybox-static)
+# The test images copy /bin/busybox into an empty rootfs: it must be the static build.
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need_pkgs+=(busybox-static)
 command -v umoci >/dev/null || need_pkgs+=(umoci)
 # The kubelet links with cgo.
 command -v gcc >/dev/null || need_pkgs+=(gcc libc6-dev)
