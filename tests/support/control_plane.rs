@@ -3,6 +3,10 @@
 //! kube-scheduler with a kwok node, built from the Go module proxy by
 //! `tests/tools/install.sh`. Used by the integration tests, the benchmark and `scripts/up.sh`.
 //!
+//! [`ControlPlane::start_for_real_node`] is the variant a real kubelet can join (see
+//! `node.rs`): the API server listens on a private address of an interface of its own, which
+//! Pods reach through the `kubernetes` Service.
+//!
 //! Children get `PR_SET_PDEATHSIG`, so they die with the thread that started them: start the
 //! control plane from a thread that lives as long as you need it.
 
@@ -10,7 +14,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -117,10 +121,25 @@ fn remove_stale_dirs(root: &Path) {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
+            unmount_under(&e.path());
             let _ = fs::remove_dir_all(e.path());
         }
     }
 }
+
+/// The interface that holds [`REAL_NODE_IP`] (the API server's and the real node's address),
+/// so Pods have a non-loopback address to reach. An `ifb` device: these kernels have no
+/// `dummy` driver (and load no modules), and an `ifb` that is up holds a local address alike.
+pub const REAL_NODE_IFACE: &str = "bottle-node0";
+/// The real node's address: a private range nothing else here uses (kwok's fake Pod IPs are
+/// 10.244.0.0/24, Services 10.0.0.0/24).
+pub const REAL_NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
+/// Held (flock) while a real-node control plane runs: kube-proxy's and kube-router's iptables
+/// chains and ipsets have fixed names, so only one real node can run on a machine.
+pub const REAL_NODE_LOCK: &str = "/run/bottle-real-node.lock";
+/// The group of the API server's kubelet client certificate, bound to
+/// `system:kubelet-api-admin` (exec, logs, port-forward on the kubelet API).
+pub const KUBELET_API_GROUP: &str = "bottle:kubelet-api-admins";
 
 /// The fake node [`ControlPlane::start_kwok_node`] registers.
 pub const KWOK_NODE: &str = "kwok-node";
@@ -135,9 +154,15 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     /// Tools directory (kubectl, gitleaks…).
     pub bin: PathBuf,
-    /// `https://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>` (`https://<REAL_NODE_IP>:<port>` for a real node).
     pub server: String,
+    /// The API server's port.
+    pub api_port: u16,
+    /// [`REAL_NODE_IP`] when started with [`Self::start_for_real_node`].
+    pub node_ip: Option<Ipv4Addr>,
     children: Vec<(String, Child)>,
+    /// The flock on [`REAL_NODE_LOCK`], released when this is dropped.
+    real_node_lock: Option<fs::File>,
 }
 
 struct Pki {
@@ -151,7 +176,7 @@ struct Pki {
     sa_pub: String,
 }
 
-fn pki() -> anyhow::Result<Pki> {
+fn pki(node_ip: Option<Ipv4Addr>) -> anyhow::Result<Pki> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::default();
     ca.distinguished_name
@@ -171,6 +196,9 @@ fn pki() -> anyhow::Result<Pki> {
         .push(SanType::IpAddress("127.0.0.1".parse()?));
     s.subject_alt_names
         .push(SanType::IpAddress("10.0.0.1".parse()?));
+    if let Some(ip) = node_ip {
+        s.subject_alt_names.push(SanType::IpAddress(ip.into()));
+    }
     s.distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
     s.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -202,11 +230,86 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
+/// Takes [`REAL_NODE_LOCK`] without waiting, or says who holds it.
+fn lock_real_node() -> anyhow::Result<fs::File> {
+    use std::os::fd::AsRawFd;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(REAL_NODE_LOCK)
+        .with_context(|| format!("opening {REAL_NODE_LOCK}"))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        bail!(
+            "another real node runs on this machine (pid {}, {REAL_NODE_LOCK})",
+            holder.trim()
+        );
+    }
+    f.set_len(0)?;
+    write!(f, "{}", std::process::id())?;
+    Ok(f)
+}
+
+/// Runs `ip` with `args`, failing with its stderr.
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Creates [`REAL_NODE_IFACE`] with [`REAL_NODE_IP`], replacing one a dead run left.
+fn add_node_iface() -> anyhow::Result<()> {
+    let _ = ip(&["link", "del", REAL_NODE_IFACE]);
+    ip(&["link", "add", REAL_NODE_IFACE, "type", "ifb"])?;
+    ip(&[
+        "addr",
+        "add",
+        &format!("{REAL_NODE_IP}/32"),
+        "dev",
+        REAL_NODE_IFACE,
+    ])?;
+    ip(&["link", "set", REAL_NODE_IFACE, "up"])
+}
+
 impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager and waits until the API is
     /// ready and the `default` namespace has its service account.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts a control plane a real kubelet can join (`node.rs`): the API server binds
+    /// [`REAL_NODE_IP`] on the interface [`REAL_NODE_IFACE`] and advertises it (so the
+    /// `kubernetes` Service has a reachable endpoint), has a kubelet client certificate,
+    /// the Node authorizer and NodeRestriction, and kube-controller-manager also runs what a
+    /// real Pod needs (kube-root-ca.crt, node lifecycle, endpoint slices). Needs root, and
+    /// only one runs per machine ([`REAL_NODE_LOCK`]).
+    pub fn start_for_real_node() -> anyhow::Result<Self> {
+        Self::start_with(Some(REAL_NODE_IP))
+    }
+
+    fn start_with(node_ip: Option<Ipv4Addr>) -> anyhow::Result<Self> {
         let bin = tools_bin()?;
+        let real_node_lock = match node_ip {
+            Some(_) => {
+                let lock = lock_real_node()?;
+                add_node_iface()?;
+                Some(lock)
+            }
+            None => None,
+        };
         let root = PathBuf::from(
             std::env::var("BOTTLE_CP_DIR")
                 .unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
@@ -214,7 +317,7 @@ impl ControlPlane {
         remove_stale_dirs(&root);
         let dir = root.join(format!("bottle-cp-{}-{}", std::process::id(), free_port()));
         fs::create_dir_all(dir.join("pki"))?;
-        let pki = pki()?;
+        let pki = pki(node_ip)?;
         let p = |f: &str| dir.join("pki").join(f);
         for (f, body) in [
             ("ca.crt", &pki.ca_cert),
@@ -228,7 +331,8 @@ impl ControlPlane {
         }
         let (etcd_port, peer_port, api_port, kcm_port) =
             (free_port(), free_port(), free_port(), free_port());
-        let server = format!("https://127.0.0.1:{api_port}");
+        let host = node_ip.unwrap_or(Ipv4Addr::LOCALHOST);
+        let server = format!("https://{host}:{api_port}");
         let kubeconfig = dir.join("admin.kubeconfig");
         fs::write(
             &kubeconfig,
@@ -244,7 +348,10 @@ impl ControlPlane {
             kubeconfig: kubeconfig.clone(),
             bin: bin.clone(),
             server: server.clone(),
+            api_port,
+            node_ip,
             children: Vec::new(),
+            real_node_lock,
         };
 
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -267,14 +374,42 @@ impl ControlPlane {
         })?;
 
         let pf = |f: &str| p(f).display().to_string();
+        let mut apiserver = Command::new(bin.join("kube-apiserver"));
+        match node_ip {
+            None => apiserver.args([
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+                // Lets a namespace give its Pods a default toleration (the kwok node's).
+                "--enable-admission-plugins=PodTolerationRestriction",
+            ]),
+            Some(ip) => {
+                let (cert, key) = cp.issue_cert(
+                    "kube-apiserver-kubelet-client",
+                    &[KUBELET_API_GROUP],
+                    &[],
+                    false,
+                )?;
+                fs::write(p("kubelet-client.crt"), cert)?;
+                fs::write(p("kubelet-client.key"), key)?;
+                apiserver.args([
+                    format!("--bind-address={ip}"),
+                    format!("--advertise-address={ip}"),
+                    // The `kubernetes` Service's endpoint is this server, for Pods.
+                    "--endpoint-reconciler-type=lease".into(),
+                    // Pods reach this server: nothing unauthenticated gets in.
+                    "--anonymous-auth=false".into(),
+                    "--enable-admission-plugins=PodTolerationRestriction,NodeRestriction".into(),
+                    format!("--kubelet-client-certificate={}", pf("kubelet-client.crt")),
+                    format!("--kubelet-client-key={}", pf("kubelet-client.key")),
+                ])
+            }
+        };
         cp.spawn(
             "kube-apiserver",
-            Command::new(bin.join("kube-apiserver")).args([
+            apiserver.args([
                 format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={api_port}"),
-                "--advertise-address=127.0.0.1".into(),
-                "--endpoint-reconciler-type=none".into(),
                 format!("--tls-cert-file={}", pf("apiserver.crt")),
                 format!("--tls-private-key-file={}", pf("apiserver.key")),
                 format!("--client-ca-file={}", pf("ca.crt")),
@@ -284,8 +419,6 @@ impl ControlPlane {
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
                 "--authorization-mode=Node,RBAC".into(),
                 "--allow-privileged=true".into(),
-                // Lets a namespace give its Pods a default toleration (the kwok node's).
-                "--enable-admission-plugins=PodTolerationRestriction".into(),
                 format!("--cert-dir={}", dir.join("certs").display()),
                 // exec and logs go to the kwok node's kubelet API, served on loopback.
                 "--kubelet-preferred-address-types=InternalIP".into(),
@@ -293,7 +426,34 @@ impl ControlPlane {
             ]),
         )?;
         cp.wait_ready()?;
+        if node_ip.is_some() {
+            // The API server's kubelet client may use the whole kubelet API (exec, logs).
+            let out = cp
+                .kubectl()
+                .args([
+                    "create",
+                    "clusterrolebinding",
+                    "bottle-kubelet-api-admin",
+                    "--clusterrole=system:kubelet-api-admin",
+                    &format!("--group={KUBELET_API_GROUP}"),
+                ])
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "binding the kubelet API client: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
 
+        // Only what the operator's behaviour depends on (and the PV binder, so the main job's
+        // full bottle gets its workspace); fewer controllers start faster. A real node also
+        // needs kube-root-ca.crt in every namespace (projected service account tokens), the
+        // not-ready taint lifted once it is Ready, endpoint slices for Services (kube-proxy)
+        // and the garbage collection of Pods of a deleted node.
+        let mut controllers = "garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,persistentvolume-binder-controller".to_string();
+        if node_ip.is_some() {
+            controllers.push_str(",root-ca-certificate-publisher-controller,node-lifecycle-controller,taint-eviction-controller,endpointslice-controller,endpoints-controller,pod-garbage-collector-controller");
+        }
         cp.spawn(
             "kube-controller-manager",
             Command::new(bin.join("kube-controller-manager")).args([
@@ -308,13 +468,61 @@ impl ControlPlane {
                 format!("--cluster-signing-key-file={}", pf("ca.key")),
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={kcm_port}"),
-                // Only what the operator's behaviour depends on (and the PV binder, so the
-                // main job's full bottle gets its workspace); fewer controllers start faster.
-                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,persistentvolume-binder-controller".into(),
+                format!("--controllers={controllers}"),
             ]),
         )?;
         cp.wait_service_account("default")?;
         Ok(cp)
+    }
+
+    /// A certificate and key signed by this control plane's CA: `cn` and `orgs` name the
+    /// user (client) or the server, `ips` are its IP SANs, `server` picks the usage.
+    pub fn issue_cert(
+        &self,
+        cn: &str,
+        orgs: &[&str],
+        ips: &[Ipv4Addr],
+        server: bool,
+    ) -> anyhow::Result<(String, String)> {
+        let ca_key = KeyPair::from_pem(&fs::read_to_string(self.dir.join("pki/ca.key"))?)?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&fs::read_to_string(self.dir.join("pki/ca.crt"))?, ca_key)?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        for o in orgs {
+            params.distinguished_name.push(DnType::OrganizationName, *o);
+        }
+        for ip in ips {
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress((*ip).into()));
+        }
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Writes `<dir>/<name>.kubeconfig` for a client certificate of user `cn` in `orgs`.
+    pub fn user_kubeconfig(&self, name: &str, cn: &str, orgs: &[&str]) -> anyhow::Result<PathBuf> {
+        let (cert, key) = self.issue_cert(cn, orgs, &[], false)?;
+        let ca = fs::read_to_string(self.dir.join("pki/ca.crt"))?;
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {name}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: {name}\ncurrent-context: local\n",
+                self.server,
+                b64(&ca),
+                b64(&cert),
+                b64(&key)
+            ),
+        )?;
+        Ok(path)
     }
 
     fn spawn(&mut self, name: &str, cmd: &mut Command) -> anyhow::Result<()> {
@@ -669,6 +877,33 @@ impl Drop for ControlPlane {
             let _ = child.kill();
             let _ = child.wait();
         }
+        unmount_under(&self.dir);
         let _ = fs::remove_dir_all(&self.dir);
+        if self.real_node_lock.is_some() {
+            let _ = ip(&["link", "del", REAL_NODE_IFACE]);
+        }
+    }
+}
+
+/// Lazily unmounts everything mounted under `dir`, deepest first: a real node's kubelet and
+/// containerd mount volumes and rootfs there, and `remove_dir_all` cannot remove a mount.
+pub fn unmount_under(dir: &Path) {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        // mountinfo escapes spaces and the like as octal; our paths have none.
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for m in points {
+        if let Ok(c) = std::ffi::CString::new(m) {
+            // SAFETY: umount2 with a valid C string.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod control_plane;
+pub mod node;
 
 use std::fs;
 use std::path::{Path, PathBuf};

