@@ -66,7 +66,10 @@ cleanup() {
   for r in "${made[@]}"; do buildah rmi -f "$r" >/dev/null 2>&1 || true; done
   # Intermediate stage images (the prebuilt stage, the certs stage) are left untagged.
   buildah rmi --prune >/dev/null 2>&1 || true
-  rm -rf "$work"
+  # A failed debootstrap can leave /proc or /sys mounted in its target.
+  awk -v w="$work/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r |
+    xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
 
@@ -91,10 +94,26 @@ save() { # ref tar archive-ref
 }
 
 # --- the Debian base ---------------------------------------------------------------------
-# Keyed by debootstrap's inputs only: a later run of the same inputs would fetch newer
-# point-release packages, but nothing here needs them (bump BASE_REV to refresh).
+# What debian:12-slim and distroless have beyond minbase: the CA bundle (the operator's
+# distroless base carries it; the other images install it anyway) and the updates and
+# security suites for apt.
+debootstrap_args=(--variant=minbase --include=ca-certificates bookworm)
+security="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
+sources="Types: deb
+URIs: $mirror
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: $security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+# Keyed by these inputs only: a later run would fetch newer point-release packages, but
+# nothing here needs them (bump BASE_REV to refresh).
 BASE_REV=1
-base_key="$(echo "debootstrap --variant=minbase bookworm $mirror rev$BASE_REV" | hash)"
+base_key="$( (echo "debootstrap ${debootstrap_args[*]} $mirror rev$BASE_REV"; echo "$sources") | hash)"
 base_ref="localhost/debian-base:bookworm-$base_key"
 base_tar="$cache/debian-base-$base_key.tar"
 base() {
@@ -103,9 +122,11 @@ base() {
   t0="$(now)"
   log "debootstrap bookworm from $mirror"
   root="$work/rootfs"
-  debootstrap --variant=minbase bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
+  debootstrap "${debootstrap_args[@]}" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
     { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/*.log
+  rm -f "$root/etc/apt/sources.list"
+  echo "$sources" >"$root/etc/apt/sources.list.d/debian.sources"
   : >"$root/etc/hostname"
   c="$(buildah from scratch)"
   m="$(buildah mount "$c")"

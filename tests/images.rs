@@ -34,6 +34,26 @@ fn run_build() -> PathBuf {
     cmd.arg(repo().join("images/build.sh"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    // What cargo sets for a test would reach the release builds' build scripts (ring's
+    // reruns on CARGO_PKG_NAME...) and rebuild them for nothing: the shell's view only.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let set_by_cargo_test = k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_")
+            || [
+                "CARGO",
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&k.as_ref());
+        if set_by_cargo_test {
+            cmd.env_remove(k.as_ref());
+        }
+    }
     // Its release builds go beside this test's (a different profile, so no lock is shared).
     if std::env::var_os("CARGO_TARGET_DIR").is_none() {
         cmd.env(
@@ -556,4 +576,82 @@ fn a_second_build_hits_the_cache_and_leaves_the_store_clean() {
             .any(|l| l.contains("bottle-build/") || l.contains("-base:")),
         "build.sh left images in the buildah store:\n{left}"
     );
+}
+
+fn tools_bin() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BOTTLE_TOOLS_BIN") {
+        return dir.into();
+    }
+    let out = Command::new("bash")
+        .arg(repo().join("tests/tools/install.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("install.sh runs");
+    assert!(out.status.success(), "tests/tools/install.sh failed");
+    PathBuf::from(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+}
+
+/// tests/install.rs lints the three Dockerfiles users build; these are the two build.sh adds.
+#[test]
+fn new_dockerfiles_pass_hadolint() {
+    for name in ["pipelock", "node"] {
+        let out = Command::new(tools_bin().join("hadolint"))
+            .arg("--config")
+            .arg(repo().join(".hadolint.yaml"))
+            .arg(repo().join("images").join(format!("{name}.Dockerfile")))
+            .output()
+            .expect("hadolint runs");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// With no build arguments, a Dockerfile builds what docker users have always got: the build
+/// stages and the published bases; build.sh only ever swaps them by argument.
+#[test]
+fn dockerfile_defaults_are_the_docker_build() {
+    let args = |name: &str| -> BTreeMap<String, String> {
+        std::fs::read_to_string(repo().join("images").join(format!("{name}.Dockerfile")))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("ARG "))
+            .filter_map(|a| a.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let sidecar = args("sidecar");
+    assert_eq!(sidecar["RUNTIME_BASE"], "debian:12.12-slim");
+    assert_eq!(sidecar["BINARIES"], "build");
+    let operator = args("operator");
+    assert_eq!(
+        operator["RUNTIME_BASE"],
+        "gcr.io/distroless/cc-debian12:nonroot"
+    );
+    assert_eq!(operator["BINARIES"], "build");
+    assert_eq!(args("agent")["NODE_BASE"], "node:22.21.1-bookworm-slim");
+    assert_eq!(args("agent")["NODE_EXTRA_CA_CERTS"], "");
+    // build.sh's arguments name only those (a typo would silently build the default).
+    let script = std::fs::read_to_string(repo().join("images/build.sh")).unwrap();
+    let passed: Vec<&str> = script
+        .split("--build-arg ")
+        .skip(1)
+        .filter_map(|s| s.trim_start_matches('"').split('=').next())
+        .filter(|a| !a.is_empty() && a.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    assert!(passed.len() >= 8, "{passed:?}");
+    for arg in passed {
+        let known = ["sidecar", "operator", "agent", "pipelock", "node"]
+            .iter()
+            .any(|n| args(n).contains_key(arg));
+        assert!(known, "build.sh passes {arg}, which no Dockerfile declares");
+    }
 }
