@@ -655,3 +655,117 @@ fn dockerfile_defaults_are_the_docker_build() {
         assert!(known, "build.sh passes {arg}, which no Dockerfile declares");
     }
 }
+
+/// A containerd of its own (root, state and socket in a temporary directory), stopped on drop.
+struct Containerd {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Containerd {
+    fn start() -> Option<Self> {
+        if Command::new("containerd")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            return None;
+        }
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images-containerd");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let config = format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+             [grpc]\n  address = \"{d}/containerd.sock\"\n\
+             [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n"
+        );
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let c = Self { child, dir };
+        let t0 = Instant::now();
+        while c
+            .ctr(&["version"])
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "containerd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Some(c)
+    }
+
+    fn ctr(&self, args: &[&str]) -> std::io::Result<Output> {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.dir.join("containerd.sock"))
+            .args(["--namespace", "k8s.io"])
+            .args(args)
+            .output()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args).unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "ctr {args:?}: {text}");
+        text
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the end-to-end suite does with the archives: `ctr -n k8s.io images import`, then
+/// run them with runc. Needs containerd on this machine (the node's installer puts it
+/// there); without it the test says so and checks nothing.
+#[test]
+fn archives_import_into_containerd_under_their_names_and_run() {
+    let Some(ctd) = Containerd::start() else {
+        eprintln!("SKIPPED: no containerd on PATH");
+        return;
+    };
+    for name in ["operator", "sidecar", "pipelock", "agent"] {
+        let a = archive(name);
+        ctd.ok(&["images", "import", a.tar.to_str().unwrap()]);
+        let listed = ctd.ok(&["images", "ls", "-q"]);
+        assert!(
+            listed.lines().any(|l| l == a.reference),
+            "{name}: {} not among\n{listed}",
+            a.reference
+        );
+    }
+    let run = |name: &str, argv: &[&str]| -> String {
+        let image = archive(name).reference;
+        let mut args = vec!["run", "--rm", image.as_str(), name];
+        args.extend_from_slice(argv);
+        ctd.ok(&args)
+    };
+    assert!(run("operator", &["/usr/local/bin/bottle-operator", "--version"]).contains("0.1.0"));
+    assert!(run("sidecar", &["/usr/local/bin/bottle-sidecar", "--version"]).contains("0.1.0"));
+    assert!(run("pipelock", &["/pipelock", "version"]).contains("2.3.0"));
+    // With no args, the image's own user and workdir.
+    let agent = run("agent", &["sh", "-c", "id -u; pwd; claude --version"]);
+    assert!(
+        agent.starts_with("1000\n/workspace\n") && agent.contains("2.1.330"),
+        "{agent}"
+    );
+}
