@@ -11,7 +11,7 @@
 # images.tsv (name, image reference, tar), the references being those the operator and the
 # chart use by default, so a Pod with imagePullPolicy IfNotPresent runs them.
 #
-# Usage: images/build.sh [NAME...]   (operator sidecar pipelock agent; default: all)
+# Usage (as root): images/build.sh [NAME...]   (operator sidecar pipelock agent; default: all)
 # Environment (each optional):
 #   SIDECAR_BIN, OPERATOR_BIN  prebuilt bottle-sidecar / bottle-operator; unset: cargo builds
 #                              them (release, --locked; CARGO_TARGET_DIR is honoured)
@@ -47,11 +47,12 @@ command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 # umoci unpacks the archives in tests/images.rs.
 command -v umoci >/dev/null || need_pkgs+=(umoci)
 command -v npm >/dev/null || need_pkgs+=(npm)
-if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+# debootstrap, buildah's chroot isolation and the store in /var/lib/containers need root.
+[ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
 if ((${#need_pkgs[@]})); then
   log "apt-get install ${need_pkgs[*]}"
-  $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_pkgs[@]}" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >&2
 fi
 
 mkdir -p "$cache"

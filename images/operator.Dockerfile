@@ -16,6 +16,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/bottle-operator /usr/local/bin/
 
 # Stages the target does not name are not built: BINARIES picks one of the two.
+# (buildah/podman 1.28 resolve this alias only from a --build-arg: pass BINARIES=build too.)
 FROM scratch AS prebuilt
 COPY bottle-operator /usr/local/bin/bottle-operator
 

@@ -29,6 +29,7 @@ COPY --from=gitleaks /out/gitleaks /bin/gitleaks
 
 # ...or taken from the build context. Stages the target does not name are not built, so
 # neither path pulls the other's images.
+# (buildah/podman 1.28 resolve this alias only from a --build-arg: pass BINARIES=build too.)
 FROM scratch AS prebuilt
 COPY bottle-sidecar gitleaks /bin/
 
