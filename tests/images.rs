@@ -107,6 +107,15 @@ struct Image {
     ref_name: String,
     config: Value,
     rootfs: PathBuf,
+    dir: PathBuf,
+}
+
+/// The agent's tree alone is over a gigabyte: gone with the test. (The chroots' /dev and
+/// /proc mounts lived in their own mount namespaces, so nothing here is mounted.)
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Image {
@@ -220,6 +229,7 @@ fn unpack(name: &str) -> Image {
         ref_name,
         config,
         rootfs: bundle.join("rootfs"),
+        dir,
     }
 }
 
@@ -731,6 +741,8 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Its snapshots hold every imported image unpacked; all of it is under this directory.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
