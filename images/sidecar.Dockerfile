@@ -5,7 +5,12 @@
 # bottle-sidecar is built without the `operator` feature: no Kubernetes client, k8s-openapi
 # or schemars in the binary that enforces policy.
 # Build from the repository root: docker build -f images/sidecar.Dockerfile -t bottle-operator/sidecar:dev .
-FROM rust:1.95.0-bookworm AS build
+# With binaries built beforehand (a context holding bottle-sidecar and gitleaks, as
+# images/build.sh does): --build-arg BINARIES=prebuilt; RUNTIME_BASE swaps the Debian base.
+ARG RUNTIME_BASE=debian:12.12-slim
+ARG BINARIES=build
+
+FROM rust:1.95.0-bookworm AS sidecar-build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -17,12 +22,25 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM golang:1.26.8-bookworm AS gitleaks
 RUN CGO_ENABLED=0 GOBIN=/out go install -trimpath -ldflags "-s -w" github.com/zricethezav/gitleaks/v8@v8.30.1
 
-FROM debian:12.12-slim
+# The binaries, built from source (the default)...
+FROM scratch AS build
+COPY --from=sidecar-build /usr/local/bin/bottle-sidecar /bin/bottle-sidecar
+COPY --from=gitleaks /out/gitleaks /bin/gitleaks
+
+# ...or taken from the build context. Stages the target does not name are not built, so
+# neither path pulls the other's images.
+# (buildah/podman 1.28 resolve this alias only from a --build-arg: pass BINARIES=build too.)
+FROM scratch AS prebuilt
+COPY bottle-sidecar gitleaks /bin/
+
+FROM ${BINARIES} AS binaries
+
+FROM ${RUNTIME_BASE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates git openssh-client iptables \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /usr/local/bin/bottle-sidecar /usr/local/bin/bottle-sidecar
-COPY --from=gitleaks /out/gitleaks /usr/local/bin/gitleaks
+COPY --from=binaries /bin/bottle-sidecar /usr/local/bin/bottle-sidecar
+COPY --from=binaries /bin/gitleaks /usr/local/bin/gitleaks
 # A passwd entry for each UID the bottle Pod runs this image as (config/layout.rs): ssh, which
 # git-gate runs, refuses to start for a UID without one ("No user exists for uid").
 RUN printf '%s\n' \
