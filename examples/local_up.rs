@@ -1,10 +1,20 @@
-//! The main job on a machine without a cluster: a local control plane (etcd, kube-apiserver,
-//! kube-controller-manager, kube-scheduler and a kwok node standing in for a kubelet), the
-//! CRD, the operator, and the example Bottles, then a look at what the operator made. Run it
-//! through `scripts/up.sh`.
+//! The main job on a machine without a cluster: a local control plane, the operator, and the
+//! example Bottles, then a look at what the operator made. Run it through `scripts/up.sh`.
+//!
+//! Where this machine can run a real node (root, cgroup v1, the node's packages: see
+//! `RealNode::can_run`), the bottles really run: a kubelet with containerd, kube-proxy and
+//! kube-router, the images built from `images/`, the operator installed by helm as a Pod, and
+//! at the end the `kubectl exec` line into the agent. Otherwise a kwok node stands in (Pods
+//! are reported running, no container runs) and the job says why.
 
+#[path = "../tests/e2e/cluster.rs"]
+mod cluster;
 #[path = "../tests/support/control_plane.rs"]
 mod control_plane;
+#[path = "../tests/support/images.rs"]
+mod images;
+#[path = "../tests/support/node.rs"]
+mod node;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -39,6 +49,137 @@ fn main() -> anyhow::Result<()> {
         _ => std::io::stdin().is_terminal(),
     };
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match node::RealNode::can_run() {
+        Ok(()) => real_node(stay),
+        Err(why) => {
+            eprintln!("==> no real node on this machine ({why}): a kwok node stands in");
+            kwok_node(stay, repo)
+        }
+    }
+}
+
+/// The bottles on a real node: containers run, `kubectl exec` gets a shell in the agent.
+fn real_node(stay: bool) -> anyhow::Result<()> {
+    eprintln!(
+        "==> a real node: control plane, kubelet + containerd, kube-proxy, kube-router; images from images/; the operator by helm"
+    );
+    let t = Instant::now();
+    let opts = cluster::Options {
+        namespace: "default".into(),
+        ..Default::default()
+    };
+    let c = cluster::Cluster::start(opts, &mut |what, took| eprintln!("    {what}: {took}"));
+    let cp = c.control_plane();
+    eprintln!("    up in {:.1}s", t.elapsed().as_secs_f64());
+
+    // No storage provisioner runs here: a hostPath volume the agent (UID 1000) may write
+    // stands in for the full bottle's workspace claim, as a provisioner would make one.
+    let ws = cp.dir.join("workspace");
+    std::fs::create_dir_all(&ws)?;
+    std::fs::set_permissions(&ws, std::os::unix::fs::PermissionsExt::from_mode(0o1777))?;
+    cp.apply_json(&serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": "local-workspace"},
+        "spec": {
+            "capacity": {"storage": "10Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": ws, "type": "Directory"},
+        },
+    }))?;
+    apply_examples(cp)?;
+    let t = Instant::now();
+    for name in ["minimal", "full"] {
+        run(
+            cp,
+            &[
+                "wait",
+                "--for=condition=Ready",
+                &format!("bottle/{name}"),
+                "--timeout=240s",
+            ],
+        )
+        .with_context(|| {
+            let pods = run(cp, &["get", "pods", "-o", "wide"]).unwrap_or_default();
+            let desc = run(cp, &["describe", "pod", name]).unwrap_or_default();
+            format!("bottle {name} never ready:\n{pods}\n{desc}")
+        })?;
+        eprintln!(
+            "    {name} Ready after {:.1}s: its containers run on the real node",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    show(cp, &["get", "bottles", "-o", "wide"])?;
+    show(cp, &["get", "pods", "-o", "wide", "-A"])?;
+    show(
+        cp,
+        &[
+            "get",
+            "pod",
+            "full",
+            "-o",
+            "jsonpath={range .status.initContainerStatuses[*]}{.name}{\" ready=\"}{.ready}{\" started=\"}{.state.running.startedAt}{.state.terminated.reason}{\"\\n\"}{end}{range .status.containerStatuses[*]}{.name}{\" ready=\"}{.ready}{\" started=\"}{.state.running.startedAt}{\"\\n\"}{end}",
+        ],
+    )?;
+    show(cp, &["exec", "full", "-c", "agent", "--", "id"])?;
+    let kubectl = cp.bin.join("kubectl");
+    println!(
+        "\nBoth bottles run on a real node. A shell in the full bottle's agent:\n  KUBECONFIG={} {} exec -it full -c agent -- bash\n(or, with kubectl-bottle on PATH: kubectl bottle exec full)\n",
+        cp.kubeconfig.display(),
+        kubectl.display()
+    );
+    wait_or_exit(stay, cp);
+    Ok(())
+}
+
+/// Creates the Secret the minimal Bottle names and applies both examples.
+fn apply_examples(cp: &ControlPlane) -> anyhow::Result<()> {
+    // The minimal Bottle expects its API key in a Secret, as the README's first step makes it.
+    eprintln!("==> kubectl create secret generic anthropic --from-literal=api-key=<demo value>");
+    run(
+        cp,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "anthropic",
+            "--from-literal=api-key=demo-anthropic-key-replace-me",
+        ],
+    )?;
+    eprintln!("==> kubectl apply -f examples/bottle-full.yaml -f examples/bottle-minimal.yaml");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let applied = run(
+        cp,
+        &[
+            "apply",
+            "-f",
+            repo.join("examples/bottle-full.yaml").to_str().unwrap(),
+            "-f",
+            repo.join("examples/bottle-minimal.yaml").to_str().unwrap(),
+        ],
+    )?;
+    print!("{applied}");
+    Ok(())
+}
+
+/// From a terminal (or --stay): keep everything up until Ctrl-C, saying how to reach it.
+fn wait_or_exit(stay: bool, cp: &ControlPlane) {
+    if stay {
+        println!(
+            "The control plane stays up until Ctrl-C. In another shell:\n  export KUBECONFIG={}\n  {} get bottles",
+            cp.kubeconfig.display(),
+            cp.bin.join("kubectl").display()
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        ctrlc_channel(tx);
+        let _ = rx.recv();
+    } else {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The bottles on a kwok node: every object the operator makes, reported running.
+fn kwok_node(stay: bool, repo: &Path) -> anyhow::Result<()> {
     let operator = std::env::var("BOTTLE_OPERATOR_BIN")
         .context("BOTTLE_OPERATOR_BIN (scripts/up.sh sets it)")?;
 
@@ -85,31 +226,7 @@ fn main() -> anyhow::Result<()> {
             .stderr(std::fs::File::create(&log)?),
     )?;
 
-    // The minimal Bottle expects its API key in a Secret, as the README's first step makes it.
-    eprintln!("==> kubectl create secret generic anthropic --from-literal=api-key=<demo value>");
-    run(
-        &cp,
-        &[
-            "create",
-            "secret",
-            "generic",
-            "anthropic",
-            "--from-literal=api-key=demo-anthropic-key-replace-me",
-        ],
-    )?;
-
-    eprintln!("==> kubectl apply -f examples/bottle-full.yaml -f examples/bottle-minimal.yaml");
-    let applied = run(
-        &cp,
-        &[
-            "apply",
-            "-f",
-            repo.join("examples/bottle-full.yaml").to_str().unwrap(),
-            "-f",
-            repo.join("examples/bottle-minimal.yaml").to_str().unwrap(),
-        ],
-    )?;
-    print!("{applied}");
+    apply_examples(&cp)?;
     let t = Instant::now();
     for name in ["full", "minimal"] {
         run(
@@ -205,18 +322,9 @@ fn main() -> anyhow::Result<()> {
     );
 
     if stay {
-        println!(
-            "The control plane stays up until Ctrl-C. In another shell:\n  export KUBECONFIG={}\n  {} get bottles",
-            cp.kubeconfig.display(),
-            cp.bin.join("kubectl").display()
-        );
         println!("Operator log: {}", log.display());
-        let (tx, rx) = std::sync::mpsc::channel();
-        ctrlc_channel(tx);
-        let _ = rx.recv();
-    } else {
-        std::thread::sleep(Duration::from_millis(100));
     }
+    wait_or_exit(stay, &cp);
     let _ = op.kill();
     Ok(())
 }

@@ -11,7 +11,8 @@
 # images.tsv (name, image reference, tar), the references being those the operator and the
 # chart use by default, so a Pod with imagePullPolicy IfNotPresent runs them.
 #
-# Usage (as root): images/build.sh [NAME...]   (operator sidecar pipelock agent; default: all)
+# Usage (as root): images/build.sh [NAME...]   (operator sidecar pipelock agent, and dnsmasq for
+# the end-to-end suite; default: the four users run)
 # Environment (each optional):
 #   SIDECAR_BIN, OPERATOR_BIN  prebuilt bottle-sidecar / bottle-operator; unset: cargo builds
 #                              them (release, --locked; CARGO_TARGET_DIR is honoured)
@@ -36,7 +37,7 @@ started="$(now)"
 names=("$@")
 ((${#names[@]})) || names=(operator sidecar pipelock agent)
 for n in "${names[@]}"; do
-  case "$n" in operator | sidecar | pipelock | agent) ;; *) log "unknown image $n"; exit 2 ;; esac
+  case "$n" in operator | sidecar | pipelock | agent | dnsmasq) ;; *) log "unknown image $n"; exit 2 ;; esac
 done
 want() { local n; for n in "${names[@]}"; do [ "$n" = "$1" ] && return 0; done; return 1; }
 
@@ -263,6 +264,16 @@ if want agent; then
   row agent "$ref" "$tar"
 fi
 
+# The end-to-end suite's cluster DNS (tests/e2e/dnsmasq.Dockerfile): not an image users run,
+# built here because it needs the same base and cache.
+if want dnsmasq; then
+  c="$(ctx dnsmasq)"
+  ref="localhost/bottle-e2e/dnsmasq:1"
+  needs=("$base_ref" "$base_tar")
+  build dnsmasq "$repo/tests/e2e/dnsmasq.Dockerfile" "$c" "$ref" --build-arg "RUNTIME_BASE=$base_ref"
+  row dnsmasq "$ref" "$tar"
+fi
+
 # --- output ------------------------------------------------------------------------------
 set_dir="$cache/set-$(printf '%s\n' "${keys[@]}" | hash)"
 if [ ! -f "$set_dir/images.tsv" ]; then
@@ -281,7 +292,7 @@ touch "$set_dir"
 # builds of older sources (a set's hard links keep its archives until the set goes).
 shopt -s nullglob
 prune() { (($# > 3)) && ls -1dt "$@" | tail -n +4 | xargs -r rm -rf; return 0; }
-for n in debian-base node-base operator sidecar pipelock agent; do prune "$cache/$n"-*.tar; done
+for n in debian-base node-base operator sidecar pipelock agent dnsmasq; do prune "$cache/$n"-*.tar; done
 prune "$cache"/set-*[!p]
 
 log "done in $(($(now) - started)) s"

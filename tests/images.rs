@@ -17,79 +17,19 @@ use k8s_openapi::api::core::v1::Container;
 use serde::Deserialize;
 use serde_json::Value;
 
+#[path = "support/images.rs"]
+mod images;
+use images::{Archive, read_set, run_build};
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// One image in the set build.sh printed: its reference and archive.
-#[derive(Debug, Clone)]
-struct Archive {
-    reference: String,
-    tar: PathBuf,
-}
-
-/// Runs images/build.sh, returning the directory it printed (its last stdout line).
-fn run_build() -> PathBuf {
-    let mut cmd = Command::new("bash");
-    cmd.arg(repo().join("images/build.sh"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    // What cargo sets for a test would reach the release builds' build scripts (ring's
-    // reruns on CARGO_PKG_NAME...) and rebuild them for nothing: the shell's view only.
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        let set_by_cargo_test = k.starts_with("CARGO_PKG_")
-            || k.starts_with("CARGO_BIN_")
-            || [
-                "CARGO",
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_CRATE_NAME",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ]
-            .contains(&k.as_ref());
-        if set_by_cargo_test {
-            cmd.env_remove(k.as_ref());
-        }
-    }
-    // Its release builds go beside this test's (a different profile, so no lock is shared).
-    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-        cmd.env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap(),
-        );
-    }
-    let out = cmd.output().expect("images/build.sh runs");
-    assert!(out.status.success(), "images/build.sh failed");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(
-        stdout
-            .lines()
-            .last()
-            .expect("build.sh printed nothing")
-            .trim(),
-    )
 }
 
 fn built() -> &'static (PathBuf, BTreeMap<String, Archive>) {
     static BUILT: OnceLock<(PathBuf, BTreeMap<String, Archive>)> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let dir = run_build();
-        let tsv = std::fs::read_to_string(dir.join("images.tsv")).expect("images.tsv");
-        let set = tsv
-            .lines()
-            .map(|l| {
-                let f: Vec<_> = l.split('\t').collect();
-                assert_eq!(f.len(), 3, "images.tsv line {l:?}");
-                let a = Archive {
-                    reference: f[1].into(),
-                    tar: f[2].into(),
-                };
-                (f[0].to_string(), a)
-            })
-            .collect();
+        let dir = run_build(&[]);
+        let set = read_set(&dir);
         (dir, set)
     })
 }
@@ -571,9 +511,9 @@ fn agent_image_runs_claude_as_uid_1000_in_workspace() {
 fn a_second_build_hits_the_cache_and_leaves_the_store_clean() {
     let (dir, _) = built();
     let t0 = Instant::now();
-    assert_eq!(&run_build(), dir, "the same inputs gave another set");
-    let took = t0.elapsed();
-    assert!(took < Duration::from_secs(60), "warm build took {took:?}");
+    assert_eq!(&run_build(&[]), dir, "the same inputs gave another set");
+    // A figure, not an assertion: the machine is shared.
+    eprintln!("warm build.sh: {:.1}s", t0.elapsed().as_secs_f64());
 
     let out = Command::new("buildah")
         .args(["images", "--format", "{{.Name}}:{{.Tag}}"])
@@ -673,14 +613,11 @@ struct Containerd {
 }
 
 impl Containerd {
-    fn start() -> Option<Self> {
-        if Command::new("containerd")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            return None;
-        }
+    fn start() -> Self {
+        assert!(
+            Command::new("containerd").arg("--version").output().is_ok(),
+            "no containerd on PATH: tests/tools/install.sh installs it (Debian's containerd)"
+        );
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images-containerd");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -713,7 +650,7 @@ impl Containerd {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        Some(c)
+        c
     }
 
     fn ctr(&self, args: &[&str]) -> std::io::Result<Output> {
@@ -747,14 +684,10 @@ impl Drop for Containerd {
 }
 
 /// What the end-to-end suite does with the archives: `ctr -n k8s.io images import`, then
-/// run them with runc. Needs containerd on this machine (the node's installer puts it
-/// there); without it the test says so and checks nothing.
+/// run them with runc, on this machine's containerd (tests/tools/install.sh installs it).
 #[test]
 fn archives_import_into_containerd_under_their_names_and_run() {
-    let Some(ctd) = Containerd::start() else {
-        eprintln!("SKIPPED: no containerd on PATH");
-        return;
-    };
+    let ctd = Containerd::start();
     for name in ["operator", "sidecar", "pipelock", "agent"] {
         let a = archive(name);
         ctd.ok(&["images", "import", a.tar.to_str().unwrap()]);
