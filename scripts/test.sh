@@ -15,4 +15,12 @@ source scripts/image-bins.sh
 # Built once here, in the open; the tests' own build.sh calls then only hash (warm cache).
 bash images/build.sh operator sidecar pipelock agent dnsmasq >/dev/null
 
-exec cargo test --locked "$@"
+stamp="$(mktemp)"
+trap 'rm -f "$stamp"' EXIT
+cargo test --locked "$@"
+# The end-to-end suite's table of cases and timings (its output is captured when it passes).
+report=target/tmp/e2e-report.md
+if [ -f "$report" ] && [ "$report" -nt "$stamp" ]; then
+  echo "==> end-to-end report ($report)"
+  cat "$report"
+fi

@@ -56,19 +56,24 @@ impl Report {
         self.timings.push((name.into(), value));
     }
 
+    /// Prints the tables, writes them to `target/tmp/e2e-report.md` (a passing test's output
+    /// is captured; the file is what a CI log can point at), and fails naming every failed case.
     fn finish(self) {
-        eprintln!("\n| case | outcome | |\n|---|---|---|");
+        let mut md = String::from("| case | outcome | |\n|---|---|---|\n");
         for (name, outcome, ok) in &self.rows {
-            eprintln!(
-                "| {name} | {} | {} |",
+            md.push_str(&format!(
+                "| {name} | {} | {} |\n",
                 outcome.replace('|', "\\|"),
                 if *ok { "ok" } else { "FAIL" }
-            );
+            ));
         }
-        eprintln!("\n| measure | value |\n|---|---|");
+        md.push_str("\n| measure | value |\n|---|---|\n");
         for (name, value) in &self.timings {
-            eprintln!("| {name} | {value} |");
+            md.push_str(&format!("| {name} | {value} |\n"));
         }
+        eprintln!("\n{md}");
+        let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-report.md");
+        std::fs::write(&file, &md).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let failed: Vec<&str> = self
             .rows
             .iter()
