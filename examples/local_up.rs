@@ -74,9 +74,7 @@ fn real_node(stay: bool) -> anyhow::Result<()> {
 
     // No storage provisioner runs here: a hostPath volume the agent (UID 1000) may write
     // stands in for the full bottle's workspace claim, as a provisioner would make one.
-    let ws = cp.dir.join("workspace");
-    std::fs::create_dir_all(&ws)?;
-    std::fs::set_permissions(&ws, std::os::unix::fs::PermissionsExt::from_mode(0o1777))?;
+    let ws = c.workspace_dir();
     cp.apply_json(&serde_json::json!({
         "apiVersion": "v1",
         "kind": "PersistentVolume",

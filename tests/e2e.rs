@@ -882,13 +882,14 @@ fn memory(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
     {
         let mib = |k: &str| ctr["memory"][k].as_f64().unwrap_or(0.0) / 1048576.0;
         rows.push(format!(
-            "{} {:.1} MiB",
+            "{} {:.1} MiB ({:.1} MiB working set)",
             ctr["name"].as_str().unwrap_or("?"),
-            mib("rssBytes")
+            mib("rssBytes"),
+            mib("workingSetBytes")
         ));
     }
     report.timing(
-        "RSS of each container, idle bottle (debug builds)",
+        "RSS (working set) of each container, idle bottle (debug builds)",
         rows.join(", "),
     );
     report.case(
