@@ -47,6 +47,19 @@ fn ok(out: Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `cmd` with `stdin` as its input, collecting its output.
+fn with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Runs a shell script, panicking with its output when it fails.
 fn sh(script: &str) -> String {
     ok(
@@ -291,23 +304,12 @@ impl Cluster {
 
     /// `kubectl apply` of `manifest` (JSON).
     pub fn apply(&self, manifest: &Value) {
-        let mut child = self
-            .cp
-            .kubectl()
-            .args(["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(manifest.to_string().as_bytes())
-            .unwrap();
-        ok(child.wait_with_output().unwrap(), "kubectl apply");
+        let mut cmd = self.cp.kubectl();
+        cmd.args(["apply", "-f", "-"]);
+        ok(
+            with_stdin(&mut cmd, manifest.to_string().as_bytes()),
+            "kubectl apply",
+        );
     }
 
     /// `jsonpath` of `object` in `ns` ("" when it does not exist).
@@ -346,24 +348,11 @@ impl Cluster {
 
     /// `cmd` in the agent container with `stdin`.
     pub fn exec_agent_stdin(&self, pod: &str, cmd: &[&str], stdin: &str) -> Output {
-        let mut child = self
-            .cp
-            .kubectl()
+        let mut kubectl = self.cp.kubectl();
+        kubectl
             .args(["-n", &self.ns, "exec", "-i", pod, "-c", "agent", "--"])
-            .args(cmd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+            .args(cmd);
+        with_stdin(&mut kubectl, stdin.as_bytes())
     }
 
     /// What the node still holds for a Pod IP: iptables rules, ipset members, the CNI
