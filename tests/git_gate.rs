@@ -771,7 +771,8 @@ fn pushed_files_do_not_change_how_the_push_is_scanned() {
 #[test]
 fn brokering_rules_name_the_rule_and_what_to_do() {
     let w = World::new();
-    let (_gate, _port, gitconfig, _log) = w.gate_remote(&w.known_hosts, vec![], vec![], |r| {
+    let (_gate, _port, gitconfig, _log) = w.gate_config(&w.known_hosts, vec![], vec![], |c| {
+        let r = &mut c.remotes[0];
         r.allowed_refs = vec!["refs/heads/bottle/b1/*".into()];
         r.forbidden_paths = vec![".github/workflows/**".into()];
         r.max_push_bytes = Some(1 << 20);
@@ -831,4 +832,145 @@ fn brokering_rules_name_the_rule_and_what_to_do() {
         "refs/heads/bottle/b1/big",
         None,
     );
+}
+
+fn gz(body: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(body).unwrap();
+    e.finish().unwrap()
+}
+
+fn tgz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut t = tar::Builder::new(Vec::new());
+    for (name, body) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, name, *body).unwrap();
+    }
+    gz(&t.into_inner().unwrap())
+}
+
+fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, body) in files {
+        z.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.write_all(body).unwrap();
+    }
+    z.finish().unwrap().into_inner()
+}
+
+fn png(extra: &[u8]) -> Vec<u8> {
+    [b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".as_slice(), extra, b"\0\0"].concat()
+}
+
+#[test]
+fn every_file_inside_an_archive_is_scanned_like_a_pushed_file() {
+    let (w, _gate, a, base) = setup();
+    // Inside an archive, gitleaks alone skips its skip list (node_modules/), binary members
+    // and compressed files inside compressed files: the gate opens them itself.
+    let cases: Vec<(&str, Vec<u8>, Vec<String>)> = vec![
+        (
+            "vendor.tgz",
+            tgz(&[("node_modules/pkg/.env", AWS.as_bytes())]),
+            vec![
+                "inside at node_modules/pkg/.env line 2".into(),
+                "aws-access-token".into(),
+            ],
+        ),
+        (
+            "notes.txt.gz",
+            gz(&gz(GITHUB.as_bytes())),
+            vec![
+                "archive notes.txt.gz".into(),
+                "inside at notes.txt!notes.txt (decompressed)".into(),
+            ],
+        ),
+        (
+            "site.zip",
+            zip_of(&[("assets/logo.png", &png(GITHUB.as_bytes()))]),
+            vec![
+                "inside at assets/logo.png (binary)".into(),
+                "github-pat".into(),
+            ],
+        ),
+        (
+            "names.zip",
+            zip_of(&[(&format!("keys/{GITHUB_TOKEN}.txt"), b"nothing\n")]),
+            vec!["a file name inside archive names.zip".into()],
+        ),
+        (
+            "backup.7z",
+            b"7z\xbc\xaf\x27\x1c\0\x04 clean but opaque".to_vec(),
+            vec!["could not be opened".into(), "7-Zip".into()],
+        ),
+    ];
+    for (path, body, needles) in &cases {
+        let c = a.commit_bytes(path, body, "archive");
+        let mut needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        let commit = format!("in commit {}", &c[..12]);
+        needles.push(&commit);
+        assert_refused(&w, a.push(&["main"]), &needles, "main", Some(&base));
+        a.reset_to_upstream();
+    }
+    // Positive control: the same shapes without a secret land.
+    a.commit_bytes(
+        "vendor.tgz",
+        &tgz(&[("node_modules/pkg/.env", b"DEBUG=1\n")]),
+        "archive",
+    );
+    a.commit_bytes("notes.txt.gz", &gz(&gz(b"plain notes\n")), "archive");
+    a.commit_bytes(
+        "site.zip",
+        &zip_of(&[
+            ("assets/logo.png", &png(b"just pixels")),
+            ("keys/public.txt", b"nothing\n"),
+        ]),
+        "archive",
+    );
+    let c = ok(a.git(&["rev-parse", "HEAD"]), "rev-parse");
+    assert_lands(&w, a.push(&["main"]), "main", &c);
+}
+
+#[test]
+fn scan_allow_paths_exempt_only_files_pushed_nowhere_else() {
+    let w = World::new();
+    let (_gate, _port, gitconfig, _log) = w.gate_config(&w.known_hosts, vec![], vec![], |c| {
+        c.allow_paths = vec!["tests/fixtures/**".into()];
+    });
+    let a = Agent::clone(&w, &gitconfig, "agent");
+    let base = w.upstream_rev("main").unwrap();
+    // The same blob at an allowed path and at another one: still scanned.
+    a.commit_bytes("tests/fixtures/fake.env", AWS.as_bytes(), "fixture");
+    a.commit_bytes("src/config.env", AWS.as_bytes(), "copy");
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &["aws-access-token"],
+        "main",
+        Some(&base),
+    );
+    a.reset_to_upstream();
+    // A look-alike directory is not the allowed one.
+    a.commit_bytes("tests/fixtures-old/fake.env", AWS.as_bytes(), "fixture");
+    assert_refused(
+        &w,
+        a.push(&["main"]),
+        &["file tests/fixtures-old/fake.env"],
+        "main",
+        Some(&base),
+    );
+    a.reset_to_upstream();
+    // Under the allowed path: a secret-looking fixture and an archive the gate cannot open.
+    a.commit_bytes("tests/fixtures/fake.env", AWS.as_bytes(), "fixture");
+    let c = a.commit_bytes(
+        "tests/fixtures/bundle.7z",
+        b"7z\xbc\xaf\x27\x1c\0\x04 opaque",
+        "fixture",
+    );
+    assert_lands(&w, a.push(&["main"]), "main", &c);
 }

@@ -177,16 +177,16 @@ impl World {
         rules: Vec<ScanRule>,
         allowlist: Vec<String>,
     ) -> (Killed, u16, PathBuf, PathBuf) {
-        self.gate_remote(known_hosts, rules, allowlist, |_| {})
+        self.gate_config(known_hosts, rules, allowlist, |_| {})
     }
 
-    /// A gate whose remote `edit` changes (brokering rules).
-    pub fn gate_remote(
+    /// A gate whose config `edit` changes (brokering rules, scanAllowPaths).
+    pub fn gate_config(
         &self,
         known_hosts: &str,
         rules: Vec<ScanRule>,
         allowlist: Vec<String>,
-        edit: impl FnOnce(&mut GateRemote),
+        edit: impl FnOnce(&mut GitGateConfig),
     ) -> (Killed, u16, PathBuf, PathBuf) {
         let port = free_port();
         let state = self.dir.path().join(format!("state-{port}"));
@@ -207,9 +207,10 @@ impl World {
             }],
             rules,
             allowlist,
+            allow_paths: vec![],
         };
         let mut cfg = cfg;
-        edit(&mut cfg.remotes[0]);
+        edit(&mut cfg);
         let cfg_path = self.dir.path().join(format!("git-gate-{port}.yaml"));
         std::fs::write(&cfg_path, serde_norway::to_string(&cfg).unwrap()).unwrap();
         let log = self.dir.path().join(format!("git-gate-{port}.log"));

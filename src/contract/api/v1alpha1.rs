@@ -232,6 +232,12 @@ pub struct GitSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 1024)))]
     pub scan_allowlist: Vec<String>,
+    /// Paths the push scan leaves out (`*` within a directory, `**` across): files meant to
+    /// look secret, such as test fixtures. A file is left out only when every path it is
+    /// pushed at matches. Nothing else exempts a path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    pub scan_allow_paths: Vec<String>,
 }
 
 /// One upstream repository reached over SSH with a pinned host key.

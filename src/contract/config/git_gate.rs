@@ -21,6 +21,9 @@ pub struct GitGateConfig {
     /// Regexes of findings to accept anyway.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowlist: Vec<String>,
+    /// Path globs ([`super::glob`]) of files left out of the scan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_paths: Vec<String>,
 }
 
 /// A gitleaks rule.

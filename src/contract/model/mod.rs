@@ -179,6 +179,8 @@ pub struct Policy {
     pub dlp_patterns: Vec<DlpPattern>,
     /// Findings the push scan accepts anyway.
     pub scan_allowlist: Vec<String>,
+    /// Path globs the push scan leaves out.
+    pub scan_allow_paths: Vec<String>,
     /// pipelock blocks (true) or only logs responses that carry prompt injection.
     pub block_response_injection: bool,
 }
@@ -360,6 +362,18 @@ impl Policy {
                 ));
             }
         }
+        for g in &spec.git.scan_allow_paths {
+            let why = crate::contract::config::glob::check(g).err().or_else(|| {
+                g.starts_with('/')
+                    .then(|| "must be relative to the repository root (no leading /)".into())
+            });
+            if let Some(why) = why {
+                return Err(InvalidSpec::new(
+                    Reason::InvalidDlpPattern,
+                    format!("git.scanAllowPaths entry {g:?} {why}"),
+                ));
+            }
+        }
 
         Ok(Self {
             allow,
@@ -371,6 +385,7 @@ impl Policy {
             dlp_block: spec.dlp.block,
             dlp_patterns,
             scan_allowlist: spec.git.scan_allowlist.clone(),
+            scan_allow_paths: spec.git.scan_allow_paths.clone(),
             block_response_injection: spec.egress.response_injection.unwrap_or_default()
                 == InjectionAction::Block,
         })

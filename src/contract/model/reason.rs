@@ -55,8 +55,8 @@ reasons! {
     /// A git remote's name is not a DNS label or repeats, its SSH URL is unusable, or it has
     /// no knownHosts.
     InvalidRemote,
-    /// A DLP pattern lacks a name or regex, or a pattern or scanAllowlist entry is not one
-    /// safe line.
+    /// A DLP pattern lacks a name or regex, a pattern or scanAllowlist entry is not one
+    /// safe line, or a scanAllowPaths entry is not a relative path glob.
     InvalidDlpPattern,
     /// `spec.agent.env` sets a variable the operator owns (proxy, CA, git or Anthropic settings).
     ReservedEnv,

@@ -336,3 +336,23 @@ fn quotes_in_dlp_regexes_and_allowlists_are_fine_now_that_toml_quotes_them() {
         e.message
     );
 }
+
+#[test]
+fn scan_allow_paths_are_relative_globs_and_reach_the_gate() {
+    let mut s = spec_with_dlp(&[]);
+    s.git.scan_allow_paths = vec!["tests/fixtures/**".into()];
+    assert_eq!(
+        Policy::from_spec(&s).unwrap().scan_allow_paths,
+        vec!["tests/fixtures/**"]
+    );
+    for (bad, says) in [("/etc/**", "no leading /"), ("a/***", "***"), ("", "empty")] {
+        s.git.scan_allow_paths = vec![bad.into()];
+        let e = Policy::from_spec(&s).unwrap_err();
+        assert_eq!(e.reason, Reason::InvalidDlpPattern, "{bad}");
+        assert!(
+            e.message.contains("git.scanAllowPaths") && e.message.contains(says),
+            "{}",
+            e.message
+        );
+    }
+}

@@ -102,6 +102,7 @@ pub fn git_gate_config(p: &Policy) -> git_gate::GitGateConfig {
             })
             .collect(),
         allowlist: p.scan_allowlist.clone(),
+        allow_paths: p.scan_allow_paths.clone(),
         rules: p
             .dlp_patterns
             .iter()

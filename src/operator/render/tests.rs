@@ -648,6 +648,7 @@ fn gitleaks_config_quotes_any_regex_text() {
             })
             .collect(),
         allowlist: vec!["'''".into()],
+        allow_paths: vec![],
     };
     let text = gate.gitleaks_toml().unwrap();
     let back: crate::contract::config::git_gate::GitleaksConfig = toml::from_str(&text).unwrap();

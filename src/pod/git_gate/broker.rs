@@ -76,11 +76,11 @@ mod tests {
         assert!(ref_refusal(&open, "refs/heads/main").is_none());
 
         let h = History {
-            origins: Default::default(),
             changed: vec![
                 ("c1".into(), vec!["src/a.rs".into()]),
                 ("c2".into(), vec![".github/workflows/ci.yml".into()]),
             ],
+            ..Default::default()
         };
         let p = path_refusals(&r, &h);
         assert_eq!(p.len(), 1);

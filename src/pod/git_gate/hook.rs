@@ -153,6 +153,7 @@ pub fn run(
             &work,
             gitleaks,
             &cfg.scan_gitleaks_toml(),
+            &cfg.allow_paths,
             &new,
             &history,
         )?);

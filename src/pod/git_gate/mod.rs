@@ -10,5 +10,6 @@ pub mod mirror;
 pub mod objects;
 pub mod scan;
 pub mod server;
+pub mod unpack;
 
 pub use server::run;

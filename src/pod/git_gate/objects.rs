@@ -68,6 +68,8 @@ pub struct Origin {
 pub struct History {
     /// New blob id → where it came in.
     pub origins: HashMap<String, Origin>,
+    /// New blob id → every path a new commit writes it at.
+    pub paths: HashMap<String, Vec<String>>,
     /// New commit id → paths it adds, changes or deletes (against each parent), in order.
     pub changed: Vec<(String, Vec<String>)>,
 }
@@ -201,6 +203,10 @@ pub fn parse_log(out: &[u8]) -> History {
             // `:<old mode> <new mode> <old id> <new id> <status>`
             let new_blob = raw.split(' ').nth(3).unwrap_or_default();
             if !new_blob.bytes().all(|b| b == b'0') {
+                let at = h.paths.entry(new_blob.to_string()).or_default();
+                if !at.contains(&path) {
+                    at.push(path.clone());
+                }
                 h.origins
                     .entry(new_blob.to_string())
                     .or_insert_with(|| Origin {
@@ -302,6 +308,7 @@ mod tests {
         assert_eq!(h.origins[&b1].commit, "c1");
         assert!(!h.origins[&b1].merge);
         assert_eq!(h.origins[&b2].commit, "m1");
+        assert_eq!(h.paths[&b1], vec!["a b.txt"]);
         assert!(h.origins[&b2].merge);
         assert_eq!(h.changed.len(), 3);
         assert_eq!(h.changed[1].1, vec!["evil.txt", "a b.txt"]);

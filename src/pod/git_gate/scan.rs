@@ -1,9 +1,10 @@
 //! One gitleaks run over everything a push adds. Each new object becomes one file of a scan
 //! directory, named by its id (so gitleaks' path skip list, in-repo `.gitleaks.toml` and
 //! `.gitleaksignore` never apply): blobs in full (text as is, binary-looking ones as their
-//! printable runs, archives as themselves for gitleaks to open to a bounded depth), commit
-//! and tag text, and the file names of new trees. Findings map back to what the user pushed;
-//! refusals name the channel and never the secret.
+//! printable runs, archives opened by [`unpack`] and each file inside written the same way),
+//! commit and tag text, and the file names of new trees and archives. Blobs whose every path
+//! matches the Bottle's `scanAllowPaths` are left out. Findings map back to what the user
+//! pushed; refusals name the channel and never the secret.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,11 +14,11 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use super::objects::{self, History, Kind, Object};
+use super::unpack::{self, Unscannable};
+use crate::contract::config::glob;
 
 /// Binary and archive blobs larger than this are refused: their scan is not worth trusting.
 pub const BINARY_SCAN_CAP: u64 = 32 << 20;
-/// How deep gitleaks opens archives inside archives; deeper ones are refused.
-pub const MAX_ARCHIVE_DEPTH: u32 = 4;
 /// Shortest printable run taken from a binary file (shorter ones are noise, not secrets).
 const MIN_RUN: usize = 8;
 
@@ -37,8 +38,16 @@ pub struct Finding {
 /// What one scan file stands for.
 #[derive(Debug, Clone)]
 enum Source {
-    /// A blob (text, printable runs of a binary, or an archive).
+    /// A blob (text, or printable runs of a binary).
     Blob { oid: String, form: Form },
+    /// A file inside an archive blob (`inner` joins the levels with `!`).
+    Member {
+        oid: String,
+        inner: String,
+        binary: bool,
+    },
+    /// The paths of the files inside an archive blob.
+    MemberNames { oid: String, names: Vec<String> },
     /// A commit's text (headers and message).
     Commit { oid: String, text: String },
     /// An annotated tag's text.
@@ -54,73 +63,42 @@ enum Form {
     Archive,
 }
 
-/// How a blob is handed to gitleaks, from its first bytes and its path.
-fn form_of(content: &[u8], path: &str) -> (Form, &'static str) {
-    let p = path.to_ascii_lowercase();
-    let ext = |tar_ext: &'static str, plain: &'static str| {
-        if p.ends_with(".tar.gz")
-            || p.ends_with(".tgz")
-            || p.ends_with(".tar.bz2")
-            || p.ends_with(".tar.xz")
-            || p.ends_with(".tar.zst")
-        {
-            tar_ext
-        } else {
-            plain
-        }
-    };
-    let archive = match content {
-        [0x1f, 0x8b, ..] => Some(ext(".tar.gz", ".gz")),
-        [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..] => Some(".zip"),
-        [b'B', b'Z', b'h', ..] => Some(ext(".tar.bz2", ".bz2")),
-        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Some(ext(".tar.xz", ".xz")),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => Some(ext(".tar.zst", ".zst")),
-        [b'7', b'z', 0xbc, 0xaf, 0x27, 0x1c, ..] => Some(".7z"),
-        _ if content.get(257..262) == Some(b"ustar") => Some(".tar"),
-        _ => None,
-    };
-    if let Some(e) = archive {
-        return (Form::Archive, e);
-    }
-    // git's own test: a NUL in the first 8000 bytes.
-    if content[..content.len().min(8000)].contains(&0) {
-        (Form::Binary, "")
+/// How a blob is handed to gitleaks, from its content alone (the pusher picks the names).
+fn form_of(content: &[u8]) -> Form {
+    if unpack::container_of(content).is_some() {
+        Form::Archive
+    } else if looks_binary(content) {
+        Form::Binary
     } else {
-        (Form::Text, "")
+        Form::Text
     }
 }
 
-/// Does this gzip stream hold a tar (`ustar` at 257 of the inflated bytes)? Asks the system's
-/// `gzip` (Debian's essential set) for the first 262 bytes only.
-fn gzip_holds_tar(content: &[u8]) -> bool {
-    use std::io::{Read as _, Write as _};
-    use std::process::Stdio;
-    let Ok(mut child) = Command::new("gzip")
-        .arg("-dc")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
+/// git's own test: a NUL in the first 8000 bytes.
+fn looks_binary(content: &[u8]) -> bool {
+    content[..content.len().min(8000)].contains(&0)
+}
+
+/// A scan file's body: a leading newline keeps gitleaks' file-type sniffing from calling a
+/// text file "application/..." and skipping it (line numbers shift by one); binary content
+/// becomes its printable runs.
+fn scan_body(content: &[u8], binary: bool) -> Vec<u8> {
+    if binary {
+        [b"\n".as_slice(), &printable_runs(content)].concat()
+    } else {
+        [b"\n".as_slice(), content].concat()
+    }
+}
+
+/// Is the blob exempt from scanning: every path it is pushed at matches `scanAllowPaths`?
+fn exempt(o: &Object, history: &History, allow_paths: &[String]) -> bool {
+    if allow_paths.is_empty() {
         return false;
-    };
-    let mut stdin = child.stdin.take().expect("piped");
-    let head = content[..content.len().min(64 << 10)].to_vec();
-    // A write error only means gzip stopped reading: it has said enough.
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&head);
-    });
-    let mut out = Vec::new();
-    let _ = child
-        .stdout
-        .take()
-        .expect("piped")
-        .take(262)
-        .read_to_end(&mut out);
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = writer.join();
-    out.get(257..262) == Some(b"ustar")
+    }
+    let listed = history.paths.get(&o.oid).into_iter().flatten();
+    let mut paths = listed.chain(std::iter::once(&o.path)).peekable();
+    paths.peek().is_some()
+        && paths.all(|p| !p.is_empty() && allow_paths.iter().any(|g| glob::matches(g, p)))
 }
 
 /// The printable ASCII runs of a binary file, one per line (what `strings` shows).
@@ -139,12 +117,14 @@ pub fn printable_runs(content: &[u8]) -> Vec<u8> {
 pub type Refusals = Vec<String>;
 
 /// Scans every object of `new`: writes the scan directory under `work`, runs gitleaks once
-/// with `config` (our TOML, always given), and returns one refusal line per problem.
+/// with `config` (our TOML, always given), and returns one refusal line per problem. Blobs
+/// whose every path matches one of `allow_paths` are not scanned.
 pub fn scan(
     repo: &Path,
     work: &Path,
     gitleaks: &str,
     config: &str,
+    allow_paths: &[String],
     new: &[Object],
     history: &History,
 ) -> anyhow::Result<Refusals> {
@@ -155,15 +135,17 @@ pub fn scan(
     std::fs::create_dir(&files)?;
     let mut sources: HashMap<String, Source> = HashMap::new();
 
-    let wanted: Vec<&Object> = new.iter().collect();
+    let wanted: Vec<&Object> = new
+        .iter()
+        .filter(|o| !(o.kind == Kind::Blob && exempt(o, history, allow_paths)))
+        .collect();
     let oids: Vec<&str> = wanted.iter().map(|o| o.oid.as_str()).collect();
     objects::for_each_content(repo, &oids, |i, content| {
         let o = wanted[i];
         let name = format!("{}-{}", kind_prefix(o.kind), o.oid);
         match o.kind {
             Kind::Blob => {
-                let path = blob_path(o, history);
-                let (form, ext) = form_of(content, &path);
+                let form = form_of(content);
                 if form != Form::Text && o.size > BINARY_SCAN_CAP {
                     refused.push(format!(
                         "{} is {} MiB, over the {} MiB git-gate scans in binary and archive files: keep it out of git (or in a release artifact)",
@@ -173,22 +155,64 @@ pub fn scan(
                     ));
                     return Ok(());
                 }
-                // A gzip named anything: peek inside to tell a tarball (gitleaks opens the
-                // members) from one compressed file (gitleaks would skip an inner tar).
-                let ext = if ext == ".gz" && gzip_holds_tar(content) {
-                    ".tar.gz"
-                } else {
-                    ext
-                };
-                let name = format!("{name}{ext}");
-                // A leading newline keeps gitleaks' file-type sniffing from calling a text
-                // file "application/..." and skipping it; line numbers shift by one.
-                let body: Vec<u8> = match form {
-                    Form::Archive => content.to_vec(),
-                    Form::Binary => [b"\n".as_slice(), &printable_runs(content)].concat(),
-                    Form::Text => [b"\n".as_slice(), content].concat(),
-                };
-                std::fs::write(files.join(&name), body)?;
+                if form == Form::Archive {
+                    let mut names = Vec::new();
+                    let res = unpack::unpack(content, &blob_path(o, history), &mut |inner, b| {
+                        let file = format!("member-{}-{}", o.oid, names.len());
+                        let binary = looks_binary(b);
+                        std::fs::write(files.join(&file), scan_body(b, binary))?;
+                        sources.insert(
+                            file,
+                            Source::Member {
+                                oid: o.oid.clone(),
+                                inner: inner.to_string(),
+                                binary,
+                            },
+                        );
+                        names.push(inner.to_string());
+                        Ok(())
+                    })?;
+                    if let Err(p) = res {
+                        let what = describe_blob(&o.oid, form, history, &o.path);
+                        let at = if p.inner.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (at {})", p.inner)
+                        };
+                        refused.push(match p.why {
+                            Unscannable::TooDeep => format!(
+                                "{what} nests archives deeper than {} levels{at}: git-gate cannot scan it; unpack it or keep it out of git",
+                                unpack::MAX_DEPTH
+                            ),
+                            Unscannable::TooLarge => format!(
+                                "{what} unpacks to more than {} MiB{at}: git-gate cannot scan it; keep it out of git",
+                                unpack::MAX_INFLATED >> 20
+                            ),
+                            Unscannable::TooMany => format!(
+                                "{what} holds more than {} files: git-gate cannot scan it; keep it out of git",
+                                unpack::MAX_MEMBERS
+                            ),
+                            Unscannable::Unreadable(why) => format!(
+                                "{what} could not be opened to scan it{at}: {why}; keep it out of git"
+                            ),
+                        });
+                    }
+                    let mut body = String::from("\n");
+                    for n in &names {
+                        body.push_str(n);
+                        body.push('\n');
+                    }
+                    std::fs::write(files.join(&name), body)?;
+                    sources.insert(
+                        name,
+                        Source::MemberNames {
+                            oid: o.oid.clone(),
+                            names,
+                        },
+                    );
+                    return Ok(());
+                }
+                std::fs::write(files.join(&name), scan_body(content, form == Form::Binary))?;
                 sources.insert(
                     name,
                     Source::Blob {
@@ -231,26 +255,31 @@ pub fn scan(
     })?;
 
     let (findings, log) = run_gitleaks(gitleaks, config, dir.path(), &files)?;
-    // File names that carry a secret are never printed, wherever a path would show them.
+    // Names that carry a secret are never printed, wherever a path would show them.
     let secret_names: Vec<&str> = findings
         .iter()
-        .filter_map(|f| match sources.get(scan_file(&f.file).0)? {
-            Source::Names { names, .. } => names
+        .filter_map(|f| {
+            let names = match sources.get(scan_file(&f.file))? {
+                Source::Names { names, .. } | Source::MemberNames { names, .. } => names,
+                _ => return None,
+            };
+            names
                 .get((f.start_line as usize).checked_sub(2)?)
-                .map(String::as_str),
-            _ => None,
+                .map(String::as_str)
         })
         .collect();
     let hide = |p: &str| -> String {
-        if secret_names.iter().any(|n| p.contains(n)) {
+        if secret_names
+            .iter()
+            .any(|n| p.contains(n) || n.split('!').any(|part| p.contains(part)))
+        {
             "<a path whose name holds a secret>".into()
         } else {
             p.to_string()
         }
     };
     for f in &findings {
-        let (file, inner) = scan_file(&f.file);
-        let Some(src) = sources.get(file) else {
+        let Some(src) = sources.get(scan_file(&f.file)) else {
             refused.push(format!(
                 "secret found by gitleaks rule {} in an unknown input",
                 f.rule_id
@@ -261,12 +290,33 @@ pub fn scan(
         let place = match src {
             Source::Blob { oid, form } => {
                 let what = hide(&describe_blob(oid, *form, history, &path_of(new, oid)));
-                match (form, inner) {
-                    (Form::Archive, Some(i)) => format!("{what}, inside at {}", hide(i)),
-                    (Form::Text, _) => format!("{what} line {line}"),
+                match form {
+                    Form::Text => format!("{what} line {line}"),
                     _ => what,
                 }
             }
+            Source::Member { oid, inner, binary } => {
+                let what = hide(&describe_blob(
+                    oid,
+                    Form::Archive,
+                    history,
+                    &path_of(new, oid),
+                ));
+                if *binary {
+                    format!("{what}, inside at {} (binary)", hide(inner))
+                } else {
+                    format!("{what}, inside at {} line {line}", hide(inner))
+                }
+            }
+            Source::MemberNames { oid, .. } => format!(
+                "a file name inside {}",
+                hide(&describe_blob(
+                    oid,
+                    Form::Archive,
+                    history,
+                    &path_of(new, oid)
+                ))
+            ),
             Source::Commit { oid, text } => format!(
                 "{} of commit {}",
                 text_part(text, line, "commit message"),
@@ -292,25 +342,24 @@ pub fn scan(
             f.rule_id
         ));
     }
-    // gitleaks skips, with a warning, what it cannot open: refuse it rather than pass it.
+    // gitleaks skips, with a warning, what it cannot read: refuse it rather than pass it.
     for l in log.lines() {
-        let unscanned = l.contains("exceeds max archive depth")
-            || l.contains("could not")
-            || l.contains("could read")
-            || l.contains("unknown archive");
+        let unscanned =
+            l.contains("could not") || l.contains("could read") || l.contains("skipping");
         if !unscanned {
             continue;
         }
         let hit = sources.iter().find(|(name, _)| l.contains(name.as_str()));
-        if let Some((_, Source::Blob { oid, form })) = hit {
-            let what = hide(&describe_blob(oid, *form, history, &path_of(new, oid)));
-            refused.push(if l.contains("exceeds max archive depth") {
-                format!(
-                    "{what} nests archives deeper than {MAX_ARCHIVE_DEPTH} levels: git-gate cannot scan it; unpack it or keep it out of git"
-                )
-            } else {
-                format!("{what} could not be opened to scan it; keep it out of git")
-            });
+        if let Some((_, Source::Blob { oid, .. } | Source::Member { oid, .. })) = hit {
+            let what = hide(&describe_blob(
+                oid,
+                Form::Binary,
+                history,
+                &path_of(new, oid),
+            ));
+            refused.push(format!(
+                "{what} could not be read to scan it; keep it out of git"
+            ));
         }
     }
     refused.dedup();
@@ -330,13 +379,9 @@ fn short(oid: &str) -> &str {
     &oid[..oid.len().min(12)]
 }
 
-/// The scan file a finding's path names, and the path inside an archive if any.
-fn scan_file(f: &str) -> (&str, Option<&str>) {
-    let (outer, inner) = match f.split_once('!') {
-        Some((o, i)) => (o, Some(i)),
-        None => (f, None),
-    };
-    (outer.rsplit('/').next().unwrap_or(outer), inner)
+/// The scan file a finding's path names.
+fn scan_file(f: &str) -> &str {
+    f.rsplit('/').next().unwrap_or(f)
 }
 
 fn path_of(new: &[Object], oid: &str) -> String {
@@ -429,8 +474,10 @@ fn run_gitleaks(
             "3",
             "--log-level",
             "warn",
+            // Archives are opened by `unpack`; the scan files have no names gitleaks would
+            // take for archives anyway.
             "--max-archive-depth",
-            &MAX_ARCHIVE_DEPTH.to_string(),
+            "0",
             "--report-format",
             "json",
             "--report-path",
@@ -456,21 +503,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blobs_are_told_apart_by_content_and_path() {
-        assert_eq!(form_of(b"hello\n", "a.txt").0, Form::Text);
-        assert_eq!(form_of(b"\x89PNG\r\n\x1a\n\0\0", "a.txt").0, Form::Binary);
-        assert_eq!(
-            form_of(&[0x1f, 0x8b, 8, 0], "x.dat"),
-            (Form::Archive, ".gz")
-        );
-        assert_eq!(
-            form_of(&[0x1f, 0x8b, 8, 0], "x.TGZ"),
-            (Form::Archive, ".tar.gz")
-        );
-        assert_eq!(form_of(b"PK\x03\x04rest", "a.jar"), (Form::Archive, ".zip"));
+    fn blobs_are_told_apart_by_content_alone() {
+        assert_eq!(form_of(b"hello\n"), Form::Text);
+        assert_eq!(form_of(b"\x89PNG\r\n\x1a\n\0\0"), Form::Binary);
+        assert_eq!(form_of(&[0x1f, 0x8b, 8, 0]), Form::Archive);
+        assert_eq!(form_of(b"PK\x03\x04rest"), Form::Archive);
         let mut tar = vec![0u8; 600];
         tar[257..262].copy_from_slice(b"ustar");
-        assert_eq!(form_of(&tar, "t"), (Form::Archive, ".tar"));
+        assert_eq!(form_of(&tar), Form::Archive);
+    }
+
+    #[test]
+    fn a_blob_is_exempt_only_when_every_path_it_is_pushed_at_is_allowed() {
+        let o = Object {
+            oid: "b1".into(),
+            kind: Kind::Blob,
+            size: 1,
+            disk_size: 1,
+            path: "fixtures/keys/a.pem".into(),
+        };
+        let allow = vec!["fixtures/**".to_string()];
+        let mut h = History::default();
+        assert!(exempt(&o, &h, &allow));
+        assert!(!exempt(&o, &h, &[]));
+        h.paths.insert(
+            "b1".into(),
+            vec!["fixtures/keys/a.pem".into(), "src/a.pem".into()],
+        );
+        assert!(
+            !exempt(&o, &h, &allow),
+            "also pushed outside the allowed paths"
+        );
+        let root = Object {
+            path: String::new(),
+            ..o.clone()
+        };
+        assert!(!exempt(&root, &History::default(), &["**".into()]));
     }
 
     #[test]
@@ -488,9 +556,6 @@ mod tests {
             tag_name("object o\ntype commit\ntag v1\ntagger T\n\nmsg\n"),
             "v1"
         );
-        assert_eq!(
-            scan_file("/x/in/blob-ab.zip!a/b"),
-            ("blob-ab.zip", Some("a/b"))
-        );
+        assert_eq!(scan_file("/x/in/member-ab-3"), "member-ab-3");
     }
 }
