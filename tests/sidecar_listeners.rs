@@ -571,3 +571,228 @@ async fn git_gate_counts_pushes_by_outcome_and_reason() {
         "{m}"
     );
 }
+
+// ---- hostile load (issue 16): many idle connections, HTTP/2 floods. Bounds are on memory
+// and descriptors (what an attack exhausts), never on time.
+
+/// Resident memory (KiB) and open descriptors of process `pid`.
+fn footprint(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    (rss, fds)
+}
+
+/// Most a sidecar may grow under any one attack below.
+const GROWTH_BOUND_KIB: u64 = 64 << 10;
+
+/// 2,000 connections held open (half silent, half dribbling a head: slowloris): the sidecar's
+/// memory stays bounded, a real request is still answered meanwhile, and every one of them
+/// is cut off by the header read timeout, giving back its descriptor.
+async fn holds_idle_connections_within_bounds(s: &Sidecar) {
+    let kind = s.kind;
+    let (target, answer) = s.answered_request();
+    let pid = s.child.id();
+    let (rss0, fds0) = footprint(pid);
+    let mut held = Vec::new();
+    for i in 0..2000 {
+        let mut c = TcpStream::connect(&s.listen).await.unwrap();
+        if i % 2 == 1 {
+            c.write_all(format!("GET {target} HTTP/1.1\r\nX-Slow: ").as_bytes())
+                .await
+                .unwrap();
+        }
+        held.push(c);
+    }
+    // Every connection is accepted (a descriptor each) before anything is measured; the
+    // sidecar's own count moves by one or two (its config watcher, a probe).
+    let t = Instant::now();
+    while footprint(pid).1 + 2 < fds0 + 2000 && t.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (rss1, fds1) = footprint(pid);
+    assert!(
+        fds1 + 2 >= fds0 + 2000,
+        "{kind}: {fds0} -> {fds1} descriptors after {:?}",
+        t.elapsed()
+    );
+    let got = exchange(&s.listen, &head(target, 10)).await;
+    assert!(
+        got.contains(answer),
+        "{kind}: request beside 2,000 idle: {got}"
+    );
+    // Each held connection is closed by the sidecar (EOF or reset) within the client's
+    // patience: the header read timeout (10 s) and some.
+    let closed = futures::future::join_all(held.into_iter().map(|mut c| async move {
+        let mut b = [0u8; 512];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            match tokio::time::timeout_at(deadline, c.read(&mut b)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {} // an error page before the close
+                Err(_) => return false,
+            }
+        }
+    }))
+    .await;
+    let cut = closed.iter().filter(|c| **c).count();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss2, fds2) = footprint(pid);
+    eprintln!(
+        "{kind}: 2,000 idle connections: RSS {rss0} -> {rss1} -> {rss2} KiB, descriptors {fds0} -> {fds1} -> {fds2}, {cut} cut off after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(cut, 2000, "{kind}: idle connections left open");
+    assert!(
+        rss1.saturating_sub(rss0) < GROWTH_BOUND_KIB,
+        "{kind}: grew {} KiB holding 2,000 connections",
+        rss1 - rss0
+    );
+    assert!(
+        fds2 <= fds0 + 2,
+        "{kind}: descriptors kept: {fds0} -> {fds2}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_thousand_idle_connections_are_bounded_and_cut_off() {
+    holds_idle_connections_within_bounds(&Sidecar::egress().await).await;
+    holds_idle_connections_within_bounds(&Sidecar::cred_proxy().await).await;
+}
+
+/// How the sidecar ended a flooding HTTP/2 connection.
+#[derive(Debug, Default)]
+struct FloodEnd {
+    /// GOAWAY error code, if one came.
+    goaway: Option<u32>,
+    /// Response HEADERS frames seen.
+    answers: usize,
+    /// The connection was closed (or the flood could not be written any more).
+    closed: bool,
+}
+
+/// Writes `frames` (after the preface and SETTINGS) while reading what comes back, then reads
+/// until the connection closes or `patience` runs out.
+async fn flood(addr: &str, frames: impl Iterator<Item = Vec<u8>>, patience: Duration) -> FloodEnd {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let reader = tokio::spawn(async move {
+        let mut end = FloodEnd::default();
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match tokio::time::timeout_at(deadline, rd.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    end.closed = true;
+                    return end;
+                }
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return end,
+            }
+            while buf.len() >= 9 {
+                let len =
+                    (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+                if buf.len() < 9 + len {
+                    break;
+                }
+                match buf[3] {
+                    1 => end.answers += 1,
+                    7 if len >= 8 => {
+                        end.goaway = Some(u32::from_be_bytes([buf[13], buf[14], buf[15], buf[16]]))
+                    }
+                    _ => {}
+                }
+                buf.drain(..9 + len);
+            }
+        }
+    });
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(4, 0, 0, &[]));
+    let mut write_failed = false;
+    for f in frames {
+        out.extend(f);
+        if out.len() >= 1 << 16 {
+            if wr.write_all(&out).await.is_err() {
+                write_failed = true;
+                break;
+            }
+            out.clear();
+        }
+    }
+    if !write_failed {
+        let _ = wr.write_all(&out).await;
+    }
+    let mut end = reader.await.unwrap();
+    end.closed |= write_failed;
+    end
+}
+
+/// HTTP/2 floods on a listener that speaks it: rapid reset (CVE-2023-44487: open a stream,
+/// cancel it, repeat) and CONTINUATION (a header block that never ends, CVE-2024-27316's
+/// kind). Memory stays bounded, the endless header block is refused, and a fresh client is
+/// answered afterwards.
+async fn withstands_http2_floods(s: &Sidecar) {
+    let kind = s.kind;
+    let (target, _) = s.answered_request();
+    let pid = s.child.id();
+    let (rss0, _) = footprint(pid);
+
+    let block = request_block(target);
+    let resets = (0..20_000u32).flat_map(|i| {
+        let id = 2 * i + 1;
+        // HEADERS (END_STREAM | END_HEADERS), then RST_STREAM CANCEL.
+        [
+            frame(1, 0x5, id, &block),
+            frame(3, 0, id, &8u32.to_be_bytes()),
+        ]
+    });
+    let end = flood(&s.listen, resets, Duration::from_secs(30)).await;
+    let (rss1, _) = footprint(pid);
+    eprintln!("{kind}: rapid reset of 20,000 streams: {end:?}, RSS {rss0} -> {rss1} KiB");
+    assert!(
+        end.answers < 20_000,
+        "{kind}: every cancelled stream was still answered: {end:?}"
+    );
+
+    // One header field, 100 bytes of value, as an HPACK literal; 150 of them fill a frame
+    // within the default frame size (16 KiB).
+    let mut field = vec![0x00, 3];
+    field.extend_from_slice(b"x-a");
+    field.push(100);
+    field.extend_from_slice(&[b'a'; 100]);
+    let chunk: Vec<u8> = field.repeat(150);
+    let endless = std::iter::once(frame(1, 0x1, 1, &block))
+        .chain(std::iter::repeat_with(move || frame(9, 0, 1, &chunk)).take(4096));
+    let end = flood(&s.listen, endless, Duration::from_secs(30)).await;
+    let (rss2, _) = footprint(pid);
+    eprintln!("{kind}: CONTINUATION flood (61 MiB offered): {end:?}, RSS -> {rss2} KiB");
+    assert!(
+        end.closed || end.goaway.is_some(),
+        "{kind}: an endless header block was taken: {end:?}"
+    );
+    assert_eq!(end.answers, 0, "{kind}: the endless request was answered");
+
+    assert!(
+        rss1.max(rss2).saturating_sub(rss0) < GROWTH_BOUND_KIB,
+        "{kind}: grew from {rss0} to {} KiB",
+        rss1.max(rss2)
+    );
+    let seen = h2_raw(&s.listen, target, H2Client::Request).await;
+    assert!(
+        seen.answered,
+        "{kind}: a fresh client after the floods: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_rapid_reset_and_continuation_floods_are_bounded() {
+    withstands_http2_floods(&Sidecar::cred_proxy().await).await;
+    withstands_http2_floods(&Sidecar::git_gate().await).await;
+}
