@@ -161,6 +161,8 @@ pub struct ControlPlane {
     /// [`REAL_NODE_IP`] when started with [`Self::start_for_real_node`].
     pub node_ip: Option<Ipv4Addr>,
     children: Vec<(String, Child)>,
+    /// How each child was started (program, arguments), so a fault test can start it again.
+    specs: Vec<(String, std::ffi::OsString, Vec<std::ffi::OsString>)>,
     /// The flock on [`REAL_NODE_LOCK`], released when this is dropped.
     real_node_lock: Option<fs::File>,
 }
@@ -351,6 +353,7 @@ impl ControlPlane {
             api_port,
             node_ip,
             children: Vec::new(),
+            specs: Vec::new(),
             real_node_lock,
         };
 
@@ -529,7 +532,51 @@ impl ControlPlane {
     fn spawn(&mut self, name: &str, cmd: &mut Command) -> anyhow::Result<()> {
         let child = self.spawn_logged(name, cmd)?;
         self.children.push((name.to_string(), child));
+        self.specs.push((
+            name.to_string(),
+            cmd.get_program().to_owned(),
+            cmd.get_args().map(ToOwned::to_owned).collect(),
+        ));
         Ok(())
+    }
+
+    /// Kills the control-plane process `name` (`etcd`, `kube-apiserver`, ...) at once, like a
+    /// crash; [`Self::start_again`] brings it back with its data.
+    pub fn stop(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self
+            .children
+            .iter()
+            .position(|(n, _)| n == name)
+            .with_context(|| format!("{name} is not running"))?;
+        let (_, mut child) = self.children.remove(i);
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Starts `name` again as it was first started (its log in `<name>-again.log`), then
+    /// waits for the API to be ready if the API server runs. The process is tied to the
+    /// calling thread.
+    pub fn start_again(&mut self, name: &str) -> anyhow::Result<()> {
+        let (_, program, args) = self
+            .specs
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .with_context(|| format!("{name} was never started"))?
+            .clone();
+        let child =
+            self.spawn_logged(&format!("{name}-again"), Command::new(program).args(args))?;
+        self.children.push((name.to_string(), child));
+        if self.children.iter().any(|(n, _)| n == "kube-apiserver") {
+            self.wait_ready()?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::stop`], then [`Self::start_again`].
+    pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        self.stop(name)?;
+        self.start_again(name)
     }
 
     /// Starts `cmd` tied to the calling thread, its output in `<name>.log`.

@@ -120,7 +120,23 @@ impl Operator {
 
     /// Starts the operator with extra arguments and environment.
     pub fn start_with(ns: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let cp = cluster();
+        Self::start_against(cluster(), ns, args, env)
+    }
+
+    /// Starts the operator watching `ns` of control plane `cp` (not this binary's shared one).
+    pub fn start_on(cp: &ControlPlane, ns: &str) -> Self {
+        Self::start_against(
+            cp,
+            ns,
+            &[],
+            &[(
+                "RUST_LOG",
+                "info,bottle_operator=debug,hyper_util=debug,kube_client=debug,rustls=debug",
+            )],
+        )
+    }
+
+    fn start_against(cp: &ControlPlane, ns: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = cp
             .dir
             .join(format!("operator-{ns}-{}.log", control_plane::free_port()));
@@ -131,9 +147,9 @@ impl Operator {
                 .args(["--namespace", ns, "--metrics-addr", &metrics])
                 .args(args)
                 .env("KUBECONFIG", &cp.kubeconfig)
+                .env("RUST_LOG", "info,bottle_operator=debug")
                 // After the defaults, so a test can override them (KUBECONFIG included).
                 .envs(env.iter().copied())
-                .env("RUST_LOG", "info,bottle_operator=debug")
                 .stdin(Stdio::null())
                 .stdout(file.try_clone().expect("log"))
                 .stderr(file),
