@@ -515,7 +515,11 @@ fn check_route_path(host: &Host, p: &str) -> Result<(), InvalidSpec> {
             "is not in normal form (dot segments or needless encoding), so no request would \
              match it; write {n:?}"
         )),
-        Err(_) => bad("encodes '/', '\\' or '%', or climbs above '/'; write the plain path".into()),
+        Err(_) => bad(
+            "encodes '/', '\\' or '%', has a dot segment with ';' parameters, or climbs \
+             above '/'; write the plain path"
+                .into(),
+        ),
     }
 }
 
