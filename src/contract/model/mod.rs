@@ -245,7 +245,7 @@ impl Policy {
                     format!("credProxy route {} is declared twice", r.name),
                 ));
             }
-            let url = parse_upstream(&r.name, &r.upstream)?;
+            let mut url = parse_upstream(&r.name, &r.upstream)?;
             let host = Host::parse(url.host_str().unwrap_or_default())
                 .map_err(|e| invalid_host("credProxy.routes[].upstream", &r.upstream, &e))
                 .and_then(|h| {
@@ -253,6 +253,11 @@ impl Policy {
                     Ok(h)
                 })?;
             let port = url.port_or_known_default().unwrap_or(443);
+            // cred-proxy asks pipelock for the URL's host as written, and pipelock's
+            // passthrough list matches it without dropping a trailing dot: the spelling the
+            // allowlists hold (`Host`) is the one it must ask for.
+            url.set_host(Some(host.as_str()))
+                .expect("a valid hostname is a valid URL host");
             // What cred-proxy will read: checked here too, so the sidecar never meets an
             // upstream its own parser refuses.
             let upstream = crate::contract::config::cred_proxy::HttpsBase::try_from(

@@ -98,6 +98,27 @@ fn route_and_upstream_hosts_join_the_allowlist_and_passthrough_implies_allow() {
 }
 
 #[test]
+fn an_upstream_is_asked_for_by_the_host_the_allowlists_hold() {
+    // With the trailing dot kept, cred-proxy's CONNECT named `llm.example.com.`, which
+    // pipelock's passthrough list (no dot trimming) does not match: the credential was
+    // intercepted and header-scanned. Found by tests/properties.rs.
+    let mut s = BottleSpec::default();
+    s.cred_proxy.routes = vec![CredRoute {
+        name: "llm".into(),
+        upstream: "https://LLM.Example.com.:8443/v1".into(),
+        auth: auth("creds", "llm"),
+    }];
+    let p = Policy::from_spec(&s).unwrap();
+    let r = &p.cred_routes[0];
+    assert_eq!(r.upstream.to_string(), "https://llm.example.com:8443/v1");
+    assert_eq!((r.host.as_str(), r.port), ("llm.example.com", 8443));
+    assert!(
+        p.pipelock_passthrough()
+            .contains(&HostPattern::Exact(r.host.clone()))
+    );
+}
+
+#[test]
 fn upstreams_must_be_plain_https_urls() {
     for (upstream, why) in [
         ("http://api.example.com", "https"),
