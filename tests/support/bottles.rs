@@ -10,9 +10,13 @@ use bottle_operator::contract::api::{
 use bottle_operator::contract::model::dlp_regex;
 use proptest::prelude::*;
 
-/// One DNS label.
+/// One DNS label: LDH, or a valid punycode A-label (an invalid `xn--` one is refused).
 pub fn label() -> impl Strategy<Value = String> {
-    "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?"
+    prop_oneof![
+        12 => "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?".prop_filter("no A-label", |l| !l.starts_with("xn--")),
+        1 => prop::sample::select(vec!["xn--bcher-kva", "xn--mnchen-3ya", "xn--80ak6aa92e"])
+            .prop_map(String::from),
+    ]
 }
 
 /// A lower-case domain of two to four labels.

@@ -473,6 +473,21 @@ const INTERNAL_SUFFIXES: &[(&str, &str)] = &[
 
 fn check_public(field: &str, value: &str, host: &Host) -> Result<(), InvalidSpec> {
     let h = host.as_str();
+    // URL parsers (WHATWG: the `url` crate that reads cred-proxy upstreams, browsers, curl
+    // with IDN) refuse invalid punycode (`xn--a`) and read a name ending in a number-like label
+    // (`a.0x1`) as an IPv4 address; a host the model accepts is the same name to all of them.
+    match url::Host::parse(h) {
+        Ok(url::Host::Domain(d)) if d == h => {}
+        Ok(_) => {
+            return Err(invalid_host(field, value, &HostError::IpLiteral));
+        }
+        Err(e) => {
+            return Err(InvalidSpec::new(
+                Reason::InvalidHost,
+                format!("{field}: {value:?} is not a valid hostname: {e}"),
+            ));
+        }
+    }
     let internal = INTERNAL_SUFFIXES.iter().find(|(suffix, _)| {
         h == *suffix || h.strip_suffix(suffix).is_some_and(|r| r.ends_with('.'))
     });

@@ -119,6 +119,19 @@ fn an_upstream_is_asked_for_by_the_host_the_allowlists_hold() {
 }
 
 #[test]
+fn hosts_are_names_every_url_parser_reads_alike() {
+    // `xn--a.com` passed the DNS-label check but is invalid punycode, so the same host was
+    // accepted in egress.allow and refused as a credProxy upstream (the `url` crate refuses
+    // it). Found by tests/properties.rs.
+    for bad in ["xn--a.com", "XN--A.com", "*.xn--a.example.com", "a.0x1"] {
+        let err = Policy::from_spec(&spec_with_allow(&[bad])).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidHost, "{bad}: {}", err.message);
+    }
+    let p = Policy::from_spec(&spec_with_allow(&["xn--bcher-kva.example", "a--b.com"])).unwrap();
+    assert_eq!(p.allow.len(), 2);
+}
+
+#[test]
 fn upstreams_must_be_plain_https_urls() {
     for (upstream, why) in [
         ("http://api.example.com", "https"),
