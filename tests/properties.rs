@@ -364,12 +364,11 @@ fn host_parsing_never_panics_and_egress_allows_only_what_pipelock_and_the_networ
                 let Some(port) = a.port_u16() else { continue };
                 let asked = a.host();
                 // Every IP literal, bracketed or not, is refused as one.
-                if asked
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok()
-                {
+                let bare = asked
+                    .strip_prefix('[')
+                    .and_then(|a| a.strip_suffix(']'))
+                    .unwrap_or(asked);
+                if bare.parse::<std::net::IpAddr>().is_ok() {
                     let got = egress::normalize_host(asked);
                     prop_assert!(matches!(got, Err(egress::Deny::IpLiteral(_))), "{:?}", got);
                 }
@@ -758,6 +757,95 @@ fn no_upstream_reads_an_admitted_path_outside_its_prefix() {
     let (eg, cp) = admitted.get();
     println!("paths: egress admitted {eg} hostile paths, cred-proxy {cp}");
     assert!(eg >= 300 && cp >= 300, "{eg} / {cp}");
+}
+
+/// Does an upstream that read the path as `path` (and the query as `query`) run a push? Its
+/// router may ignore a trailing slash and compare without case (IIS-hosted servers), and
+/// decodes the query.
+fn upstream_runs_a_push(path: &str, query: Option<&str>) -> bool {
+    let segs: Vec<&str> = path.trim_end_matches('/').rsplit('/').collect();
+    let is = |i: usize, name: &str| segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(name));
+    let wants_push = query.is_some_and(|q| {
+        q.split('&').any(|kv| {
+            String::from_utf8_lossy(&decode(kv.as_bytes()))
+                .eq_ignore_ascii_case("service=git-receive-pack")
+        })
+    });
+    is(0, "git-receive-pack") || (is(0, "refs") && is(1, "info") && wants_push)
+}
+
+/// A path under a repository that may name the push service, spelt as upstreams read it.
+fn push_path() -> impl Strategy<Value = String> {
+    let last = prop::sample::select(vec![
+        "git-receive-pack",
+        "git-receive-pack;x",
+        "git-receive-pack/",
+        "git-receive-pack//",
+        "GIT-Receive-Pack",
+        "git-receive-pac%6b",
+        "git-receive-pack%3bx",
+        "git-receive-pack%2f",
+        "info/refs",
+        "info/refs;x",
+        "info/refs/",
+        "INFO/REFS",
+        "info%2frefs",
+        "git-upload-pack",
+        "info/refs;/..;/git-receive-pack",
+    ]);
+    let dir = prop_oneof![
+        2 => "/[a-z]{1,3}/[a-z]{1,3}(\\.git)?".boxed(),
+        1 => raw_path().boxed(),
+    ];
+    (dir, last).prop_map(|(dir, last)| format!("{}/{last}", dir.trim_end_matches('/')))
+}
+
+#[test]
+fn cred_proxy_refuses_every_spelling_of_a_push_an_upstream_would_run() {
+    let mut runner = runner(2000);
+    let (refused, passed) = (Cell::new(0u32), Cell::new(0u32));
+    let queries = vec![
+        None,
+        Some("service=git-receive-pack"),
+        Some("service=git%2Dreceive-pack"),
+        Some("service=GIT-RECEIVE-PACK"),
+        Some("x=1&service=git-receive-pac%6B"),
+        Some("service=git-upload-pack"),
+    ];
+    let routes = cred_routes("https://git.example.com/");
+    runner
+        .run(
+            &(push_path(), prop::sample::select(queries)),
+            |(raw, query)| {
+                let Ok((uri, _)) = routes.resolve(&format!("/gh{raw}"), query) else {
+                    refused.set(refused.get() + 1);
+                    return Ok(());
+                };
+                passed.set(passed.get() + 1);
+                for (name, upstream) in UPSTREAMS {
+                    if let Some(at) = upstream(uri.path()) {
+                        prop_assert!(
+                            !upstream_runs_a_push(&at, uri.query()),
+                            "{} reads {} (from {:?}) as a push",
+                            name,
+                            uri,
+                            raw
+                        );
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    println!(
+        "pushes: cred-proxy refused {} spellings, passed {}",
+        refused.get(),
+        passed.get()
+    );
+    assert!(
+        refused.get() >= 200 && passed.get() >= 100,
+        "both sides exercised"
+    );
 }
 
 #[test]
