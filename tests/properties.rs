@@ -3,7 +3,8 @@
 //! - any Bottle the model accepts renders egress, cred-proxy and git-gate configs that load
 //!   in the sidecars' own loaders, and mean there what the model meant (a round trip);
 //! - path normalisation is idempotent, and a path egress or cred-proxy lets through never
-//!   lands outside the declared prefix at an upstream that normalises differently;
+//!   lands outside the declared prefix at an upstream that normalises differently, nor is a
+//!   push there;
 //! - host parsing never panics, and what egress lets through is what pipelock's allowlist
 //!   and passthrough list (Go matchers ported below) and the NetworkPolicy's ports let through.
 //!
