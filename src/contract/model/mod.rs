@@ -390,7 +390,12 @@ impl Policy {
     /// intercepted and blocked.
     pub fn pipelock_passthrough(&self) -> BTreeSet<HostPattern> {
         let mut hosts = self.passthrough.clone();
-        hosts.extend(self.websocket.iter().cloned());
+        // pipelock's `*.d` splices subdomains only, and egress lets a WebSocket to `d` through.
+        hosts.extend(
+            self.websocket
+                .iter()
+                .flat_map(HostPattern::passthrough_entries),
+        );
         let credentialed = self.egress_routes.iter().filter(|r| r.auth.is_some());
         hosts.extend(credentialed.map(|r| HostPattern::Exact(r.host.clone())));
         hosts.extend(

@@ -119,6 +119,22 @@ fn an_upstream_is_asked_for_by_the_host_the_allowlists_hold() {
 }
 
 #[test]
+fn a_websocket_wildcard_is_spliced_at_its_apex_too() {
+    // pipelock 2.3.0's `*.d` passthrough entry misses `d` (tests/pipelock_facts.rs), so a
+    // WebSocket to the apex was intercepted and lost its Upgrade header. Found by
+    // tests/properties.rs.
+    let mut s = BottleSpec::default();
+    s.egress.websocket = vec!["*.ws.example.com".into()];
+    let p = Policy::from_spec(&s).unwrap();
+    let spliced: Vec<String> = p
+        .pipelock_passthrough()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(spliced, ["ws.example.com", "*.ws.example.com"]);
+}
+
+#[test]
 fn hosts_are_names_every_url_parser_reads_alike() {
     // `xn--a.com` passed the DNS-label check but is invalid punycode, so the same host was
     // accepted in egress.allow and refused as a credProxy upstream (the `url` crate refuses
