@@ -202,9 +202,25 @@ fn every_accepted_bottle_renders_configs_each_sidecar_loads_and_reads_alike() {
                 }
             }
 
-            // pipelock: its file reads back into its strict schema.
+            // pipelock: its file reads back into its strict schema, and it splices every name
+            // of a passthrough or WebSocket entry (egress intercepts WebSocket hosts itself).
             let back: PipelockConfig = serde_norway::from_str(&r.files[files::PIPELOCK]).unwrap();
             prop_assert_eq!(&back, &r.pipelock);
+            for pat in p.passthrough.iter().chain(&p.websocket) {
+                for h in probes(pat) {
+                    prop_assert!(
+                        r.pipelock
+                            .tls_interception
+                            .passthrough_domains
+                            .iter()
+                            .any(|e| pipelock_passthrough_matches(&h, e)),
+                        "pipelock intercepts {} of {}: {:?}",
+                        h,
+                        pat,
+                        r.pipelock.tls_interception.passthrough_domains
+                    );
+                }
+            }
 
             // cred-proxy: its loader, and every route reaches its declared host and port,
             // which pipelock allows and splices, and the NetworkPolicy opens.
