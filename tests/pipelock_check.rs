@@ -10,15 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
-use bottle_operator::contract::api::{
-    Bottle, BottleSpec, CredRoute, DlpPattern, EgressRoute, GitRemote, RouteAuth, SecretKeyRef,
-};
+use bottle_operator::contract::api::{Bottle, BottleSpec, DlpPattern};
 use bottle_operator::contract::config::git_gate::GitGateConfig;
 use bottle_operator::contract::config::pipelock::PipelockConfig;
 use bottle_operator::contract::model::{Policy, dlp_regex};
 use bottle_operator::operator::render::{ca, config_map};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestRunner};
+
+#[path = "support/bottles.rs"]
+mod bottles;
+use bottles::{bottle, regex_source};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -190,131 +192,6 @@ fn the_checker_reports_what_pipelock_refuses() {
     assert!(e.contains("invalid repeat count"), "{e}");
 }
 
-// ---------------------------------------------------------------- generated Bottles
-
-fn label() -> impl Strategy<Value = String> {
-    "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?"
-}
-
-fn domain() -> impl Strategy<Value = String> {
-    (
-        prop::collection::vec(label(), 1..3),
-        prop::sample::select(vec!["com", "org", "io", "example", "test", "co.uk", "dev"]),
-    )
-        .prop_map(|(ls, tld)| format!("{}.{tld}", ls.join(".")))
-}
-
-/// A host as a user might write it: sometimes upper-case or with a trailing dot.
-fn host() -> impl Strategy<Value = String> {
-    (domain(), 0..6u8).prop_map(|(d, style)| match style {
-        0 => d.to_ascii_uppercase(),
-        1 => format!("{d}."),
-        _ => d,
-    })
-}
-
-fn pattern() -> impl Strategy<Value = String> {
-    prop_oneof![3 => host(), 1 => domain().prop_map(|d| format!("*.{d}"))]
-}
-
-fn auth() -> impl Strategy<Value = RouteAuth> {
-    (
-        prop::option::of(prop::sample::select(vec!["x-api-key", "Private-Token"])),
-        prop::option::of(Just("Bearer")),
-        "[a-z][a-z0-9-]{0,10}",
-        "[a-z][a-z0-9_.-]{0,10}",
-    )
-        .prop_map(|(header, scheme, name, key)| RouteAuth {
-            header: header.map(Into::into),
-            scheme: scheme.map(Into::into),
-            secret_key_ref: SecretKeyRef { name, key },
-        })
-}
-
-/// DLP regexes our validation accepts, tricky ones included.
-fn accepted_regex() -> impl Strategy<Value = String> {
-    prop_oneof![
-        prop::sample::select(vec![
-            r"excorp_[A-Za-z0-9]{32}",
-            r"\d{4}-\d{4}-\d{4}",
-            "(?i)secret_[a-f0-9]{16}",
-            "(?P<tok>tok_[a-z]{8})",
-            "(?:ab|cd){2,5}x",
-            r"^AKIA[0-9A-Z]{16}$",
-            r"\bkey\b=\S+",
-            r"[[:alpha:]]\p{L}\x41\.",
-            "'single-quote'",
-            r#""double" and \\ backslash"#,
-            r"colon: hash # \{braces\}",
-            "- dash start",
-            "[]a]",
-        ])
-        .prop_map(String::from),
-        regex_source().prop_filter("accepted", |r| dlp_regex::check(r).is_ok()),
-    ]
-}
-
-fn bottle() -> impl Strategy<Value = BottleSpec> {
-    (
-        prop::collection::vec(pattern(), 0..6),
-        prop::collection::vec(pattern(), 0..3),
-        prop::collection::btree_map(
-            domain(),
-            (
-                // Prefixes in the normal form egress compares (no dot segments, no empty ones).
-                prop::collection::vec(
-                    "/([a-z0-9_-][a-z0-9_.-]{0,5}/){0,2}([a-z0-9_-][a-z0-9_.-]{0,5})?",
-                    0..3,
-                ),
-                prop::option::of(auth()),
-            ),
-            0..3,
-        ),
-        prop::collection::btree_map("[a-z][a-z0-9]{0,8}", (domain(), auth()), 0..3),
-        any::<bool>(),
-        prop::collection::vec(("[A-Za-z][A-Za-z0-9 _-]{0,20}", accepted_regex()), 0..4),
-        any::<bool>(),
-    )
-        .prop_map(
-            |(allow, passthrough, routes, cred, block, patterns, remote)| {
-                let mut s = BottleSpec::default();
-                s.egress.allow = allow;
-                s.egress.passthrough = passthrough;
-                s.egress.routes = routes
-                    .into_iter()
-                    .map(|(host, (paths, auth))| EgressRoute { host, paths, auth })
-                    .collect();
-                s.cred_proxy.routes = cred
-                    .into_iter()
-                    .map(|(name, (host, auth))| CredRoute {
-                        name,
-                        upstream: format!("https://{host}/v1"),
-                        auth,
-                    })
-                    .collect();
-                s.dlp.block = block;
-                s.dlp.patterns = patterns
-                    .into_iter()
-                    .map(|(name, regex)| DlpPattern { name, regex })
-                    .collect();
-                if remote {
-                    s.git.remotes = vec![GitRemote {
-                        name: "origin".into(),
-                        url: "git@github.com:o/r.git".into(),
-                        ssh_key_secret_ref: SecretKeyRef {
-                            name: "k".into(),
-                            key: "id".into(),
-                        },
-                        known_hosts: "github.com ssh-ed25519 AAAA".into(),
-                        ..Default::default()
-                    }];
-                    s.git.scan_allowlist = vec!["fixture-[0-9]+".into()];
-                }
-                s
-            },
-        )
-}
-
 #[test]
 fn generated_valid_bottles_render_configs_pipelock_and_gitleaks_accept() {
     let checker = Checker::new();
@@ -408,107 +285,6 @@ fn go_judge(re: &str, corpus: &[String]) -> Result<Vec<bool>, String> {
     } else {
         Err(v["err"].as_str().unwrap_or_default().to_string())
     }
-}
-
-/// Pieces of regexes: plain ones both dialects share and the tricky constructs that differ.
-fn atom() -> impl Strategy<Value = String> {
-    prop::sample::select(vec![
-        // Shared.
-        "a",
-        "B",
-        "_",
-        "0",
-        "-",
-        r"\.",
-        r"\d",
-        r"\w",
-        r"\s",
-        r"\D",
-        ".",
-        "[a-c]",
-        "[^ab]",
-        "[[:alpha:]]",
-        "[[:^digit:]]",
-        r"\p{L}",
-        r"\pN",
-        r"\P{Lu}",
-        r"\x41",
-        r"\x{62}",
-        "^",
-        "$",
-        r"\b",
-        r"\B",
-        r"\A",
-        r"\z",
-        "[]a]",
-        r"[\d_-]",
-        r"\t",
-        r"\-",
-        r"\<x",
-        "()",
-        // Differ or unsupported.
-        "(?=a)",
-        "(?!a)",
-        "(?<=a)",
-        "(?<!a)",
-        r"(a)\1",
-        "[a&&b]",
-        "[a-c--b]",
-        "[a~~b]",
-        "[a[b]]",
-        r"\<",
-        r"\>",
-        r"\b{start}",
-        r"\b{end}",
-        r"\b{start-half}",
-        r"\u0041",
-        r"\U{42}",
-        r"\p{Letter}",
-        r"\p{greek}",
-        r"\p{sc=Greek}",
-        "(?x)a b",
-        "(?u)a",
-        "(?R)a",
-        "a{,3}",
-        "a{1001}",
-        "a{2,1500}",
-        r"\Q.\E",
-        r"\0",
-        r"\101",
-        "(?<n>a)",
-        "(?P<m>b)",
-        "(?<a.b>c)",
-        "a**",
-        "a{2}{3}",
-        "(?:a{40}){30}",
-        r"\e",
-        r"\/",
-        r"\C",
-        "(?i)",
-        "(?-i)",
-        r"\Z",
-        "[[:word:]]",
-        r"\pZ",
-        r"\p{Any}",
-    ])
-    .prop_map(String::from)
-}
-
-fn regex_source() -> impl Strategy<Value = String> {
-    atom().prop_recursive(3, 24, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 1..4).prop_map(|v| v.concat()),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a}|{b}")),
-            inner.clone().prop_map(|a| format!("({a})")),
-            inner.clone().prop_map(|a| format!("(?:{a})")),
-            inner.clone().prop_map(|a| format!("(?i:{a})")),
-            (
-                inner,
-                prop::sample::select(vec!["*", "+?", "?", "{2}", "{1,3}", "{0,}", "{3,}?"])
-            )
-                .prop_map(|(a, op)| format!("(?:{a}){op}")),
-        ]
-    })
 }
 
 /// ASCII without the vertical tab: the two places the dialects still differ by design

@@ -247,7 +247,7 @@ impl Policy {
                     format!("credProxy route {} is declared twice", r.name),
                 ));
             }
-            let url = parse_upstream(&r.name, &r.upstream)?;
+            let mut url = parse_upstream(&r.name, &r.upstream)?;
             let host = Host::parse(url.host_str().unwrap_or_default())
                 .map_err(|e| invalid_host("credProxy.routes[].upstream", &r.upstream, &e))
                 .and_then(|h| {
@@ -255,6 +255,11 @@ impl Policy {
                     Ok(h)
                 })?;
             let port = url.port_or_known_default().unwrap_or(443);
+            // cred-proxy asks pipelock for the URL's host as written, and pipelock's
+            // passthrough list matches it without dropping a trailing dot: the spelling the
+            // allowlists hold (`Host`) is the one it must ask for.
+            url.set_host(Some(host.as_str()))
+                .expect("a valid hostname is a valid URL host");
             // What cred-proxy will read: checked here too, so the sidecar never meets an
             // upstream its own parser refuses.
             let upstream = crate::contract::config::cred_proxy::HttpsBase::try_from(
@@ -400,7 +405,12 @@ impl Policy {
     /// intercepted and blocked.
     pub fn pipelock_passthrough(&self) -> BTreeSet<HostPattern> {
         let mut hosts = self.passthrough.clone();
-        hosts.extend(self.websocket.iter().cloned());
+        // pipelock's `*.d` splices subdomains only, and egress lets a WebSocket to `d` through.
+        hosts.extend(
+            self.websocket
+                .iter()
+                .flat_map(HostPattern::passthrough_entries),
+        );
         let credentialed = self.egress_routes.iter().filter(|r| r.auth.is_some());
         hosts.extend(credentialed.map(|r| HostPattern::Exact(r.host.clone())));
         hosts.extend(
@@ -483,6 +493,21 @@ const INTERNAL_SUFFIXES: &[(&str, &str)] = &[
 
 fn check_public(field: &str, value: &str, host: &Host) -> Result<(), InvalidSpec> {
     let h = host.as_str();
+    // URL parsers (WHATWG: the `url` crate that reads cred-proxy upstreams, browsers, curl
+    // with IDN) refuse invalid punycode (`xn--a`) and read a name ending in a number-like label
+    // (`a.0x1`) as an IPv4 address; a host the model accepts is the same name to all of them.
+    match url::Host::parse(h) {
+        Ok(url::Host::Domain(d)) if d == h => {}
+        Ok(_) => {
+            return Err(invalid_host(field, value, &HostError::IpLiteral));
+        }
+        Err(e) => {
+            return Err(InvalidSpec::new(
+                Reason::InvalidHost,
+                format!("{field}: {value:?} is not a valid hostname: {e}"),
+            ));
+        }
+    }
     let internal = INTERNAL_SUFFIXES.iter().find(|(suffix, _)| {
         h == *suffix || h.strip_suffix(suffix).is_some_and(|r| r.ends_with('.'))
     });
@@ -530,7 +555,11 @@ fn check_route_path(host: &Host, p: &str) -> Result<(), InvalidSpec> {
             "is not in normal form (dot segments or needless encoding), so no request would \
              match it; write {n:?}"
         )),
-        Err(_) => bad("encodes '/', '\\' or '%', or climbs above '/'; write the plain path".into()),
+        Err(_) => bad(
+            "encodes '/', '\\' or '%', has a dot segment with ';' parameters, or climbs \
+             above '/'; write the plain path"
+                .into(),
+        ),
     }
 }
 

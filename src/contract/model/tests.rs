@@ -98,6 +98,56 @@ fn route_and_upstream_hosts_join_the_allowlist_and_passthrough_implies_allow() {
 }
 
 #[test]
+fn an_upstream_is_asked_for_by_the_host_the_allowlists_hold() {
+    // With the trailing dot kept, cred-proxy's CONNECT named `llm.example.com.`, which
+    // pipelock's passthrough list (no dot trimming) does not match: the credential was
+    // intercepted and header-scanned. Found by tests/properties.rs.
+    let mut s = BottleSpec::default();
+    s.cred_proxy.routes = vec![CredRoute {
+        name: "llm".into(),
+        upstream: "https://LLM.Example.com.:8443/v1".into(),
+        auth: auth("creds", "llm"),
+    }];
+    let p = Policy::from_spec(&s).unwrap();
+    let r = &p.cred_routes[0];
+    assert_eq!(r.upstream.to_string(), "https://llm.example.com:8443/v1");
+    assert_eq!((r.host.as_str(), r.port), ("llm.example.com", 8443));
+    assert!(
+        p.pipelock_passthrough()
+            .contains(&HostPattern::Exact(r.host.clone()))
+    );
+}
+
+#[test]
+fn a_websocket_wildcard_is_spliced_at_its_apex_too() {
+    // pipelock 2.3.0's `*.d` passthrough entry misses `d` (tests/pipelock_facts.rs), so a
+    // WebSocket to the apex was intercepted and lost its Upgrade header. Found by
+    // tests/properties.rs.
+    let mut s = BottleSpec::default();
+    s.egress.websocket = vec!["*.ws.example.com".into()];
+    let p = Policy::from_spec(&s).unwrap();
+    let spliced: Vec<String> = p
+        .pipelock_passthrough()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(spliced, ["ws.example.com", "*.ws.example.com"]);
+}
+
+#[test]
+fn hosts_are_names_every_url_parser_reads_alike() {
+    // `xn--a.com` passed the DNS-label check but is invalid punycode, so the same host was
+    // accepted in egress.allow and refused as a credProxy upstream (the `url` crate refuses
+    // it). Found by tests/properties.rs.
+    for bad in ["xn--a.com", "XN--A.com", "*.xn--a.example.com", "a.0x1"] {
+        let err = Policy::from_spec(&spec_with_allow(&[bad])).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidHost, "{bad}: {}", err.message);
+    }
+    let p = Policy::from_spec(&spec_with_allow(&["xn--bcher-kva.example", "a--b.com"])).unwrap();
+    assert_eq!(p.allow.len(), 2);
+}
+
+#[test]
 fn upstreams_must_be_plain_https_urls() {
     for (upstream, why) in [
         ("http://api.example.com", "https"),

@@ -46,11 +46,24 @@ pub struct Routes {
     token_files: Vec<PathBuf>,
 }
 
-/// True for git smart-HTTP push: the receive-pack service or its ref advertisement.
+/// True for git smart-HTTP push: the receive-pack service or its ref advertisement, as any
+/// upstream might read the (normalised) path: `;params` dropped (Tomcat, Jetty: Gerrit,
+/// Bitbucket Server), a trailing slash ignored, case ignored (IIS), the query decoded.
 pub fn is_git_push(path: &str, query: Option<&str>) -> bool {
-    path.ends_with("/git-receive-pack")
-        || (path.ends_with("/info/refs")
-            && query.is_some_and(|q| q.split('&').any(|kv| kv == "service=git-receive-pack")))
+    let mut names = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .map(|s| s.split(';').next().unwrap_or_default());
+    let is = |s: Option<&str>, name: &str| s.is_some_and(|s| s.eq_ignore_ascii_case(name));
+    let last = names.next();
+    let wants_push = query.is_some_and(|q| {
+        q.split('&').any(|kv| {
+            percent_encoding::percent_decode_str(kv)
+                .decode_utf8_lossy()
+                .eq_ignore_ascii_case("service=git-receive-pack")
+        })
+    });
+    is(last, "git-receive-pack") || (is(last, "refs") && is(names.next(), "info") && wants_push)
 }
 
 impl Routes {
@@ -176,5 +189,20 @@ mod tests {
                 .is_ok()
         );
         assert!(r.resolve("/gh/o/r.git/git-upload-pack", None).is_ok());
+        // Spellings a server that drops `;params`, ignores a trailing slash or case, or
+        // decodes the query still runs as a push. Found by tests/properties.rs.
+        for (path, query) in [
+            ("/gh/o/r.git/git-receive-pack;x", None),
+            ("/gh/o/r.git/git-receive-pack/", None),
+            ("/gh/o/r.git/GIT-Receive-Pack", None),
+            ("/gh/o/r.git/info;x/refs", Some("service=git-receive-pack")),
+            ("/gh/o/r.git/info/refs", Some("service=git%2Dreceive-pack")),
+        ] {
+            assert_eq!(
+                r.resolve(path, query).unwrap_err(),
+                Refusal::GitPush,
+                "{path}"
+            );
+        }
     }
 }

@@ -22,7 +22,8 @@ pub enum Deny {
     IpLiteral(String),
     /// The port is not one the bottle may use.
     Port(u16),
-    /// The path is encoded ambiguously (double encoding, encoded separators, `..` above root).
+    /// The path is encoded ambiguously (double encoding, encoded separators, `..;`, `..`
+    /// above root).
     AmbiguousPath(String),
     /// The request names another host than the tunnel it came through.
     HostMismatch { tunnel: String, request: String },
@@ -322,6 +323,11 @@ mod tests {
         ));
         assert!(matches!(
             ok("/../../etc/passwd"),
+            Err(Deny::AmbiguousPath(_))
+        ));
+        // Tomcat and Jetty drop `;params` before resolving dot segments.
+        assert!(matches!(
+            ok("/repos/acme/..;/evil"),
             Err(Deny::AmbiguousPath(_))
         ));
         assert_eq!(ok("/repos/acme/./a//b/"), Ok("/repos/acme/a/b/".into()));
