@@ -974,3 +974,17 @@ fn scan_allow_paths_exempt_only_files_pushed_nowhere_else() {
     );
     assert_lands(&w, a.push(&["main"]), "main", &c);
 }
+
+#[test]
+fn the_refresh_and_the_push_upstream_share_one_ssh_connection() {
+    let (w, _gate, a, _base) = setup();
+    // The clone's refresh opened the master connection.
+    let opened = w.ssh_logins();
+    assert_eq!(opened, 1, "the clone logs in once");
+    for i in 0..3 {
+        let c = a.commit(&format!("f{i}.txt"), "work\n", "work");
+        assert_lands(&w, a.push(&["main"]), "main", &c);
+    }
+    // Each push is a refresh and a push upstream: without the master, two logins each.
+    assert_eq!(w.ssh_logins(), opened, "pushes ride the open connection");
+}

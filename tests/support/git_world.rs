@@ -74,14 +74,16 @@ impl World {
         let ssh_port = free_port();
         let cfg = format!(
             "Port {ssh_port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\n\
-             UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel ERROR\n",
+             UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel INFO\n",
             d = d.display()
         );
         std::fs::write(d.join("sshd_config"), cfg).unwrap();
         let sshd = spawn_tied(
             Command::new("/usr/sbin/sshd")
-                .args(["-D", "-e", "-f"])
+                .args(["-D", "-f"])
                 .arg(d.join("sshd_config"))
+                .arg("-E")
+                .arg(d.join("sshd.log"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         )
@@ -138,6 +140,14 @@ impl World {
             gitleaks,
             dir,
         }
+    }
+
+    /// How many SSH logins the upstream has accepted so far.
+    pub fn ssh_logins(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("sshd.log"))
+            .unwrap_or_default()
+            .matches("Accepted publickey")
+            .count()
     }
 
     pub fn url(&self) -> String {

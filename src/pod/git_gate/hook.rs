@@ -76,7 +76,7 @@ pub fn run(
     // have changed since the mirror was made.
     let deletes = updates.iter().any(|u| u.new == ZERO);
     let default_branch = if deletes && !remote.allow_delete_default_branch {
-        let ssh = mirror::ssh_command(cfg, remote)?;
+        let ssh = super::ssh::for_remote(cfg, remote)?.command;
         mirror::upstream_head(&repo, &ssh, remote)?.unwrap_or_default()
     } else {
         String::new()
@@ -168,7 +168,7 @@ pub fn run(
         bail!("push refused");
     }
 
-    let ssh = mirror::ssh_command(cfg, remote)?;
+    let ssh = super::ssh::for_remote(cfg, remote)?.command;
     let mut args = vec!["push", "--atomic", "--porcelain", remote.upstream.as_str()];
     args.extend(refspecs.iter().map(String::as_str));
     let out = Command::new("git")

@@ -17,31 +17,6 @@ pub fn mirror_dir(cfg: &GitGateConfig, name: &str) -> PathBuf {
         .join(format!("{name}.git"))
 }
 
-/// The `GIT_SSH_COMMAND` for a remote. ssh refuses keys readable by others, and Secret
-/// volumes are group-readable, so the key (and the pinned known_hosts) are copied to
-/// 0600 files first.
-pub fn ssh_command(cfg: &GitGateConfig, r: &GitRemote) -> anyhow::Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = Path::new(&cfg.state_dir).join("ssh").join(&r.name);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    let key = std::fs::read(&r.ssh_key_file)
-        .with_context(|| format!("reading SSH key {}", r.ssh_key_file))?;
-    let write = |name: &str, body: &[u8]| -> anyhow::Result<PathBuf> {
-        let p = dir.join(name);
-        crate::pod::core::atomic_file::write(&p, body, 0o600)?;
-        Ok(p)
-    };
-    let key_path = write("id", &key)?;
-    let kh_path = write("known_hosts", r.known_hosts.as_bytes())?;
-    Ok(format!(
-        "ssh -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
-         -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=15",
-        key_path.display(),
-        kh_path.display()
-    ))
-}
-
 /// Runs git with the remote's SSH command; returns stdout, or fails with git's stderr.
 pub fn git(dir: &Path, ssh: Option<&str>, args: &[&str]) -> anyhow::Result<String> {
     let mut c = Command::new("git");
@@ -80,7 +55,7 @@ pub fn sync(cfg: &GitGateConfig, r: &GitRemote, hook_cmd: &str) -> anyhow::Resul
         )?;
     }
     install_hook(&dir, hook_cmd)?;
-    let ssh = ssh_command(cfg, r)?;
+    let ssh = super::ssh::for_remote(cfg, r)?.command;
     git(
         &dir,
         Some(&ssh),

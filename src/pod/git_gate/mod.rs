@@ -10,6 +10,7 @@ pub mod mirror;
 pub mod objects;
 pub mod scan;
 pub mod server;
+pub mod ssh;
 pub mod unpack;
 
 pub use server::run;

@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{Mutex, watch};
 
-use super::mirror;
+use super::{mirror, ssh};
 use crate::contract::config::git_gate::GitGateConfig;
 use crate::pod::core::admin::Admin;
 use crate::pod::core::reload::{self, Loaded, hash_bytes};
@@ -119,6 +119,9 @@ struct Gate {
     config_path: PathBuf,
     gitleaks: String,
     syncs: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Shared upstream connections: the refresh before a push opens one, the hook's push
+    /// upstream rides it.
+    masters: Arc<ssh::Masters>,
 }
 
 impl Gate {
@@ -143,12 +146,14 @@ impl Gate {
         let _held = lock.lock().await;
         let hook = self.hook_cmd(name)?;
         let name = name.to_string();
+        let masters = self.masters.clone();
         tokio::task::spawn_blocking(move || {
             let r = cfg
                 .remotes
                 .iter()
                 .find(|r| r.name == name)
                 .context("remote vanished")?;
+            masters.ensure(&ssh::for_remote(&cfg, r)?);
             mirror::sync(&cfg, r, &hook)
         })
         .await?
@@ -328,6 +333,15 @@ pub async fn run(config_path: PathBuf, gitleaks: String) -> anyhow::Result<()> {
         config_path,
         gitleaks,
         syncs: Mutex::default(),
+        masters: Arc::default(),
+    });
+    let masters = gate.masters.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            let m = masters.clone();
+            let _ = tokio::task::spawn_blocking(move || m.close_idle(ssh::MASTER_IDLE)).await;
+        }
     });
     let admin = Admin::start(&cfg.admin_listen, registry, live.status.clone()).await?;
     let listener = server::bind(&cfg.listen).await?;
