@@ -570,3 +570,99 @@ fn etcd_and_apiserver_restarts_are_ridden_out() {
     assert!(!logs.contains("panicked"), "{logs}");
     drop(op);
 }
+
+/// A leader paused (SIGSTOP) past its lease while the other replica takes over and changes
+/// things: when it wakes it sends no write (the fence), says why, and exits to follow.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_paused_past_its_lease_writes_nothing_when_it_wakes() {
+    let ns = support::namespace("pause");
+    let c = cluster().client().await.unwrap();
+    let args = [
+        "--leader-elect",
+        "--leader-election-namespace",
+        ns.as_str(),
+        "--lease-duration-seconds",
+        "3",
+    ];
+    let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(c.clone(), &ns);
+    let holder = || async {
+        leases
+            .get_opt("bottle-operator")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    let mut a = Operator::start_with(&ns, &args, &[("POD_NAME", "replica-a")]);
+    eventually("replica-a leads", Duration::from_secs(60), || async {
+        (holder().await.as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    let b = Operator::start_with(&ns, &args, &[("POD_NAME", "replica-b")]);
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    let applied = |name: &'static str, host: &'static str| {
+        let (api, c, ns) = (api.clone(), c.clone(), ns.clone());
+        async move {
+            eventually(
+                &format!("{name} applied with {host}"),
+                Duration::from_secs(60),
+                || async {
+                    let b = api.get(name).await.ok()?;
+                    let st = b.status.clone()?;
+                    let cm = Api::<ConfigMap>::namespaced(c.clone(), &ns)
+                        .get_opt(&format!("{name}-config"))
+                        .await
+                        .ok()??;
+                    (st.observed_generation == b.metadata.generation
+                        && cm.data?.get("pipelock.yaml")?.contains(host))
+                    .then_some(())
+                },
+            )
+            .await
+        }
+    };
+    api.create(
+        &PostParams::default(),
+        &new_bottle("p0", json!({"egress": {"allow": ["one.example.com"]}})),
+    )
+    .await
+    .unwrap();
+    applied("p0", "one.example.com").await;
+
+    // Paused: replica-b takes over and changes p0 while replica-a cannot see it.
+    let signal = |sig: &str| {
+        let out = std::process::Command::new("kill")
+            .args([sig, &a.pid().to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    };
+    signal("-STOP");
+    eventually("replica-b leads", Duration::from_secs(60), || async {
+        (holder().await.as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    let patch = json!({"spec": {"egress": {"allow": ["two.example.com"]}}});
+    api.patch("p0", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    applied("p0", "two.example.com").await;
+    let mark = a.logs().len();
+    signal("-CONT");
+    let status = eventually("replica-a exits", Duration::from_secs(30), || {
+        let s = a.exited();
+        async move { s }
+    })
+    .await;
+    let woke = a.logs()[mark..].to_string();
+    assert!(!status.success(), "{woke}");
+    assert!(woke.contains("lease lapsed"), "says why it stops: {woke}");
+    assert!(
+        !woke.contains("reconciled"),
+        "the woken replica reconciled: {woke}"
+    );
+    // replica-b's state stands.
+    applied("p0", "two.example.com").await;
+    assert_eq!(holder().await.as_deref(), Some("replica-b"));
+    drop(b);
+}

@@ -92,7 +92,14 @@ async fn main() -> anyhow::Result<()> {
     }
     settings.image_pull_secrets = args.image_pull_secret;
     settings.cluster_cidrs = args.cluster_cidrs;
-    let client = kube::Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    // With leader election every write is fenced by the lease; without it, nothing to fence.
+    let fence = std::sync::Arc::new(operator::leader::Fence::default());
+    let client = if args.leader_elect {
+        operator::leader::fenced_client(config, fence.clone())?
+    } else {
+        kube::Client::try_from(config)?
+    };
     tracing::info!(namespace = ?args.namespace, "bottle-operator starting");
     let telemetry = operator::telemetry::Telemetry::new();
     telemetry.clone().serve(&args.metrics_addr).await?;
@@ -105,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
             identity,
             lease: std::time::Duration::from_secs(args.lease_duration_seconds),
         };
-        operator::leader::lead(client.clone(), election).await;
+        operator::leader::lead(client.clone(), election, fence).await;
     }
     operator::run(client, settings, args.namespace, telemetry).await
 }

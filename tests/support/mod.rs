@@ -181,6 +181,16 @@ impl Operator {
         })
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// The operator's log so far.
     pub fn logs(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
