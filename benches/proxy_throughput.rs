@@ -149,12 +149,14 @@ async fn measure(name: &'static str, c: UpstreamClient, url: &str, pid: Option<u
 /// Per-host limit for the pipelock rows: high enough that this load never meets it.
 const UNLIMITED_PER_MINUTE: u64 = 100_000_000;
 
-/// The rendered pipelock config of a Bottle allowing `localhost`, adapted to this benchmark
-/// (see the module comment); `per_minute: None` keeps pipelock's default rate limit.
+/// The rendered pipelock config of a Bottle allowing one host, adapted to this benchmark
+/// (see the module comment): the loopback origin `localhost` is allowed in its place (the
+/// model refuses it in a Bottle); `per_minute: None` keeps pipelock's default rate limit.
 fn pipelock_yaml(listen: &str, ca_cert: &Path, ca_key: &Path, per_minute: Option<u64>) -> String {
     use serde_norway::{Mapping, Value};
     let spec: bottle_operator::contract::api::BottleSpec =
-        serde_json::from_value(serde_json::json!({"egress": {"allow": ["localhost"]}})).unwrap();
+        serde_json::from_value(serde_json::json!({"egress": {"allow": ["bench.example.com"]}}))
+            .unwrap();
     let policy = bottle_operator::contract::model::Policy::from_spec(&spec).unwrap();
     let rendered = bottle_operator::operator::render::config_map::pipelock_config(&policy);
     let mut v: Value = serde_norway::to_value(&rendered).unwrap();
@@ -171,6 +173,11 @@ fn pipelock_yaml(listen: &str, ca_cert: &Path, ca_key: &Path, per_minute: Option
             .insert(Value::from(path[path.len() - 1]), x);
     };
     set(&mut v, &["fetch_proxy", "listen"], listen.into());
+    set(
+        &mut v,
+        &["api_allowlist"],
+        Value::Sequence(vec!["localhost".into()]),
+    );
     set(
         &mut v,
         &["tls_interception", "ca_cert"],
