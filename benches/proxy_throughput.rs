@@ -146,6 +146,77 @@ async fn measure(name: &'static str, c: UpstreamClient, url: &str, pid: Option<u
     }
 }
 
+/// Open descriptors of `pid`.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// One soak sample: time since the start, the proxy's RSS and descriptors, requests so far.
+struct Sample {
+    at: Duration,
+    rss_kib: u64,
+    fds: usize,
+    done: u64,
+    failed: u64,
+}
+
+/// `rps` requests a second (spread over [`CONNECTIONS`] clients) for `length`, sampling
+/// process `pid` twenty times: a proxy that leaks memory or descriptors shows it here.
+async fn soak(
+    client: UpstreamClient,
+    url: &str,
+    pid: u32,
+    rps: f64,
+    length: Duration,
+) -> Vec<Sample> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let done = std::sync::Arc::new(AtomicU64::new(0));
+    let failed = std::sync::Arc::new(AtomicU64::new(0));
+    let deadline = tokio::time::Instant::now() + length;
+    let every = Duration::from_secs_f64(CONNECTIONS as f64 / rps.max(1.0));
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (client, url, done, failed) = (
+                client.clone(),
+                url.to_string(),
+                done.clone(),
+                failed.clone(),
+            );
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while tokio::time::Instant::now() < deadline {
+                    tick.tick().await;
+                    let req = http::Request::get(&url).body(full("")).unwrap();
+                    let ok = match client.request(req).await {
+                        Ok(r) => r.status().is_success() && r.into_body().collect().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if ok { &done } else { &failed }.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let start = tokio::time::Instant::now();
+    let mut samples = Vec::new();
+    for i in 0..=20u32 {
+        tokio::time::sleep_until(start + length / 20 * i).await;
+        samples.push(Sample {
+            at: start.elapsed(),
+            rss_kib: rss_kib(pid, "VmRSS:"),
+            fds: fds(pid),
+            done: done.load(Ordering::Relaxed),
+            failed: failed.load(Ordering::Relaxed),
+        });
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    samples
+}
+
 /// Per-host limit for the pipelock rows: high enough that this load never meets it.
 const UNLIMITED_PER_MINUTE: u64 = 100_000_000;
 
@@ -305,6 +376,24 @@ fn main() {
         let mut rows = vec![measure("no proxy", client(None, &[&origin_ca]), &url, None).await];
         let egress_url = format!("http://{}", cfg.listen);
         rows.push(measure("egress", client(Some(&egress_url), &[ca_cert.to_str().unwrap()]), &url, Some(egress.id())).await);
+
+        // `SOAK_SECS` (scripts/bench.sh soak): egress at half the rate it just reached.
+        let soak_secs: u64 = std::env::var("SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if soak_secs > 0 {
+            let rate = rows[1].r.rps / 2.0;
+            let samples = soak(client(Some(&egress_url), &[ca_cert.to_str().unwrap()]), &url, egress.id(), rate, Duration::from_secs(soak_secs)).await;
+            println!("soak: egress at {rate:.0} req/s (half its maximum above) for {soak_secs} s, {CONNECTIONS} keep-alive connections");
+            println!("| at | RSS | open descriptors | requests served | failed |");
+            println!("|---:|---:|---:|---:|---:|");
+            for s in &samples {
+                println!("| {:.0} s | {:.1} MiB | {} | {} | {} |", s.at.as_secs_f64(), s.rss_kib as f64 / 1024.0, s.fds, s.done, s.failed);
+            }
+            if std::env::var("SOAK_ONLY").is_ok() {
+                let _ = egress.kill();
+                let _ = egress.wait();
+                return;
+            }
+        }
 
         // pipelock intercepts with the same bottle CA egress uses, as in the Pod.
         let pipelock_bin = tools_bin().expect("tests/tools/install.sh builds pipelock").join("pipelock");

@@ -5,6 +5,8 @@
 #                     p50/p99 latency, idle and loaded RSS; pipelock from tests/tools/install.sh
 #   apply_to_objects  Bottle -> objects through the operator, 1 and 200 Bottles, vs direct
 #   git_gate          push latency through git-gate vs direct SSH; scan MB/s vs gitleaks by hand
+#   soak              egress at half its maximum rate for SOAK_SECS (default 600), RSS and open
+#                     descriptors sampled twenty times
 # mitmproxy comes from PyPI into a cached virtualenv. Pass a bench name to run only that one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,6 +19,9 @@ fi
 export MITMDUMP="$venv/bin/mitmdump"
 bin="$(bash tests/tools/install.sh | tail -n1)"
 export BOTTLE_TOOLS_BIN="$bin"
+if [ "${1:-}" = soak ]; then
+  SOAK_SECS="${SOAK_SECS:-600}" SOAK_ONLY=1 exec cargo bench --locked --bench proxy_throughput
+fi
 if [ $# -gt 0 ]; then
   exec cargo bench --locked --bench "$1"
 fi
