@@ -95,10 +95,11 @@ fn exempt(o: &Object, history: &History, allow_paths: &[String]) -> bool {
     if allow_paths.is_empty() {
         return false;
     }
+    // rev-list's path is always one of them (empty for a blob no tree names: never exempt).
     let listed = history.paths.get(&o.oid).into_iter().flatten();
-    let mut paths = listed.chain(std::iter::once(&o.path)).peekable();
-    paths.peek().is_some()
-        && paths.all(|p| !p.is_empty() && allow_paths.iter().any(|g| glob::matches(g, p)))
+    listed
+        .chain(std::iter::once(&o.path))
+        .all(|p| !p.is_empty() && allow_paths.iter().any(|g| glob::matches(g, p)))
 }
 
 /// The printable ASCII runs of a binary file, one per line (what `strings` shows).
