@@ -5,12 +5,18 @@
 //! directly by a client with the same concurrency, i.e. the API server's floor with no
 //! operator in between. The ratio is the operator's overhead over that floor.
 //!
+//! API calls are counted by the API server itself (`apiserver_request_total` on its
+//! `/metrics`, read before and after each 200-Bottle run), so they include everything the
+//! operator sends and the bench's own reads (a LIST and a WATCH of Pods per run, and on the
+//! operator side a LIST of Bottles every 200 ms until all report ConfigApplied), and are
+//! quoted per converged Bottle by verb, for the second of the two 200-Bottle runs.
+//!
 //! Run: `cargo bench --bench apply_to_objects` (set BOTTLE_TOOLS_BIN or let it run install.sh).
 
 #[path = "../tests/support/control_plane.rs"]
 mod control_plane;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,6 +58,140 @@ fn namespace(cp: &control_plane::ControlPlane, name: &str) {
     {
         assert!(t.elapsed() < Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Requests the API server has served, by (verb, resource), from `apiserver_request_total`.
+/// The resource carries its subresource (`bottles/status`); server-side apply counts as
+/// verb `APPLY`.
+type Calls = BTreeMap<(String, String), f64>;
+
+async fn api_calls(client: &Client) -> Calls {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+        .await
+        .expect("the API server's /metrics");
+    let label = |series: &str, name: &str| -> String {
+        let key = format!("{name}=\"");
+        series
+            .find(&key)
+            .map(|i| {
+                let rest = &series[i + key.len()..];
+                rest[..rest.find('"').unwrap_or(rest.len())].to_string()
+            })
+            .unwrap_or_default()
+    };
+    let mut calls = Calls::new();
+    for line in text.lines() {
+        let Some(series) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((series, value)) = series.rsplit_once(' ') else {
+            continue;
+        };
+        let mut resource = label(series, "resource");
+        let sub = label(series, "subresource");
+        if !sub.is_empty() {
+            resource = format!("{resource}/{sub}");
+        }
+        *calls.entry((label(series, "verb"), resource)).or_default() +=
+            value.parse::<f64>().unwrap_or(0.0);
+    }
+    calls
+}
+
+/// What was served between two readings, kept to the resources a Bottle involves (the
+/// control plane's own leases and the like are not the operator's).
+fn delta(before: &Calls, after: &Calls) -> Calls {
+    const OURS: [&str; 7] = [
+        "bottles",
+        "pods",
+        "configmaps",
+        "secrets",
+        "networkpolicies",
+        "persistentvolumeclaims",
+        "events",
+    ];
+    after
+        .iter()
+        .filter(|((_, r), _)| OURS.contains(&r.split('/').next().unwrap_or_default()))
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
+}
+
+/// Prints calls per Bottle by verb, then by verb and resource, for each path side by side.
+fn print_calls(n: usize, sides: &[(&str, &Calls)]) {
+    let per = |c: &Calls, pick: &dyn Fn(&(String, String)) -> bool| {
+        c.iter()
+            .filter(|(k, _)| pick(k))
+            .map(|(_, v)| v)
+            .sum::<f64>()
+            / n as f64
+    };
+    let mut verbs: Vec<String> = sides
+        .iter()
+        .flat_map(|(_, c)| c.keys().map(|(v, _)| v.clone()))
+        .collect();
+    verbs.sort();
+    verbs.dedup();
+    let header: Vec<String> = sides.iter().map(|(s, _)| format!("{s:>10}")).collect();
+    println!("  API calls per converged Bottle ({n} Bottles, apiserver_request_total):");
+    println!("    {:<36}{}", "verb", header.join(""));
+    for v in &verbs {
+        let cells: Vec<String> = sides
+            .iter()
+            .map(|(_, c)| format!("{:>10.2}", per(c, &|k| &k.0 == v)))
+            .collect();
+        println!("    {v:<36}{}", cells.join(""));
+    }
+    let total: Vec<String> = sides
+        .iter()
+        .map(|(_, c)| format!("{:>10.2}", per(c, &|_| true)))
+        .collect();
+    println!("    {:<36}{}", "all", total.join(""));
+    let mut keys: Vec<(String, String)> =
+        sides.iter().flat_map(|(_, c)| c.keys().cloned()).collect();
+    keys.sort();
+    keys.dedup();
+    println!("    by verb and resource:");
+    for k in &keys {
+        let cells: Vec<String> = sides
+            .iter()
+            .map(|(_, c)| format!("{:>10.2}", per(c, &|x| x == k)))
+            .collect();
+        println!("    {:<36}{}", format!("{} {}", k.0, k.1), cells.join(""));
+    }
+}
+
+/// Waits until every Bottle in `names` reports its config applied: the operator is done
+/// with it, so the API calls read afterwards are those of a converged Bottle.
+async fn wait_converged(client: &Client, ns: &str, names: &[String]) {
+    let api: Api<Bottle> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let list = api.list(&Default::default()).await.unwrap();
+        let done = list
+            .items
+            .iter()
+            .filter(|b| names.contains(&b.name_any()))
+            .filter(|b| {
+                b.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "ConfigApplied" && c.status == "True")
+                })
+            })
+            .count();
+        if done == names.len() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{done}/{} converged",
+            names.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -223,12 +363,22 @@ fn main() -> anyhow::Result<()> {
 
     let n = 200;
     let (mut many_op, mut many_direct) = (Vec::new(), Vec::new());
+    let (mut calls_op, mut calls_direct) = (Vec::new(), Vec::new());
     for r in 0..2 {
         let names: Vec<String> = (0..n).map(|i| format!("many-{r}-{i}")).collect();
+        let before = rt.block_on(api_calls(&client));
         many_op.push(rt.block_on(through_operator(&client, "bench-op", &names)));
+        rt.block_on(wait_converged(&client, "bench-op", &names));
+        // Trailing reconciles (woken by the operator's own writes) belong to this run.
+        std::thread::sleep(Duration::from_secs(2));
+        let between = rt.block_on(api_calls(&client));
+        calls_op.push(delta(&before, &between));
         let ns = format!("bench-direct-many-{r}");
         namespace(&cp, &ns);
+        let before = rt.block_on(api_calls(&client));
         many_direct.push(rt.block_on(direct(&client, &ns, &names)));
+        std::thread::sleep(Duration::from_secs(2));
+        calls_direct.push(delta(&before, &rt.block_on(api_calls(&client))));
     }
     let (mo, md) = (median(many_op.clone()), median(many_direct.clone()));
     println!(
@@ -239,6 +389,10 @@ fn main() -> anyhow::Result<()> {
         ms(many_direct[1]),
         mo.as_secs_f64() / md.as_secs_f64(),
         n as f64 / mo.as_secs_f64()
+    );
+    print_calls(
+        n,
+        &[("operator", &calls_op[1]), ("direct", &calls_direct[1])],
     );
     let _ = op.kill();
     let _ = op.wait();
