@@ -51,6 +51,10 @@ struct Args {
     /// Seconds a Lease holds without renewal.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// Seconds before a converged Bottle is checked again without a trigger (drift the
+    /// watches cannot see).
+    #[arg(long, env = "BOTTLE_RESYNC_SECONDS", default_value_t = 600)]
+    resync_seconds: u64,
     /// Log as JSON.
     #[arg(long, env = "BOTTLE_LOG_JSON")]
     log_json: bool,
@@ -107,5 +111,12 @@ async fn main() -> anyhow::Result<()> {
         };
         operator::leader::lead(client.clone(), election).await;
     }
-    operator::run(client, settings, args.namespace, telemetry).await
+    operator::run(
+        client,
+        settings,
+        args.namespace,
+        telemetry,
+        std::time::Duration::from_secs(args.resync_seconds),
+    )
+    .await
 }
