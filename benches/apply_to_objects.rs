@@ -11,6 +11,12 @@
 //! operator side a LIST of Bottles every 200 ms until all report ConfigApplied), and are
 //! quoted per converged Bottle by verb, for the second of the two 200-Bottle runs.
 //!
+//! Then, at scale: 1,000 more Bottles (`BENCH_SCALE`, 0 skips it) through the operator and
+//! directly (time until every Pod exists, and until every Bottle reports ConfigApplied), the
+//! operator's RSS (VmRSS of its process, read from /proc after each phase), and a restart of
+//! the operator over every converged Bottle: the writes it makes (goal: none) and the time
+//! until it has reconciled them all.
+//!
 //! Run: `cargo bench --bench apply_to_objects` (set BOTTLE_TOOLS_BIN or let it run install.sh).
 
 #[path = "../tests/support/control_plane.rs"]
@@ -123,10 +129,11 @@ fn delta(before: &Calls, after: &Calls) -> Calls {
 /// Prints calls per Bottle by verb, then by verb and resource, for each path side by side.
 fn print_calls(n: usize, sides: &[(&str, &Calls)]) {
     let per = |c: &Calls, pick: &dyn Fn(&(String, String)) -> bool| {
+        // From 0.0: an empty f64 sum is -0.0, which would print as "-0.00".
         c.iter()
             .filter(|(k, _)| pick(k))
             .map(|(_, v)| v)
-            .sum::<f64>()
+            .fold(0.0, |a, b| a + b)
             / n as f64
     };
     let mut verbs: Vec<String> = sides
@@ -167,6 +174,10 @@ fn print_calls(n: usize, sides: &[(&str, &Calls)]) {
 /// Waits until every Bottle in `names` reports its config applied: the operator is done
 /// with it, so the API calls read afterwards are those of a converged Bottle.
 async fn wait_converged(client: &Client, ns: &str, names: &[String]) {
+    wait_converged_polling(client, ns, names, Duration::from_millis(200)).await
+}
+
+async fn wait_converged_polling(client: &Client, ns: &str, names: &[String], every: Duration) {
     let api: Api<Bottle> = Api::namespaced(client.clone(), ns);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -191,7 +202,61 @@ async fn wait_converged(client: &Client, ns: &str, names: &[String]) {
             "{done}/{} converged",
             names.len()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Resident memory of process `pid` in MiB, from /proc.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+        / 1024.0
+}
+
+/// One series of the operator's own /metrics.
+fn operator_metric(addr: &str, series: &str) -> Option<f64> {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("http://{addr}/metrics")])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let (s, v) = l.rsplit_once(' ')?;
+        (s == series).then(|| v.parse().ok())?
+    })
+}
+
+/// The operator over `bench-op`, serving metrics on `metrics`.
+fn operator(
+    cp: &control_plane::ControlPlane,
+    metrics: &str,
+) -> anyhow::Result<std::process::Child> {
+    Ok(control_plane::spawn_tied(
+        Command::new(env!("CARGO_BIN_EXE_bottle-operator"))
+            .env("KUBECONFIG", &cp.kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .args(["--namespace", "bench-op", "--metrics-addr", metrics]),
+    )?)
+}
+
+const WRITES: [&str; 5] = ["POST", "PUT", "PATCH", "APPLY", "DELETE"];
+
+/// The writes among `c`, as `VERB resource n, …` (or `none`).
+fn writes(c: &Calls) -> String {
+    let parts: Vec<String> = c
+        .iter()
+        .filter(|((verb, _), _)| WRITES.contains(&verb.as_str()))
+        .map(|((verb, resource), v)| format!("{verb} {resource} {v}"))
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
     }
 }
 
@@ -328,14 +393,7 @@ fn main() -> anyhow::Result<()> {
     let client = rt.block_on(cp.client())?;
 
     // Operator watching only the operator namespaces; the anchor namespaces have none.
-    let mut op = control_plane::spawn_tied(
-        Command::new(env!("CARGO_BIN_EXE_bottle-operator"))
-            .env("KUBECONFIG", &cp.kubeconfig)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .args(["--namespace", "bench-op", "--metrics-addr", "127.0.0.1:0"]),
-    )?;
+    let mut op = operator(&cp, &format!("127.0.0.1:{}", control_plane::free_port()))?;
     namespace(&cp, "bench-op");
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
@@ -394,6 +452,75 @@ fn main() -> anyhow::Result<()> {
         n,
         &[("operator", &calls_op[1]), ("direct", &calls_direct[1])],
     );
+    println!(
+        "  operator RSS after {} Bottles: {:.1} MiB",
+        1 + rounds + 2 * n,
+        rss_mib(op.id())
+    );
+
+    let scale: usize = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    if scale > 0 {
+        let names: Vec<String> = (0..scale).map(|i| format!("scale-{i}")).collect();
+        let before = rt.block_on(api_calls(&client));
+        let t = Instant::now();
+        let to_pods = rt.block_on(through_operator(&client, "bench-op", &names));
+        // Polled once a second: a LIST of a thousand Bottles is not free for the API server.
+        rt.block_on(wait_converged_polling(
+            &client,
+            "bench-op",
+            &names,
+            Duration::from_secs(1),
+        ));
+        let converged = t.elapsed();
+        std::thread::sleep(Duration::from_secs(2));
+        let calls = delta(&before, &rt.block_on(api_calls(&client)));
+        let ns = "bench-direct-scale";
+        namespace(&cp, ns);
+        let before = rt.block_on(api_calls(&client));
+        let direct_pods = rt.block_on(direct(&client, ns, &names));
+        std::thread::sleep(Duration::from_secs(2));
+        let direct_calls = delta(&before, &rt.block_on(api_calls(&client)));
+        println!(
+            "  {scale} Bottles: operator {} to every Pod, {} to every Bottle converged (polled each second) | direct {} | ratio {:.2} | operator RSS {:.1} MiB with {} Bottles",
+            ms(to_pods),
+            ms(converged),
+            ms(direct_pods),
+            to_pods.as_secs_f64() / direct_pods.as_secs_f64(),
+            rss_mib(op.id()),
+            1 + rounds + 2 * n + scale
+        );
+        print_calls(scale, &[("operator", &calls), ("direct", &direct_calls)]);
+    }
+
+    // A restart over every converged Bottle: it should find nothing to write.
+    let total = 1 + rounds + 2 * n + scale;
+    let _ = op.kill();
+    let _ = op.wait();
+    let metrics = format!("127.0.0.1:{}", control_plane::free_port());
+    let before = rt.block_on(api_calls(&client));
+    let t = Instant::now();
+    let mut op = operator(&cp, &metrics)?;
+    let ok = "bottle_operator_reconcile_duration_seconds_count{result=\"ok\"}";
+    while operator_metric(&metrics, ok).unwrap_or(0.0) < total as f64 {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "the restarted operator did not reconcile {total} Bottles"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ready = t.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let calls = delta(&before, &rt.block_on(api_calls(&client)));
+    println!(
+        "  restart over {total} converged Bottles: every Bottle reconciled {} after start | writes: {} | RSS {:.1} MiB",
+        ms(ready),
+        writes(&calls),
+        rss_mib(op.id())
+    );
+    print_calls(total, &[("restart", &calls)]);
     let _ = op.kill();
     let _ = op.wait();
     Ok(())
