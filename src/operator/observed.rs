@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, PodSpec, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
@@ -166,16 +166,26 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Known<K> {
     }
 }
 
-/// Drops what the operator never reads: managedFields everywhere, Secret values (but the
-/// public CA certificate), so the stores stay small and hold no tokens.
+/// Drops what the operator never reads, so the stores stay small and hold no tokens:
+/// managedFields and kubectl's last-applied copy everywhere, Secret values (but the public CA
+/// certificate), and a Pod's spec but its node (a Pod is judged by its template-hash
+/// annotation and reported from its status).
 pub fn strip<K: Resource + 'static>(obj: &mut K) {
     obj.managed_fields_mut().clear();
-    if let Some(s) = (obj as &mut dyn std::any::Any).downcast_mut::<Secret>() {
+    obj.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+    let any = obj as &mut dyn std::any::Any;
+    if let Some(s) = any.downcast_mut::<Secret>() {
         for (k, v) in s.data.iter_mut().flatten() {
             if k != layout::CA_CERT_FILE {
                 *v = ByteString(Vec::new());
             }
         }
+    } else if let Some(p) = any.downcast_mut::<Pod>() {
+        p.spec = p.spec.take().map(|s| PodSpec {
+            node_name: s.node_name,
+            ..Default::default()
+        });
     }
 }
 

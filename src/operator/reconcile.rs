@@ -246,49 +246,41 @@ fn check_secrets(secrets: &Known<Secret>, ns: &str, policy: &Policy) -> Result<(
     Ok(())
 }
 
-/// Reads the CA Secret, making it the first time; returns the CA fingerprint.
-async fn ensure_ca(
+/// The fingerprint of the CA in Secret `name`, or why it is unusable.
+fn fingerprint_of(name: &str, secret: &Secret) -> Result<String, Error> {
+    let invalid = |why: String| Error::CaInvalid {
+        name: name.to_string(),
+        why,
+    };
+    let data = secret.data.as_ref();
+    if !data.is_some_and(|d| d.contains_key(layout::CA_KEY_FILE)) {
+        return Err(invalid(format!("no {} key", layout::CA_KEY_FILE)));
+    }
+    let cert = data
+        .and_then(|d| d.get(layout::CA_CERT_FILE))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .ok_or_else(|| invalid(format!("no {} key", layout::CA_CERT_FILE)))?;
+    ca::fingerprint(&cert).map_err(|e| invalid(e.to_string()))
+}
+
+/// Creates the CA Secret from `material`; returns the CA Secret as stored, which is someone
+/// else's CA when another creator (a replica, a restarted operator) won the race.
+async fn create_ca(
     api: &Api<Secret>,
     known: &Known<Secret>,
     bottle: &Bottle,
     uid: &str,
-) -> Result<String, Error> {
-    let name = meta::ca_secret_name(bottle);
-    let ns = bottle.namespace().unwrap_or_default();
-    let secret = match owned(known, None, &ns, &name, uid)? {
-        Some(s) => s,
-        None => {
-            let ca = ca::generate(&ns, &bottle.name_any())?;
-            let (mut s, _) = create_once(api, &ca::secret(bottle, &ca)).await?;
-            // Lost a race to whoever made it: ours only if it says so.
-            if !controlled_by(&s, uid) {
-                return Err(Error::NameConflict {
-                    kind: "Secret",
-                    name,
-                });
-            }
-            strip(&mut s);
-            known.wrote(s)
-        }
-    };
-    let data = secret.data.clone().unwrap_or_default();
-    let cert = data
-        .get(layout::CA_CERT_FILE)
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-    if !data.contains_key(layout::CA_KEY_FILE) {
-        return Err(Error::CaInvalid {
-            name,
-            why: format!("no {} key", layout::CA_KEY_FILE),
+    material: &ca::CaMaterial,
+) -> Result<Arc<Secret>, Error> {
+    let (mut s, _) = create_once(api, &ca::secret(bottle, material)).await?;
+    if !controlled_by(&s, uid) {
+        return Err(Error::NameConflict {
+            kind: "Secret",
+            name: meta::ca_secret_name(bottle),
         });
     }
-    let cert = cert.ok_or_else(|| Error::CaInvalid {
-        name: name.clone(),
-        why: format!("no {} key", layout::CA_CERT_FILE),
-    })?;
-    ca::fingerprint(&cert).map_err(|e| Error::CaInvalid {
-        name,
-        why: e.to_string(),
-    })
+    strip(&mut s);
+    Ok(known.wrote(s))
 }
 
 /// Applies what differs from the stores; returns what happened and the Pod as it now stands.
@@ -341,27 +333,60 @@ async fn converge(bottle: &Bottle, ctx: &Context) -> Result<(Converged, Option<A
         &uid,
     )?;
 
-    // 2. The CA comes first: the Pod's template hash includes its fingerprint.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let ca_fingerprint = ensure_ca(&secrets, &o.secrets, bottle, &uid).await?;
-    let desired = render::desired(bottle, policy, &ctx.settings, &ca_fingerprint);
+    // 2. The Pod's template hash includes the CA's fingerprint: read it, or make the CA
+    //    here (it is written with the config below).
+    let ca_name = meta::ca_secret_name(bottle);
+    let stored_ca = owned(&o.secrets, None, &ns, &ca_name, &uid)?;
+    let new_ca = match &stored_ca {
+        Some(_) => None,
+        None => Some(ca::generate(&ns, &bottle.name_any())?),
+    };
+    let mut ca_fingerprint = match (&stored_ca, &new_ca) {
+        (Some(s), _) => fingerprint_of(&ca_name, s)?,
+        (None, Some(m)) => fingerprint_of(&ca_name, &ca::secret(bottle, m))?,
+        (None, None) => unreachable!("a CA is either stored or made"),
+    };
+    let mut desired = render::desired(bottle, policy, &ctx.settings, &ca_fingerprint);
 
-    // 3. Config and fences before the Pod that needs them.
+    // 3. The CA, config and fences side by side (none needs another), all before the Pod
+    //    that mounts them.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    apply_if_changed(
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    let make_ca = async {
+        match &new_ca {
+            Some(m) => create_ca(&secrets, &o.secrets, bottle, &uid, m)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    };
+    let config = apply_if_changed(
         &config_maps,
         &o.config_maps,
         stored_config.as_ref(),
-        desired.config_map,
-    )
-    .await?;
-    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
-    for np in desired.network_policies {
+        desired.config_map.clone(),
+    );
+    let fences = futures::future::try_join_all(desired.network_policies.iter().map(|np| {
         let stored = stored_policies
             .iter()
             .find(|(name, _)| *name == np.name_any())
             .and_then(|(_, s)| s.as_ref());
-        apply_if_changed(&policies, &o.network_policies, stored, np).await?;
+        apply_if_changed(&policies, &o.network_policies, stored, np.clone())
+    }));
+    let (made_ca, _, _) = futures::try_join!(make_ca, config, fences)?;
+    if let Some(s) = made_ca {
+        // Someone else made it first: the Pod must trust their CA, not the one made here.
+        let theirs = fingerprint_of(&ca_name, &s)?;
+        if theirs != ca_fingerprint {
+            ca_fingerprint = theirs;
+            desired = render::desired(
+                bottle,
+                desired.policy.clone(),
+                &ctx.settings,
+                &ca_fingerprint,
+            );
+        }
     }
     if let (Some(claim), None) = (&desired.workspace, existing_claim) {
         // Claims are immutable once bound; made once, never rewritten.
