@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::contract::api::Bottle;
@@ -98,13 +98,9 @@ pub async fn run(
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
     // Spec changes only: a status write (ours) or a metadata edit renders nothing new.
-    let bottle_changes = observed::watch(
-        bottles,
-        watcher::Config::default(),
-        bottle_writer,
-        o.bottles.clone(),
-    )
-    .predicate_filter(predicates::generation, Default::default());
+    let bottle_changes =
+        observed::watch(bottles, observed::all(), bottle_writer, o.bottles.clone())
+            .predicate_filter(predicates::generation, Default::default());
     let referenced_by = o.bottles.clone();
     Controller::for_stream(bottle_changes, bottle_store)
         .owns_stream(observed::watch(
@@ -136,7 +132,7 @@ pub async fn run(
         .watches_stream(
             observed::watch(
                 api::<Secret>(&client, ns),
-                watcher::Config::default(),
+                observed::all(),
                 secret_writer,
                 o.secrets.clone(),
             ),

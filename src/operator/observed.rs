@@ -39,14 +39,24 @@ use crate::operator::render::meta::BOTTLE_LABEL;
 /// watch that broke and relisted without it); normally the event settles it in milliseconds.
 const SETTLE: Duration = Duration::from_secs(30);
 
+/// Objects per page of a watch's (re)list. Every page is decoded whole before it is stripped,
+/// so its size is the operator's memory peak at start-up: at the API's default of 500, a
+/// restart over 1,400 Bottles peaked at 150 MiB against 93 MiB in steady state.
+const PAGE: u32 = 100;
+
+/// The watch of every object of a kind.
+pub fn all() -> watcher::Config {
+    watcher::Config::default().page_size(PAGE)
+}
+
 /// The watch selector of what the operator owns.
 pub fn ours() -> watcher::Config {
-    watcher::Config::default().labels(BOTTLE_LABEL)
+    all().labels(BOTTLE_LABEL)
 }
 
 /// The watch selector of everything else of a kind (names and owners only).
 pub fn theirs() -> watcher::Config {
-    watcher::Config::default().labels(&format!("!{BOTTLE_LABEL}"))
+    all().labels(&format!("!{BOTTLE_LABEL}"))
 }
 
 struct Written<K> {
