@@ -55,6 +55,9 @@ struct Args {
     /// watches cannot see).
     #[arg(long, env = "BOTTLE_RESYNC_SECONDS", default_value_t = 600)]
     resync_seconds: u64,
+    /// Bottles reconciled at once (0: no limit).
+    #[arg(long, env = "BOTTLE_CONCURRENCY", default_value_t = 32)]
+    concurrency: u16,
     /// Log as JSON.
     #[arg(long, env = "BOTTLE_LOG_JSON")]
     log_json: bool,
@@ -117,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         args.namespace,
         telemetry,
         std::time::Duration::from_secs(args.resync_seconds),
+        args.concurrency,
     )
     .await
 }

@@ -41,13 +41,15 @@ where
 }
 
 /// Runs the controller until SIGTERM/SIGINT. `namespace` limits it to one namespace; a
-/// converged Bottle is checked again every `resync`.
+/// converged Bottle is checked again every `resync`; at most `concurrency` Bottles are
+/// reconciled at once.
 pub async fn run(
     client: Client,
     settings: Settings,
     namespace: Option<String>,
     telemetry: Arc<telemetry::Telemetry>,
     resync: Duration,
+    concurrency: u16,
 ) -> anyhow::Result<()> {
     let ns = namespace.as_deref();
     let bottles: Api<Bottle> = api(&client, ns);
@@ -163,6 +165,9 @@ pub async fn run(
             observed::watch_others(api(&client, ns), other_claim_writer),
             nobody,
         )
+        // Bounds the memory of a burst (every reconcile renders and serialises a Bottle's
+        // objects) without slowing it: the API server, not the operator, is the limit.
+        .with_config(controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|res| {

@@ -9,7 +9,8 @@
 //!           ─▶ Known::wrote
 //! ```
 //!
-//! Objects a Bottle owns carry [`BOTTLE_LABEL`] and are stored whole, without managedFields.
+//! Objects a Bottle owns carry [`BOTTLE_LABEL`] and are stored without managedFields (Pods
+//! without their spec too, see [`strip`]).
 //! Objects without it are stored as names and owners only ([`Others`]), so a name a Bottle
 //! wants but someone else holds is still a `NameConflict` without a GET. Secrets are stored
 //! with their keys but no values, except the public `ca.crt` of a CA: the operator only checks
@@ -182,8 +183,9 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Known<K> {
 /// annotation and reported from its status).
 pub fn strip<K: Resource + 'static>(obj: &mut K) {
     obj.managed_fields_mut().clear();
-    obj.annotations_mut()
-        .remove("kubectl.kubernetes.io/last-applied-configuration");
+    if let Some(a) = obj.meta_mut().annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
     let any = obj as &mut dyn std::any::Any;
     if let Some(s) = any.downcast_mut::<Secret>() {
         for (k, v) in s.data.iter_mut().flatten() {
