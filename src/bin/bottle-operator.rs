@@ -56,7 +56,7 @@ struct Args {
     #[arg(long, env = "BOTTLE_RESYNC_SECONDS", default_value_t = 600)]
     resync_seconds: u64,
     /// Bottles reconciled at once (0: no limit).
-    #[arg(long, env = "BOTTLE_CONCURRENCY", default_value_t = 32)]
+    #[arg(long, env = "BOTTLE_CONCURRENCY", default_value_t = 128)]
     concurrency: u16,
     /// Log as JSON.
     #[arg(long, env = "BOTTLE_LOG_JSON")]

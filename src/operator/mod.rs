@@ -165,8 +165,9 @@ pub async fn run(
             observed::watch_others(api(&client, ns), other_claim_writer),
             nobody,
         )
-        // Bounds the memory of a burst (every reconcile renders and serialises a Bottle's
-        // objects) without slowing it: the API server, not the operator, is the limit.
+        // Bounds the memory of a burst: every reconcile in flight holds a Bottle's rendered
+        // objects and their serialisations (apply_to_objects: 1,000 new Bottles left the
+        // operator at 146 MiB unbounded, 84 MiB at 128; at 32, 200 Bottles came slower).
         .with_config(controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
