@@ -3,7 +3,9 @@
 #   proxy_throughput  egress vs no proxy vs pipelock alone vs egress -> pipelock (the bottle
 #                     path) vs mitmproxy (what the reference system used): requests/s,
 #                     p50/p99 latency, idle and loaded RSS; pipelock from tests/tools/install.sh
-#   apply_to_objects  Bottle -> objects through the operator, 1 and 200 Bottles, vs direct
+#   apply_to_objects  Bottle -> objects through the operator, 1, 200 and 1,000 Bottles
+#                     (BENCH_SCALE), vs direct; API calls per Bottle by verb from the API
+#                     server's own metrics; operator RSS; writes on restart (goal: none)
 #   git_gate          push latency through git-gate vs direct SSH; scan MB/s vs gitleaks by hand
 #   soak              egress at half its maximum rate for SOAK_SECS (default 600), RSS and open
 #                     descriptors sampled twenty times

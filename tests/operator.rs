@@ -989,3 +989,207 @@ async fn a_dlp_pattern_edit_replaces_the_pod_because_pipelock_would_refuse_it_li
     assert_ne!(replaced.uid(), first.uid());
     assert!(!events_with_reason(&c, &ns, "PodReplacing").await.is_empty());
 }
+
+/// Bottles of every shape the operator writes for: on the kwok node (so Pods run and their
+/// status keeps changing), one with a workspace claim and one reading a Secret.
+async fn converged_bottles(c: &Client, ns: &str) -> Vec<&'static str> {
+    kubectl_ok(&[
+        "-n",
+        ns,
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=token=t0ken",
+    ]);
+    let api = Api::<Bottle>::namespaced(c.clone(), ns);
+    let specs = [
+        ("plain", json!({})),
+        ("allow", json!({"egress": {"allow": ["pypi.org"]}})),
+        ("claim", json!({"agent": {"workspace": {"size": "1Gi"}}})),
+        (
+            "creds",
+            json!({"credProxy": {"routes": [{"name": "anthropic", "upstream": "https://api.anthropic.com",
+                "auth": {"header": "x-api-key", "secretKeyRef": {"name": "creds", "key": "token"}}}]}}),
+        ),
+    ];
+    for (name, spec) in &specs {
+        api.create(&PostParams::default(), &new_bottle(name, spec.clone()))
+            .await
+            .unwrap();
+    }
+    for name in ["plain", "allow", "creds"] {
+        wait_condition(c, ns, name, "Ready", "True", "PodReady").await;
+    }
+    // Its claim is never bound here (no provisioner), so its Pod is never scheduled.
+    wait_condition(c, ns, "claim", "ConfigApplied", "True", "Applied").await;
+    specs.iter().map(|(n, _)| *n).collect()
+}
+
+/// `kind/name=resourceVersion` of everything in `ns` the operator writes.
+fn versions(ns: &str) -> String {
+    kubectl_ok(&[
+        "-n",
+        ns,
+        "get",
+        "bottles,pods,configmaps,secrets,networkpolicies,persistentvolumeclaims",
+        "-o",
+        "jsonpath={range .items[*]}{.kind}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}",
+    ])
+}
+
+/// Waits until nothing in `ns` has changed for two seconds.
+async fn quiet(ns: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut last = versions(ns);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = versions(ns);
+        if now == last {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ns} still changing after {WAIT:?}"
+        );
+        last = now;
+    }
+}
+
+/// An operator whose writes the API server's audit log records under user `user`.
+fn audited_operator(ns: &str, user: &str, args: &[&str]) -> Operator {
+    let kc = cluster()
+        .user_kubeconfig(user, user, &[support::control_plane::AUDITED_GROUP])
+        .expect("kubeconfig");
+    Operator::start_with(ns, args, &[("KUBECONFIG", kc.to_str().unwrap())])
+}
+
+fn reconciled_ok(op: &Operator) -> f64 {
+    op.metric("bottle_operator_reconcile_duration_seconds_count{result=\"ok\"}")
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_restarted_operator_re_converges_without_writing_anything() {
+    let ns = namespace_on_node("restart-quiet");
+    let c = client().await;
+    let first = Operator::start(&ns);
+    let names = converged_bottles(&c, &ns).await;
+    quiet(&ns).await;
+    first.kill();
+
+    let user = format!("restarted-{ns}");
+    let op = audited_operator(&ns, &user, &[]);
+    eventually(
+        "every Bottle reconciled by the new operator",
+        WAIT,
+        || async { (reconciled_ok(&op) >= names.len() as f64).then_some(()) },
+    )
+    .await;
+    // Anything the new operator wrote would be in the log by now; a pass that wrote would
+    // also wake a second pass that must write nothing either.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes = cluster().writes_by(&user);
+    assert!(
+        writes.is_empty(),
+        "a restart over converged Bottles must write nothing: {writes:#?}"
+    );
+    // The audit log records this user's writes at all: a change it must make shows up.
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    let patch = json!({"spec": {"egress": {"allow": ["pypi.org", "example.com"]}}});
+    api.patch("allow", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually(
+        "the edit's ConfigMap write in the audit log",
+        WAIT,
+        || async {
+            cluster()
+                .writes_by(&user)
+                .iter()
+                .any(|w| w.contains("configmaps") && w.contains("allow-config"))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_resync_of_converged_bottles_writes_nothing() {
+    let ns = namespace_on_node("resync");
+    let c = client().await;
+    let user = format!("resync-{ns}");
+    let op = audited_operator(&ns, &user, &["--resync-seconds", "1"]);
+    converged_bottles(&c, &ns).await;
+    quiet(&ns).await;
+    let (writes, passes) = (cluster().writes_by(&user), reconciled_ok(&op));
+    assert!(
+        !writes.is_empty(),
+        "converging wrote, so the log records this user"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        reconciled_ok(&op) >= passes + 8.0,
+        "the Bottles were resynced (every second each): {passes} -> {}",
+        reconciled_ok(&op)
+    );
+    let after = cluster().writes_by(&user);
+    assert_eq!(
+        after[writes.len()..],
+        [] as [String; 0],
+        "an idle resync must write nothing"
+    );
+}
+
+#[tokio::test]
+async fn hand_edits_and_deletions_of_owned_objects_are_repaired() {
+    let ns = namespace("drift");
+    let _op = Operator::start(&ns);
+    let c = client().await;
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &new_bottle("drift", json!({"egress": {"allow": ["example.com"]}})),
+    )
+    .await
+    .unwrap();
+    let first = eventually("Pod", WAIT, || pod(&c, &ns, "drift")).await;
+    wait_condition(&c, &ns, "drift", "ConfigApplied", "True", "Applied").await;
+    let cms = Api::<ConfigMap>::namespaced(c.clone(), &ns);
+    let want = cms.get("drift-config").await.unwrap().data;
+
+    // A sidecar config edited by hand (a wider allowlist, say) is put back.
+    let patch = json!({"data": {"pipelock.yaml": "api_allowlist: ['*']\n"}});
+    cms.patch(
+        "drift-config",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    eventually("the ConfigMap restored", WAIT, || async {
+        (cms.get("drift-config").await.ok()?.data == want).then_some(())
+    })
+    .await;
+
+    // A fence deleted by hand is put back.
+    let nps = Api::<NetworkPolicy>::namespaced(c.clone(), &ns);
+    nps.delete("drift-egress", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the egress NetworkPolicy recreated", WAIT, || async {
+        nps.get_opt("drift-egress").await.ok()?.map(|_| ())
+    })
+    .await;
+
+    // A Pod deleted by hand is recreated.
+    Api::<Pod>::namespaced(c.clone(), &ns)
+        .delete("drift", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("a new Pod", WAIT, || async {
+        let p = pod(&c, &ns, "drift").await?;
+        (p.uid() != first.uid()).then_some(())
+    })
+    .await;
+}

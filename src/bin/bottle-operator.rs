@@ -51,6 +51,13 @@ struct Args {
     /// Seconds a Lease holds without renewal.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// Seconds before a converged Bottle is checked again without a trigger (drift the
+    /// watches cannot see).
+    #[arg(long, env = "BOTTLE_RESYNC_SECONDS", default_value_t = 600)]
+    resync_seconds: u64,
+    /// Bottles reconciled at once (0: no limit).
+    #[arg(long, env = "BOTTLE_CONCURRENCY", default_value_t = 128)]
+    concurrency: u16,
     /// Log as JSON.
     #[arg(long, env = "BOTTLE_LOG_JSON")]
     log_json: bool,
@@ -114,5 +121,13 @@ async fn main() -> anyhow::Result<()> {
         };
         operator::leader::lead(client.clone(), election, fence).await;
     }
-    operator::run(client, settings, args.namespace, telemetry).await
+    operator::run(
+        client,
+        settings,
+        args.namespace,
+        telemetry,
+        std::time::Duration::from_secs(args.resync_seconds),
+        args.concurrency,
+    )
+    .await
 }

@@ -1,5 +1,5 @@
-//! State shared by every reconcile: the client, the Event recorder, settings and per-Bottle
-//! failure counts for backoff.
+//! State shared by every reconcile: the client, the Event recorder, settings, what the
+//! watches have observed, and per-Bottle failure counts for backoff.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +9,7 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 
+use super::observed::Observed;
 use super::telemetry::Telemetry;
 use crate::contract::api::Bottle;
 use crate::operator::render::Settings;
@@ -23,6 +24,10 @@ pub struct Context {
     pub settings: Settings,
     /// Metrics.
     pub telemetry: Arc<Telemetry>,
+    /// The watch stores a reconcile reads instead of the API server.
+    pub observed: Arc<Observed>,
+    /// How long a converged Bottle waits before it is checked again without a trigger.
+    pub resync: Duration,
     failures: Mutex<HashMap<BottleKey, u32>>,
 }
 
@@ -36,7 +41,13 @@ fn key(obj: &ObjectRef<Bottle>) -> BottleKey {
 
 impl Context {
     /// A context for the given client and settings.
-    pub fn new(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> Self {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        telemetry: Arc<Telemetry>,
+        observed: Arc<Observed>,
+        resync: Duration,
+    ) -> Self {
         let reporter = Reporter {
             controller: "bottle-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -46,6 +57,8 @@ impl Context {
             client,
             settings,
             telemetry,
+            observed,
+            resync,
             failures: Mutex::default(),
         }
     }

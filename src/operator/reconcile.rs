@@ -1,6 +1,8 @@
 //! One reconcile of one Bottle: validate everything first, then apply in dependency order
 //! (CA, ConfigMap, NetworkPolicies, workspace, Pod), then report. Nothing is applied for a
-//! spec that fails validation, so a bad edit leaves the running bottle as it was.
+//! spec that fails validation, so a bad edit leaves the running bottle as it was. What exists
+//! is read from the watch stores ([`super::observed`]), never fetched, and only what differs
+//! from it is written: a converged Bottle costs no API call.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,8 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
-use super::apply::{apply, create_once, get_owned};
+use super::apply::{apply, apply_if_changed, controlled_by, create_once};
+use super::observed::{Known, owned, strip};
 use super::{Context, Error, status};
 use crate::contract::api::Bottle;
 use crate::contract::config::layout;
@@ -77,6 +80,14 @@ pub fn pod_step(existing: Option<&Pod>, desired_hash: &str) -> PodStep {
 
 /// Reconciles one Bottle.
 pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.observed.ready().await;
+    // The controller hands over its store's copy; our own last status write may be newer.
+    let ns = bottle.namespace().unwrap_or_default();
+    let bottle = ctx
+        .observed
+        .bottles
+        .get(&ns, &bottle.name_any())
+        .unwrap_or(bottle);
     if bottle.meta().deletion_timestamp.is_some() {
         // Owner references hand the cleanup to the garbage collector.
         return Ok(Action::await_change());
@@ -88,12 +99,11 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
         Ok((c, pod)) => (Ok(c), pod),
         Err(e) => {
             let uid = bottle.uid().unwrap_or_default();
-            let pods: Api<Pod> =
-                Api::namespaced(ctx.client.clone(), &bottle.namespace().unwrap_or_default());
-            let pod = pods
-                .get_opt(&meta::pod_name(&bottle))
-                .await?
-                .filter(|p| super::apply::controlled_by(p, &uid));
+            let pod = ctx
+                .observed
+                .pods
+                .get(&ns, &meta::pod_name(&bottle))
+                .filter(|p| controlled_by(&**p, &uid));
             (Err(e), pod)
         }
     };
@@ -163,10 +173,12 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
     let new_status = status::desired(
         &bottle,
         &outcome,
-        pod.as_ref(),
+        pod.as_deref(),
         k8s_openapi::jiff::Timestamp::now(),
     );
-    status::patch_if_changed(&ctx.client, &bottle, new_status).await?;
+    if let Some(written) = status::patch_if_changed(&ctx.client, &bottle, new_status).await? {
+        ctx.observed.bottles.wrote(written);
+    }
 
     ctx.telemetry.count(
         outcome
@@ -180,7 +192,7 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
     Ok(match c.pod {
         PodChange::Replacing | PodChange::Terminating => Action::requeue(Duration::from_secs(2)),
         // Periodic resync catches drift the watches cannot see.
-        PodChange::Created | PodChange::Unchanged => Action::requeue(Duration::from_secs(600)),
+        PodChange::Created | PodChange::Unchanged => Action::requeue(ctx.resync),
     })
 }
 
@@ -212,9 +224,9 @@ async fn publish(
 }
 
 /// Checks every referenced Secret key exists, before anything is applied.
-async fn check_secrets(api: &Api<Secret>, ns: &str, policy: &Policy) -> Result<(), Error> {
+fn check_secrets(secrets: &Known<Secret>, ns: &str, policy: &Policy) -> Result<(), Error> {
     for k in policy.secret_keys() {
-        let Some(s) = api.get_opt(&k.secret).await? else {
+        let Some(s) = secrets.get(ns, &k.secret) else {
             return Err(Error::SecretNotFound {
                 namespace: ns.into(),
                 name: k.secret,
@@ -234,81 +246,164 @@ async fn check_secrets(api: &Api<Secret>, ns: &str, policy: &Policy) -> Result<(
     Ok(())
 }
 
-/// Reads the CA Secret, making it the first time; returns the CA fingerprint.
-async fn ensure_ca(api: &Api<Secret>, bottle: &Bottle, uid: &str) -> Result<String, Error> {
-    let name = meta::ca_secret_name(bottle);
-    let secret = match get_owned(api, &name, uid).await? {
-        Some(s) => s,
-        None => {
-            let ca = ca::generate(&bottle.namespace().unwrap_or_default(), &bottle.name_any())?;
-            create_once(api, &ca::secret(bottle, &ca)).await?.0
-        }
+/// The fingerprint of the CA in Secret `name`, or why it is unusable.
+fn fingerprint_of(name: &str, secret: &Secret) -> Result<String, Error> {
+    let invalid = |why: String| Error::CaInvalid {
+        name: name.to_string(),
+        why,
     };
-    let data = secret.data.unwrap_or_default();
-    let cert = data
-        .get(layout::CA_CERT_FILE)
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-    if !data.contains_key(layout::CA_KEY_FILE) {
-        return Err(Error::CaInvalid {
-            name,
-            why: format!("no {} key", layout::CA_KEY_FILE),
-        });
+    let data = secret.data.as_ref();
+    if !data.is_some_and(|d| d.contains_key(layout::CA_KEY_FILE)) {
+        return Err(invalid(format!("no {} key", layout::CA_KEY_FILE)));
     }
-    let cert = cert.ok_or_else(|| Error::CaInvalid {
-        name: name.clone(),
-        why: format!("no {} key", layout::CA_CERT_FILE),
-    })?;
-    ca::fingerprint(&cert).map_err(|e| Error::CaInvalid {
-        name,
-        why: e.to_string(),
-    })
+    let cert = data
+        .and_then(|d| d.get(layout::CA_CERT_FILE))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .ok_or_else(|| invalid(format!("no {} key", layout::CA_CERT_FILE)))?;
+    ca::fingerprint(&cert).map_err(|e| invalid(e.to_string()))
 }
 
-/// Applies everything; returns what happened and the Pod as it now stands.
-async fn converge(bottle: &Bottle, ctx: &Context) -> Result<(Converged, Option<Pod>), Error> {
+/// Creates the CA Secret from `material`; returns the CA Secret as stored, which is someone
+/// else's CA when another creator (a replica, a restarted operator) won the race.
+async fn create_ca(
+    api: &Api<Secret>,
+    known: &Known<Secret>,
+    bottle: &Bottle,
+    uid: &str,
+    material: &ca::CaMaterial,
+) -> Result<Arc<Secret>, Error> {
+    let (mut s, _) = create_once(api, &ca::secret(bottle, material)).await?;
+    if !controlled_by(&s, uid) {
+        return Err(Error::NameConflict {
+            kind: "Secret",
+            name: meta::ca_secret_name(bottle),
+        });
+    }
+    strip(&mut s);
+    Ok(known.wrote(s))
+}
+
+/// Applies what differs from the stores; returns what happened and the Pod as it now stands.
+async fn converge(bottle: &Bottle, ctx: &Context) -> Result<(Converged, Option<Arc<Pod>>), Error> {
     let client = &ctx.client;
+    let o = &ctx.observed;
     let ns = bottle.namespace().unwrap_or_default();
     let uid = bottle.uid().unwrap_or_default();
 
     // 1. Validate everything that needs no writes: nothing at all is written for a spec
     //    that fails here (not even the CA).
     let policy = render::validate(bottle)?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    check_secrets(&secrets, &ns, &policy).await?;
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    get_owned(&config_maps, &meta::config_map_name(bottle), &uid).await?;
+    check_secrets(&o.secrets, &ns, &policy)?;
+    let stored_config = owned(
+        &o.config_maps,
+        Some(&o.other_config_maps),
+        &ns,
+        &meta::config_map_name(bottle),
+        &uid,
+    )?;
+    let mut stored_policies = Vec::new();
     for name in [
         meta::internal_policy_name(bottle),
         meta::egress_policy_name(bottle),
     ] {
-        get_owned(&policies, &name, &uid).await?;
+        let stored = owned(
+            &o.network_policies,
+            Some(&o.other_network_policies),
+            &ns,
+            &name,
+            &uid,
+        )?;
+        stored_policies.push((name, stored));
     }
     let existing_claim = match &bottle.spec.agent.workspace {
-        Some(_) => get_owned(&claims, &meta::workspace_name(bottle), &uid).await?,
+        Some(_) => owned(
+            &o.claims,
+            Some(&o.other_claims),
+            &ns,
+            &meta::workspace_name(bottle),
+            &uid,
+        )?,
         None => None,
     };
-    let existing_pod = get_owned(&pods, &meta::pod_name(bottle), &uid).await?;
+    let existing_pod = owned(
+        &o.pods,
+        Some(&o.other_pods),
+        &ns,
+        &meta::pod_name(bottle),
+        &uid,
+    )?;
 
-    // 2. The CA comes first: the Pod's template hash includes its fingerprint.
-    let ca_fingerprint = ensure_ca(&secrets, bottle, &uid).await?;
-    let desired = render::desired(bottle, policy, &ctx.settings, &ca_fingerprint);
+    // 2. The Pod's template hash includes the CA's fingerprint: read it, or make the CA
+    //    here (it is written with the config below).
+    let ca_name = meta::ca_secret_name(bottle);
+    let stored_ca = owned(&o.secrets, None, &ns, &ca_name, &uid)?;
+    let new_ca = match &stored_ca {
+        Some(_) => None,
+        None => Some(ca::generate(&ns, &bottle.name_any())?),
+    };
+    let mut ca_fingerprint = match (&stored_ca, &new_ca) {
+        (Some(s), _) => fingerprint_of(&ca_name, s)?,
+        (None, Some(m)) => fingerprint_of(&ca_name, &ca::secret(bottle, m))?,
+        (None, None) => unreachable!("a CA is either stored or made"),
+    };
+    let mut desired = render::desired(bottle, policy, &ctx.settings, &ca_fingerprint);
 
-    // 3. Config and fences before the Pod that needs them.
-    apply(&config_maps, &desired.config_map).await?;
-    for np in &desired.network_policies {
-        apply(&policies, np).await?;
+    // 3. The CA, config and fences side by side (none needs another), all before the Pod
+    //    that mounts them.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    let make_ca = async {
+        match &new_ca {
+            Some(m) => create_ca(&secrets, &o.secrets, bottle, &uid, m)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    };
+    let config = apply_if_changed(
+        &config_maps,
+        &o.config_maps,
+        stored_config.as_ref(),
+        desired.config_map.clone(),
+    );
+    let fences = futures::future::try_join_all(desired.network_policies.iter().map(|np| {
+        let stored = stored_policies
+            .iter()
+            .find(|(name, _)| *name == np.name_any())
+            .and_then(|(_, s)| s.as_ref());
+        apply_if_changed(&policies, &o.network_policies, stored, np.clone())
+    }));
+    let (made_ca, _, _) = futures::try_join!(make_ca, config, fences)?;
+    if let Some(s) = made_ca {
+        // Someone else made it first: the Pod must trust their CA, not the one made here.
+        let theirs = fingerprint_of(&ca_name, &s)?;
+        if theirs != ca_fingerprint {
+            ca_fingerprint = theirs;
+            desired = render::desired(
+                bottle,
+                desired.policy.clone(),
+                &ctx.settings,
+                &ca_fingerprint,
+            );
+        }
     }
     if let (Some(claim), None) = (&desired.workspace, existing_claim) {
         // Claims are immutable once bound; made once, never rewritten.
-        create_once(&claims, claim).await?;
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+        let (mut made, _) = create_once(&claims, claim).await?;
+        strip(&mut made);
+        o.claims.wrote(made);
     }
 
     // 4. The Pod: created when missing, replaced when its template changed.
-    let (pod, pod_object) = match pod_step(existing_pod.as_ref(), &desired.template_hash) {
-        PodStep::Create => (PodChange::Created, Some(apply(&pods, &desired.pod).await?)),
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let (pod, pod_object) = match pod_step(existing_pod.as_deref(), &desired.template_hash) {
+        PodStep::Create => {
+            let mut made = apply(&pods, &desired.pod).await?;
+            strip(&mut made);
+            (PodChange::Created, Some(o.pods.wrote(made)))
+        }
         PodStep::WaitTerminating => (PodChange::Terminating, existing_pod),
         PodStep::Keep => (PodChange::Unchanged, existing_pod),
         PodStep::Replace => {

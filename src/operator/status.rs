@@ -186,14 +186,14 @@ pub fn desired(
     }
 }
 
-/// Writes `status` unless the Bottle already has it.
+/// Writes `status` unless the Bottle already has it; returns the Bottle as written.
 pub async fn patch_if_changed(
     client: &Client,
     bottle: &Bottle,
     status: BottleStatus,
-) -> Result<(), Error> {
+) -> Result<Option<Bottle>, Error> {
     if bottle.status.as_ref() == Some(&status) {
-        return Ok(());
+        return Ok(None);
     }
     let api: Api<Bottle> = Api::namespaced(client.clone(), &bottle.namespace().unwrap_or_default());
     // Server-side apply of the whole status under the operator's field manager: a field left
@@ -212,9 +212,12 @@ pub async fn patch_if_changed(
         )
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(mut written) => {
+            super::observed::strip(&mut written);
+            Ok(Some(written))
+        }
         // Deleted meanwhile: nothing to report on.
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

@@ -141,6 +141,22 @@ pub const REAL_NODE_LOCK: &str = "/run/bottle-real-node.lock";
 /// `system:kubelet-api-admin` (exec, logs, port-forward on the kubelet API).
 pub const KUBELET_API_GROUP: &str = "bottle:kubelet-api-admins";
 
+/// Users in this group have their writes recorded in the API server's audit log (see
+/// [`ControlPlane::writes_by`]); nobody else's are, so the log stays small.
+pub const AUDITED_GROUP: &str = "bottle:audited";
+
+/// The API server's audit policy: writes (create, update, patch, delete) by
+/// [`AUDITED_GROUP`], once each, when answered.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: [\"bottle:audited\"]
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+";
+
 /// The fake node [`ControlPlane::start_kwok_node`] registers.
 pub const KWOK_NODE: &str = "kwok-node";
 /// The taint (and annotation) that marks the kwok node.
@@ -408,9 +424,15 @@ impl ControlPlane {
                 ])
             }
         };
+        fs::write(dir.join("audit-policy.yaml"), AUDIT_POLICY)?;
         cp.spawn(
             "kube-apiserver",
             apiserver.args([
+                format!(
+                    "--audit-policy-file={}",
+                    dir.join("audit-policy.yaml").display()
+                ),
+                format!("--audit-log-path={}", dir.join("audit.log").display()),
                 format!("--etcd-servers={etcd_url}"),
                 format!("--secure-port={api_port}"),
                 format!("--tls-cert-file={}", pf("apiserver.crt")),
@@ -429,6 +451,22 @@ impl ControlPlane {
             ]),
         )?;
         cp.wait_ready()?;
+        // Audited users are admins: what they may do is not under test, what they write is.
+        let out = cp
+            .kubectl()
+            .args([
+                "create",
+                "clusterrolebinding",
+                "bottle-audited-admin",
+                "--clusterrole=cluster-admin",
+                &format!("--group={AUDITED_GROUP}"),
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "binding the audited group: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if node_ip.is_some() {
             // The API server's kubelet client may use the whole kubelet API (exec, logs).
             let out = cp
@@ -900,6 +938,32 @@ impl ControlPlane {
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(())
+    }
+
+    /// The writes the API server has answered for `user` (a member of [`AUDITED_GROUP`]),
+    /// from its audit log, one `verb resource[/subresource] namespace/name code` each.
+    pub fn writes_by(&self, user: &str) -> Vec<String> {
+        let log = fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["user"]["username"] == user)
+            .map(|e| {
+                let o = &e["objectRef"];
+                let sub = match s(&o["subresource"]) {
+                    sub if sub.is_empty() => sub,
+                    sub => format!("/{sub}"),
+                };
+                format!(
+                    "{} {}{sub} {}/{} {}",
+                    s(&e["verb"]),
+                    s(&o["resource"]),
+                    s(&o["namespace"]),
+                    s(&o["name"]),
+                    e["responseStatus"]["code"]
+                )
+            })
+            .collect()
     }
 
     /// `kubectl` against this control plane.

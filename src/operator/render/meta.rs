@@ -12,6 +12,9 @@ pub const BOTTLE_LABEL: &str = "bottle-operator.dev/bottle";
 pub const TEMPLATE_HASH_ANNOTATION: &str = "bottle-operator.dev/template-hash";
 /// ConfigMap annotation: hash of the rendered sidecar configs.
 pub const CONFIG_HASH_ANNOTATION: &str = "bottle-operator.dev/config-hash";
+/// Annotation on every applied object: hash of what was applied, so an unchanged object is
+/// not applied again and a field the operator stopped setting still counts as a change.
+pub const APPLIED_HASH_ANNOTATION: &str = "bottle-operator.dev/applied-hash";
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "bottle-operator";
 
