@@ -169,7 +169,7 @@ pub async fn run(
         // objects and their serialisations (apply_to_objects: 1,000 new Bottles left the
         // operator at 146 MiB unbounded, 84 MiB at 128; at 32, 200 Bottles came slower).
         .with_config(controller::Config::default().concurrency(concurrency))
-        .trigger_backoff(observed::WatchBackoff::default())
+        .trigger_backoff(observed::NoPause)
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|res| {
