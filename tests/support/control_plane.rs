@@ -518,7 +518,9 @@ impl ControlPlane {
     }
 
     /// A certificate and key signed by this control plane's CA: `cn` and `orgs` name the
-    /// user (client) or the server, `ips` are its IP SANs, `server` picks the usage.
+    /// user (client) or the server, `ips` are its IP SANs, `server` picks the usage. At most
+    /// one org (the user's group): rcgen keeps one value per name attribute, so a second O
+    /// would silently replace the first.
     pub fn issue_cert(
         &self,
         cn: &str,
@@ -529,6 +531,10 @@ impl ControlPlane {
         let ca_key = KeyPair::from_pem(&fs::read_to_string(self.dir.join("pki/ca.key"))?)?;
         let issuer =
             Issuer::from_ca_cert_pem(&fs::read_to_string(self.dir.join("pki/ca.crt"))?, ca_key)?;
+        anyhow::ensure!(
+            orgs.len() <= 1,
+            "{cn}: one group per certificate (rcgen keeps one O), got {orgs:?}"
+        );
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, cn);
