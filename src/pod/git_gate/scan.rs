@@ -90,6 +90,17 @@ fn scan_body(content: &[u8], binary: bool) -> Vec<u8> {
     }
 }
 
+/// A scan file of names, one a line (after the leading newline [`scan_body`] explains), so a
+/// finding's line number picks the name out.
+fn names_body(names: &[String]) -> String {
+    let mut body = String::from("\n");
+    for n in names {
+        body.push_str(n);
+        body.push('\n');
+    }
+    body
+}
+
 /// Is the blob exempt from scanning: every path it is pushed at matches `scanAllowPaths`?
 fn exempt(o: &Object, history: &History, allow_paths: &[String]) -> bool {
     if allow_paths.is_empty() {
@@ -198,12 +209,7 @@ pub fn scan(
                             ),
                         });
                     }
-                    let mut body = String::from("\n");
-                    for n in &names {
-                        body.push_str(n);
-                        body.push('\n');
-                    }
-                    std::fs::write(files.join(&name), body)?;
+                    std::fs::write(files.join(&name), names_body(&names))?;
                     sources.insert(
                         name,
                         Source::MemberNames {
@@ -237,12 +243,7 @@ pub fn scan(
             }
             Kind::Tree => {
                 let names = objects::tree_names(content);
-                let mut body = String::from("\n");
-                for n in &names {
-                    body.push_str(n);
-                    body.push('\n');
-                }
-                std::fs::write(files.join(&name), body)?;
+                std::fs::write(files.join(&name), names_body(&names))?;
                 sources.insert(
                     name,
                     Source::Names {
