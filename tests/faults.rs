@@ -10,21 +10,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bottle_operator::contract::api::{Bottle, BottleSpec};
+use bottle_operator::contract::api::Bottle;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use support::{Operator, cluster, eventually, namespace_on_node};
+use support::{Operator, cluster, eventually, namespace_on_node, new_bottle};
 
 const LABEL: &str = "bottle-operator.dev/bottle";
-
-fn new_bottle(name: &str, spec: serde_json::Value) -> Bottle {
-    let spec: BottleSpec = serde_json::from_value(spec).expect("spec");
-    Bottle::new(name, spec)
-}
 
 /// xorshift64: reproducible random points from a printed seed.
 struct Rng(u64);

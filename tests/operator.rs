@@ -5,14 +5,15 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use bottle_operator::contract::api::{Bottle, BottleSpec};
+use bottle_operator::contract::api::Bottle;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use support::{
-    Operator, cluster, eventually, kubectl, kubectl_ok, namespace, namespace_on_node, repo,
+    Operator, cluster, eventually, kubectl, kubectl_ok, namespace, namespace_on_node, new_bottle,
+    repo,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -79,11 +80,6 @@ fn all_names(p: &Pod) -> BTreeSet<String> {
     bottle_operator::operator::render::pod::container_names(p)
         .into_iter()
         .collect()
-}
-
-fn new_bottle(name: &str, spec: serde_json::Value) -> Bottle {
-    let spec: BottleSpec = serde_json::from_value(spec).expect("spec");
-    Bottle::new(name, spec)
 }
 
 #[tokio::test]

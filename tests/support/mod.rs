@@ -15,6 +15,13 @@ use std::time::{Duration, Instant};
 
 pub use control_plane::ControlPlane;
 
+/// A Bottle named `name` with `spec` given as JSON.
+pub fn new_bottle(name: &str, spec: serde_json::Value) -> bottle_operator::contract::api::Bottle {
+    let spec: bottle_operator::contract::api::BottleSpec =
+        serde_json::from_value(spec).expect("spec");
+    bottle_operator::contract::api::Bottle::new(name, spec)
+}
+
 /// The repository root.
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
