@@ -122,6 +122,29 @@ pub struct RealNode {
     torn_down: AtomicBool,
 }
 
+/// The chains of the host's filter and nat tables, for a timeout's message.
+fn iptables_chains() -> String {
+    ["filter", "nat"]
+        .iter()
+        .map(|table| {
+            let chains = run_bounded(
+                Command::new("iptables").args(["-t", table, "-S"]),
+                Duration::from_secs(10),
+            )
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("-N "))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_else(|e| format!("{e:#}"));
+            format!("iptables {table} chains: {chains}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Runs `cmd`, killing it after `timeout`; returns its output.
 fn run_bounded(cmd: &mut Command, timeout: Duration) -> anyhow::Result<std::process::Output> {
     let mut child = cmd
@@ -428,7 +451,6 @@ impl RealNode {
         node.wait_node_ready()?;
         let t_ready = started.elapsed();
         node.start_kube_proxy(cp)?;
-        node.start_kube_router(cp)?;
         if opts.scheduler {
             let kc = cp.user_kubeconfig("kube-scheduler", "system:kube-scheduler", &[])?;
             node.spawn(
@@ -452,6 +474,12 @@ impl RealNode {
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("10.0.0.1/32"))
             },
         )?;
+        // kube-router's firewall saves the whole filter table and restores it whole: started
+        // beside kube-proxy, its restore can drop a chain kube-proxy made in between, and
+        // kube-proxy's first sync then fails on a jump to it ("Chain 'KUBE-PROXY-FIREWALL'
+        // does not exist", seen on a CI machine). Started after that sync, every snapshot it
+        // takes already holds kube-proxy's chains and jumps.
+        node.start_kube_router(cp)?;
         node.wait_for("kube-router's firewall chains", "kube-router", |_| {
             run_bounded(
                 Command::new("iptables").args(["-S", "KUBE-ROUTER-FORWARD"]),
@@ -550,8 +578,9 @@ impl RealNode {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "timed out after 60s waiting for {what}:\n{}",
-                    self.log_tail(log)
+                    "timed out after 60s waiting for {what}:\n{}\n\n{}",
+                    self.log_tail(log),
+                    iptables_chains()
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
