@@ -24,13 +24,14 @@ use std::time::{Duration, Instant};
 use bottle_operator::contract::config::HeaderInjection;
 use bottle_operator::contract::config::egress::{EgressConfig, EgressRoute};
 use bottle_operator::pod::core::upstream::{self, Connector, UpstreamClient};
-use bottle_operator::pod::core::{full, init_crypto};
+use bottle_operator::pod::core::{BoxError, full, init_crypto};
 use control_plane::{free_port, spawn_tied, tools_bin};
 use http_body_util::BodyExt;
 
 const CONNECTIONS: usize = 8;
 const WARMUP: Duration = Duration::from_secs(1);
 const RUN: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -51,9 +52,9 @@ struct Result {
     top_error: Option<String>,
 }
 
-async fn load(client: UpstreamClient, url: String, duration: Duration) -> Result {
+async fn load(client: UpstreamClient, url: String, duration: Duration, conns: usize) -> Result {
     let deadline = Instant::now() + duration;
-    let tasks: Vec<_> = (0..CONNECTIONS)
+    let tasks: Vec<_> = (0..conns)
         .map(|_| {
             let (client, url) = (client.clone(), url.clone());
             tokio::spawn(async move {
@@ -61,13 +62,18 @@ async fn load(client: UpstreamClient, url: String, duration: Duration) -> Result
                 while Instant::now() < deadline {
                     let t = Instant::now();
                     let req = http::Request::get(&url).body(full("")).unwrap();
-                    match client.request(req).await {
-                        Ok(r) if r.status().is_success() => {
-                            let _ = r.into_body().collect().await;
-                            lat.push(t.elapsed());
-                        }
-                        Ok(r) => errors.push(format!("HTTP {}", r.status().as_u16())),
-                        Err(e) => errors.push(format!("{e:?}").chars().take(160).collect()),
+                    // Bounded: one request a proxy never answers must not hold the row open.
+                    let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                        let r = client.request(req).await?;
+                        let status = r.status();
+                        r.into_body().collect().await?;
+                        Ok::<_, BoxError>(status)
+                    });
+                    match answer.await {
+                        Ok(Ok(s)) if s.is_success() => lat.push(t.elapsed()),
+                        Ok(Ok(s)) => errors.push(format!("HTTP {}", s.as_u16())),
+                        Ok(Err(e)) => errors.push(format!("{e:?}").chars().take(160).collect()),
+                        Err(_) => errors.push(format!("no answer within {REQUEST_TIMEOUT:?}")),
                     }
                 }
                 (lat, errors)
@@ -111,6 +117,97 @@ fn client(proxy: Option<&str>, ca_files: &[&str]) -> UpstreamClient {
     upstream::clients(Connector::new(proxy).unwrap(), roots).1 // HTTP/1.1: one request per connection at a time
 }
 
+/// How the clients of one load row talk to the proxy.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// HTTP/1.1 keep-alive, this many connections.
+    KeepAlive(usize),
+    /// HTTP/2 where TLS offers it: one connection, [`CONNECTIONS`] concurrent streams.
+    Http2,
+    /// A new connection (and, through egress, a new TLS handshake) for every request.
+    NewConnection,
+}
+
+impl Mode {
+    fn label(self) -> String {
+        match self {
+            Mode::KeepAlive(n) => format!("{n} keep-alive HTTP/1.1 connections"),
+            Mode::Http2 => format!("HTTP/2, {CONNECTIONS} streams on one connection"),
+            Mode::NewConnection => format!("{CONNECTIONS} clients, a new connection per request"),
+        }
+    }
+
+    fn conns(self) -> usize {
+        match self {
+            Mode::KeepAlive(n) => n,
+            _ => CONNECTIONS,
+        }
+    }
+
+    fn client(self, proxy: Option<&str>, ca_files: &[&str]) -> UpstreamClient {
+        let roots = upstream::roots(ca_files).unwrap();
+        let connector = Connector::new(proxy).unwrap();
+        match self {
+            Mode::KeepAlive(_) => upstream::clients(connector, roots).1,
+            Mode::Http2 => upstream::clients(connector, roots).0,
+            Mode::NewConnection => {
+                let tls = rustls::ClientConfig::builder()
+                    .with_root_certificates(std::sync::Arc::new(roots))
+                    .with_no_client_auth();
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls)
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(connector);
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_max_idle_per_host(0)
+                    .build(https)
+            }
+        }
+    }
+}
+
+/// One streamed download of `bytes` through `c`: MB/s, and the proxy's RSS before and at
+/// its highest during the transfer (sampled every 50 ms).
+async fn download(c: UpstreamClient, url: &str, pid: Option<u32>) -> (f64, u64, u64) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let before = pid.map(|p| rss_kib(p, "VmRSS:")).unwrap_or(0);
+    let peak = std::sync::Arc::new(AtomicU64::new(before));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let sampler = pid.map(|p| {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(p, "VmRSS:"), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    });
+    let t = Instant::now();
+    let req = http::Request::get(url).body(full("")).unwrap();
+    let mut body = c.request(req).await.unwrap().into_body();
+    let mut got = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(d) = frame.unwrap().into_data() {
+            got += d.len() as u64;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(s) = sampler {
+        let _ = s.await;
+    }
+    assert_eq!(got, DOWNLOAD_BYTES, "the download arrived whole");
+    (
+        got as f64 / 1e6 / secs,
+        before,
+        peak.load(Ordering::Relaxed),
+    )
+}
+
+/// Bytes of the streamed download row (1 GiB).
+const DOWNLOAD_BYTES: u64 = 1 << 30;
+
 async fn wait_port(addr: &str) {
     let t = Instant::now();
     while tokio::net::TcpStream::connect(addr).await.is_err() {
@@ -135,8 +232,8 @@ struct Row {
 
 async fn measure(name: &'static str, c: UpstreamClient, url: &str, pid: Option<u32>) -> Row {
     let idle_kib = pid.map(|p| rss_kib(p, "VmRSS:")).unwrap_or(0);
-    let _ = load(c.clone(), url.to_string(), WARMUP).await;
-    let r = load(c, url.to_string(), RUN).await;
+    let _ = load(c.clone(), url.to_string(), WARMUP, CONNECTIONS).await;
+    let r = load(c, url.to_string(), RUN, CONNECTIONS).await;
     let peak_kib = pid.map(|p| rss_kib(p, "VmHWM:")).unwrap_or(0);
     Row {
         name,
@@ -144,6 +241,56 @@ async fn measure(name: &'static str, c: UpstreamClient, url: &str, pid: Option<u
         idle_kib,
         peak_kib,
     }
+}
+
+/// One row's load with the clients of `mode`, after a warm-up.
+async fn measure_mode(mode: Mode, proxy: Option<&str>, ca: &str, url: &str) -> Result {
+    let c = mode.client(proxy, &[ca]);
+    let _ = load(c.clone(), url.to_string(), WARMUP, mode.conns()).await;
+    load(c, url.to_string(), RUN, mode.conns()).await
+}
+
+/// Starts cred-proxy with one route, `api` → `https://localhost:{port}/allowed` (the
+/// origin's CA trusted through `SSL_CERT_FILE`), and waits for its listener.
+async fn start_cred_proxy(
+    dir: &Path,
+    port: u16,
+    ca_cert: &Path,
+    token: &Path,
+    origin_ca: &str,
+) -> (Child, String) {
+    use bottle_operator::contract::config::cred_proxy::{CredProxyConfig, CredRoute};
+    let cfg = CredProxyConfig {
+        listen: format!("127.0.0.1:{}", free_port()),
+        admin_listen: format!("127.0.0.1:{}", free_port()),
+        upstream_proxy: None,
+        ca_cert: ca_cert.display().to_string(),
+        routes: vec![CredRoute {
+            name: "api".into(),
+            upstream: format!("https://localhost:{port}/allowed")
+                .try_into()
+                .unwrap(),
+            auth: HeaderInjection {
+                header: "Authorization".into(),
+                scheme: Some("Bearer".into()),
+                token_file: token.display().to_string(),
+            },
+        }],
+    };
+    let path = dir.join("cred-proxy.yaml");
+    std::fs::write(&path, serde_norway::to_string(&cfg).unwrap()).unwrap();
+    let child = spawn_tied(
+        Command::new(env!("CARGO_BIN_EXE_bottle-sidecar"))
+            .args(["cred-proxy", "--config"])
+            .arg(&path)
+            .env("SSL_CERT_FILE", origin_ca)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    wait_port(&cfg.listen).await;
+    (child, format!("http://{}", cfg.listen))
 }
 
 /// Open descriptors of `pid`.
@@ -469,6 +616,31 @@ fn main() {
             }
             _ => eprintln!("MITMDUMP not set or missing: run through scripts/bench.sh to compare with mitmproxy"),
         }
+        // egress and cred-proxy under the other loads, each beside its no-proxy anchor; the
+        // agent reaches cred-proxy over plain HTTP, so it has no HTTP/2 (TLS ALPN) row.
+        let (mut cred, cred_base) = start_cred_proxy(dir.path(), origin.port, &ca_cert, &token, &origin_ca).await;
+        let cred_url = format!("{cred_base}/api/bench");
+        let bottle_ca = ca_cert.to_str().unwrap();
+        let modes = [Mode::KeepAlive(CONNECTIONS), Mode::KeepAlive(64), Mode::Http2, Mode::NewConnection];
+        let mut matrix = Vec::new();
+        for mode in modes {
+            let base = measure_mode(mode, None, &origin_ca, &url).await;
+            let eg = measure_mode(mode, Some(&egress_url), bottle_ca, &url).await;
+            let cp = match mode {
+                Mode::Http2 => None,
+                _ => Some(measure_mode(mode, None, bottle_ca, &cred_url).await),
+            };
+            matrix.push((mode, base, eg, cp));
+        }
+        let dl_path = format!("/allowed/bytes/{DOWNLOAD_BYTES}");
+        let dl_url = format!("https://localhost:{}{dl_path}", origin.port);
+        let downloads = [
+            ("no proxy", download(client(None, &[&origin_ca]), &dl_url, None).await),
+            ("egress", download(client(Some(&egress_url), &[bottle_ca]), &dl_url, Some(egress.id())).await),
+            ("cred-proxy", download(client(None, &[bottle_ca]), &format!("{cred_base}/api/bytes/{DOWNLOAD_BYTES}"), Some(cred.id())).await),
+        ];
+        let _ = cred.kill();
+        let _ = cred.wait();
         let _ = egress.kill();
         let _ = egress.wait();
 
@@ -493,6 +665,33 @@ fn main() {
         println!("egress → pipelock RSS: both processes");
         if let Some(m) = rows.iter().find(|r| r.name.starts_with("mitmproxy")) {
             println!("egress / mitmproxy throughput ratio: {:.1}x", rows[1].r.rps / m.r.rps.max(1.0));
+        }
+
+        println!();
+        println!("egress and cred-proxy by load (straight to the origin, no pipelock), each row beside its no-proxy anchor measured just before it; {}s per row after {}s warm-up", RUN.as_secs(), WARMUP.as_secs());
+        println!("| load | path | req/s | vs no proxy | p50 | p99 | p50 added | errors |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        for (mode, base, eg, cp) in &matrix {
+            let line = |name: &str, r: &Result| {
+                println!(
+                    "| {} | {name} | {:.0} | {:.2}x | {} | {} | {} | {} |",
+                    mode.label(), r.rps, r.rps / base.rps.max(1.0), ms(r.p50), ms(r.p99), ms(r.p50.saturating_sub(base.p50)), r.errors
+                );
+            };
+            line("no proxy", base);
+            line("egress", eg);
+            if let Some(cp) = cp {
+                line("cred-proxy", cp);
+            }
+        }
+        println!();
+        println!("one streamed {} MiB download (HTTP/1.1), the proxy's RSS sampled every 50 ms", DOWNLOAD_BYTES >> 20);
+        println!("| path | MB/s | vs no proxy | RSS before | RSS highest during |");
+        println!("|---|---:|---:|---:|---:|");
+        let dl_base = downloads[0].1 .0.max(0.001);
+        for (name, (mbps, before, peak)) in &downloads {
+            let rss = |k: &u64| if *k == 0 { "-".to_string() } else { format!("{:.1} MiB", *k as f64 / 1024.0) };
+            println!("| {name} | {mbps:.0} | {:.2}x | {} | {} |", mbps / dl_base, rss(before), rss(peak));
         }
     });
 }

@@ -271,10 +271,13 @@ async fn egress_intercepts_injects_the_route_credential_and_refuses_the_rest() {
             "Proxy-Authorization must not reach the origin"
         );
         assert_eq!(echo["path"], "/allowed/x");
-        assert_eq!(
-            echo["version"], "HTTP/2.0",
-            "the origin offers h2, so egress uses it"
-        );
+        // The origin offers h2; egress speaks to it what the agent spoke to egress.
+        let want = if http == "--http2" {
+            "HTTP/2.0"
+        } else {
+            "HTTP/1.1"
+        };
+        assert_eq!(echo["version"], want, "{http}: the upstream protocol");
         assert!(echo["uri"].as_str().unwrap().ends_with("/allowed/x?q=1"));
     }
 
@@ -681,6 +684,10 @@ async fn cred_proxy_injects_refuses_git_push_and_goes_through_the_next_proxy() {
     assert_eq!(echo["path"], "/base/v1/messages");
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["authority"], format!("localhost:{}", b.origin.port));
+    assert_eq!(
+        echo["version"], "HTTP/1.1",
+        "straight to the origin, the agent's HTTP/1.1 goes on as HTTP/1.1"
+    );
 
     let (code, body) = curl(&[&format!(
         "{base}/api/org/repo.git/info/refs?service=git-receive-pack"
@@ -715,6 +722,9 @@ async fn cred_proxy_injects_refuses_git_push_and_goes_through_the_next_proxy() {
     let (code, body) = curl(&[&format!("http://{}/api/chained", c2.listen)]).await;
     assert_eq!(code, 200, "{body}\n{}", hop.logs());
     assert_eq!(json(&body)["headers"]["x-api-key"], "s3cret-token");
+    // Toward a next proxy it is h2 (pipelock drops reused HTTP/1.1 connections); the hop,
+    // an egress, passes on the protocol it was spoken to.
+    assert_eq!(json(&body)["version"], "HTTP/2.0", "{body}");
     assert!(
         hop.logs().contains("/base/chained"),
         "the next hop must have seen the request"

@@ -77,6 +77,9 @@ pub async fn start(dir: &Path) -> Origin {
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
+            // As real origins do (Go's net/http, nginx): without it a fresh TLS connection
+            // waits out a delayed ACK (40 ms) between handshake writes.
+            let _ = stream.set_nodelay(true);
             let (acceptor, rel, log) = (acceptor.clone(), rel.clone(), log.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else {
@@ -111,6 +114,30 @@ async fn handle(
     if path == "/release" {
         release.notify_one();
         return Ok(Response::new(full("released\n")));
+    }
+    // `…/bytes/N`: N bytes streamed in 64 KiB chunks, never held whole (throughput benches).
+    if let Some(n) = path
+        .rsplit_once("/bytes/")
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+    {
+        const CHUNK: u64 = 64 * 1024;
+        let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
+        let frames = futures::stream::unfold(0u64, move |sent| {
+            let chunk = chunk.clone();
+            async move {
+                (sent < n).then(|| {
+                    let len = CHUNK.min(n - sent);
+                    (
+                        Ok::<_, Infallible>(Frame::data(chunk.slice(..len as usize))),
+                        sent + len,
+                    )
+                })
+            }
+        });
+        return Ok(Response::builder()
+            .header("content-length", n)
+            .body(StreamBody::new(frames).boxed())
+            .unwrap());
     }
     if path.ends_with("/sse") {
         // Event 1 now; event 2 only after /release, so a buffering proxy never shows event 1.

@@ -15,9 +15,9 @@ use super::{BoxError, ProxyBody, deny, error_chain, full};
 
 /// Where requests go: the clients, and whether they reach origins through the next proxy.
 pub struct Upstream {
-    /// Offers h2 and HTTP/1.1.
+    /// Offers h2 and HTTP/1.1: for the agent's HTTP/2 requests, and all through pipelock.
     pub client: UpstreamClient,
-    /// HTTP/1.1 only, for upgrades.
+    /// HTTP/1.1 only: for the agent's HTTP/1.1 requests straight to origins, and upgrades.
     pub client_h1: UpstreamClient,
     /// True when a next proxy (pipelock) sits between this sidecar and the origins, so a
     /// response with pipelock's marks is pipelock's refusal.
@@ -58,6 +58,13 @@ pub async fn forward(
     inject: Option<&Injection>,
 ) -> Forwarded {
     let upgrade = is_upgrade(req.headers());
+    // Straight to an origin, the upstream protocol follows the agent's: an HTTP/1.1 agent
+    // has one request per connection in flight, and funnelling all its connections into one
+    // h2 connection cost a third of egress's throughput (one connection task and one stream
+    // lock for every request; benches/proxy_throughput.rs). Through pipelock it is h2
+    // whatever the agent spoke: pipelock's HTTP/1.1 interception closes connections the
+    // client may reuse, and a third of the requests on them failed in the same bench.
+    let h2 = up.via_next_proxy || req.version() == Version::HTTP_2;
     let agent_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -71,10 +78,10 @@ pub async fn forward(
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     let out = Request::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed());
-    let sent = if upgrade {
-        up.client_h1.request(out).await
-    } else {
+    let sent = if h2 && !upgrade {
         up.client.request(out).await
+    } else {
+        up.client_h1.request(out).await
     };
     let mut resp = match sent {
         Ok(r) => r,

@@ -1,5 +1,5 @@
-//! The upstream side: an HTTP client (HTTP/2 where the upstream offers it) that reaches
-//! origins either directly or through the next proxy (pipelock) with CONNECT, and verifies
+//! The upstream side: HTTP clients (one offering HTTP/2, one HTTP/1.1 only) that reach
+//! origins either directly or through the next proxy (pipelock) with CONNECT, and verify
 //! TLS against the system roots plus the bottle CA.
 
 use std::future::Future;
