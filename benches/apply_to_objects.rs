@@ -16,7 +16,9 @@
 //! directly (time until every Pod exists, and until every Bottle reports ConfigApplied), the
 //! operator's RSS (VmRSS of its process, read from /proc after each phase), and a restart of
 //! the operator over every converged Bottle: the writes it makes (goal: none) and the time
-//! until it has reconciled them all.
+//! until it has reconciled them all. Last, a policy change on those Bottles at once (a host
+//! added to each spec): the time until every ConfigMap carries it, through the operator and
+//! with the ConfigMaps applied directly.
 //!
 //! Run: `cargo bench --bench apply_to_objects` (set BOTTLE_TOOLS_BIN or let it run install.sh).
 
@@ -369,6 +371,80 @@ async fn direct(client: &Client, ns: &str, names: &[String]) -> Duration {
     wait_for(&seen, names).await - t
 }
 
+/// Records when each ConfigMap in `ns` first carries `needle` in its data.
+fn config_arrivals(client: Client, ns: &str, needle: &str) -> Arc<Mutex<HashMap<String, Instant>>> {
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let (s, needle) = (seen.clone(), needle.to_string());
+    let cms: Api<ConfigMap> = Api::namespaced(client, ns);
+    tokio::spawn(async move {
+        let mut w = watcher(cms, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Ok(Some(cm)) = w.try_next().await {
+            let carries = cm
+                .data
+                .as_ref()
+                .is_some_and(|d| d.values().any(|v| v.contains(&needle)));
+            if carries {
+                s.lock()
+                    .unwrap()
+                    .entry(cm.name_any())
+                    .or_insert_with(Instant::now);
+            }
+        }
+    });
+    seen
+}
+
+/// A policy change on every Bottle `names` in `ns` at once: each spec gains `host` in
+/// `egress.allow` (a merge patch, as `kubectl patch` sends). With `direct`, the bench then
+/// applies the re-rendered ConfigMap itself (the anchor: no operator). Returns the time
+/// until every ConfigMap carries the host.
+async fn policy_change(
+    client: &Client,
+    ns: &str,
+    names: &[String],
+    host: &str,
+    direct: bool,
+) -> Duration {
+    let seen = config_arrivals(client.clone(), ns, host);
+    tokio::time::sleep(Duration::from_millis(300)).await; // watch established
+    let bottles: Api<Bottle> = Api::namespaced(client.clone(), ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let patch =
+        serde_json::json!({"spec": {"egress": {"allow": ["api.anthropic.com", "pypi.org", host]}}});
+    let t = Instant::now();
+    stream::iter(names.iter().cloned())
+        .map(|n| {
+            let (bottles, config_maps, patch) =
+                (bottles.clone(), config_maps.clone(), patch.clone());
+            async move {
+                let b = bottles
+                    .patch(&n, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap();
+                if direct {
+                    let d = render::desired(
+                        &b,
+                        render::validate(&b).unwrap(),
+                        &Settings::default(),
+                        "",
+                    );
+                    let pp = PatchParams::apply("bench-direct").force();
+                    config_maps
+                        .patch(&format!("{n}-config"), &pp, &Patch::Apply(&d.config_map))
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    let configs: Vec<String> = names.iter().map(|n| format!("{n}-config")).collect();
+    wait_for(&seen, &configs).await - t
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -531,6 +607,32 @@ fn main() -> anyhow::Result<()> {
         rss_mib(op.id())
     );
     print_calls(total, &[("restart", &calls)]);
+
+    // A policy change on all of the scale Bottles at once, through the restarted operator,
+    // and the same change made directly (the Bottle patched, its ConfigMap applied by hand).
+    if scale > 0 {
+        let names: Vec<String> = (0..scale).map(|i| format!("scale-{i}")).collect();
+        let host = "policy-change.example.com";
+        let before = rt.block_on(api_calls(&client));
+        let through = rt.block_on(policy_change(&client, "bench-op", &names, host, false));
+        std::thread::sleep(Duration::from_secs(2));
+        let calls = delta(&before, &rt.block_on(api_calls(&client)));
+        let by_hand = rt.block_on(policy_change(
+            &client,
+            "bench-direct-scale",
+            &names,
+            host,
+            true,
+        ));
+        println!(
+            "  policy change on {scale} Bottles at once (a host added to egress.allow): every ConfigMap carries it {} after the first patch | direct {} | ratio {:.2} | operator RSS {:.1} MiB",
+            ms(through),
+            ms(by_hand),
+            through.as_secs_f64() / by_hand.as_secs_f64(),
+            rss_mib(op.id())
+        );
+        print_calls(scale, &[("policy change", &calls)]);
+    }
     let _ = op.kill();
     let _ = op.wait();
     Ok(())

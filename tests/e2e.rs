@@ -416,6 +416,7 @@ fn a_real_bottle_on_a_real_node() {
         stream.0 == 200 && events == 40,
     );
     let pod = rolls_keep_the_workspace(&c, &ns, &pod, &net, &mut report);
+    pause_and_resume_keep_the_workspace(&c, &ns, &pod, &mut report);
     delete_leaves_nothing(&c, &ns, &pod, &mut report);
     report.finish();
 }
@@ -758,6 +759,58 @@ fn rolls_keep_the_workspace(
         wrote && rolled.is_some() && kept == "kept",
     );
     pod.to_string()
+}
+
+/// `kubectl bottle pause` deletes the Pod and nothing else; `resume` brings it back on the
+/// same workspace (a 1 GiB file in it) and the same CA.
+fn pause_and_resume_keep_the_workspace(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
+    let wrote = c
+        .exec_agent(
+            pod,
+            "dd if=/dev/zero of=/workspace/big bs=1M count=1024 status=none && sync",
+        )
+        .status
+        .success();
+    let ca = c.jsonpath(ns, "bottle/e2e", "{.status.caFingerprint}");
+    let uid = c.jsonpath(ns, &format!("pod/{pod}"), "{.metadata.uid}");
+    let t = Instant::now();
+    let paused = kubectl_bottle(c, &["pause", "e2e"]).status.success()
+        && poll(Duration::from_secs(120), || {
+            let gone = c
+                .jsonpath(ns, &format!("pod/{pod}"), "{.metadata.uid}")
+                .is_empty();
+            (gone && c.jsonpath(ns, "bottle/e2e", "{.status.phase}") == "Paused").then_some(())
+        })
+        .is_some();
+    report.timing(
+        "pause → Pod gone, phase Paused",
+        format!("{:.1}s", t.elapsed().as_secs_f64()),
+    );
+    let t = Instant::now();
+    let resumed = kubectl_bottle(c, &["resume", "e2e"]).status.success()
+        && poll(Duration::from_secs(180), || {
+            let now = c.jsonpath(ns, &format!("pod/{pod}"), "{.metadata.uid}");
+            let running = c.jsonpath(ns, "bottle/e2e", "{.status.phase}") == "Running";
+            (!now.is_empty() && now != uid && running && c.exec_agent(pod, "true").status.success())
+                .then_some(())
+        })
+        .is_some();
+    report.timing(
+        "resume → agent exec-able (1 GiB workspace)",
+        format!("{:.1}s", t.elapsed().as_secs_f64()),
+    );
+    let size = c.exec_agent(pod, "stat -c %s /workspace/big; rm -f /workspace/big");
+    let size = String::from_utf8_lossy(&size.stdout).trim().to_string();
+    let kept = c.exec_agent(pod, "cat /workspace/keep.txt");
+    let kept = String::from_utf8_lossy(&kept.stdout).trim().to_string();
+    let same_ca = c.jsonpath(ns, "bottle/e2e", "{.status.caFingerprint}") == ca && !ca.is_empty();
+    report.case(
+        "pause deletes the Pod; resume brings it back on the same workspace and CA",
+        format!(
+            "paused: {paused}, resumed: {resumed}, /workspace/big: {size} bytes, keep.txt: {kept:?}, same CA: {same_ca}"
+        ),
+        wrote && paused && resumed && size == "1073741824" && kept == "kept" && same_ca,
+    );
 }
 
 /// The NetworkPolicies hold on their own (kube-router): from a sidecar container (a UID

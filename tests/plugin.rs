@@ -347,3 +347,140 @@ async fn status_shows_what_each_sidecar_has_mounted_and_runs() {
     );
     assert!(egress.contains("unknown field `surprise`"), "{status}");
 }
+
+#[tokio::test]
+async fn pause_deletes_only_the_pod_and_resume_brings_it_back_with_the_same_ca_and_workspace() {
+    use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let ns = namespace_on_node("plugin-pause");
+    let _op = Operator::start(&ns);
+    let c = cluster().client().await.unwrap();
+    let bottles = Api::<Bottle>::namespaced(c.clone(), &ns);
+    let pods = Api::<Pod>::namespaced(c.clone(), &ns);
+    let spec = json!({"egress": {"allow": ["pypi.org"]}, "agent": {"workspace": {"size": "1Gi"}}});
+    let mut b = Bottle::new("work", serde_json::from_value(spec).unwrap());
+    b.metadata.namespace = Some(ns.clone());
+    bottles.create(&PostParams::default(), &b).await.unwrap();
+    // No volume binds on the kwok node, so the Pod exists but never runs: enough here.
+    let first = eventually("the Pod", Duration::from_secs(60), || async {
+        pods.get_opt("work").await.ok().flatten()
+    })
+    .await;
+    let b = bottles.get("work").await.unwrap();
+    // What a pause must keep, by uid: the same objects, not look-alikes made again.
+    let uids = || async {
+        let secret = Api::<Secret>::namespaced(c.clone(), &ns)
+            .get(&meta::ca_secret_name(&b))
+            .await
+            .unwrap();
+        let cm = Api::<ConfigMap>::namespaced(c.clone(), &ns)
+            .get(&meta::config_map_name(&b))
+            .await
+            .unwrap();
+        let claim = Api::<PersistentVolumeClaim>::namespaced(c.clone(), &ns)
+            .get(&meta::workspace_name(&b))
+            .await
+            .unwrap();
+        let mut nps: Vec<String> = Api::<NetworkPolicy>::namespaced(c.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|np| np.metadata.uid.clone().unwrap())
+            .collect();
+        nps.sort();
+        let uid =
+            |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| m.uid.clone().unwrap();
+        (
+            uid(&secret.metadata),
+            uid(&cm.metadata),
+            uid(&claim.metadata),
+            nps,
+        )
+    };
+    let kept = uids().await;
+    assert_eq!(kept.3.len(), 2, "two NetworkPolicies: {kept:?}");
+
+    let o = plugin(&ns, &["pause", "work"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text(&o).contains("pausing"), "{}", text(&o));
+    let paused = eventually(
+        "the Bottle paused, its Pod gone",
+        Duration::from_secs(60),
+        || async {
+            let b = bottles.get("work").await.ok()?;
+            let gone = pods.get_opt("work").await.ok()?.is_none();
+            let st = b.status.clone()?;
+            (gone && st.phase.as_deref() == Some("Paused") && st.pod_name.is_none()).then_some(st)
+        },
+    )
+    .await;
+    let ready = paused
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Paused")
+    );
+    assert_eq!(
+        uids().await,
+        kept,
+        "a pause keeps the CA, config, workspace and fences"
+    );
+    let events = Api::<Event>::namespaced(c.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let pause_events = events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("Paused"));
+    assert_eq!(pause_events.count(), 1, "one Paused Event for one pause");
+    // Paused stays paused: no Pod comes back on its own.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        pods.get_opt("work").await.unwrap().is_none(),
+        "a paused Bottle got a Pod"
+    );
+
+    let o = plugin(&ns, &["resume", "work"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let second = eventually("a new Pod", Duration::from_secs(60), || async {
+        pods.get_opt("work").await.ok().flatten()
+    })
+    .await;
+    assert_ne!(
+        second.metadata.uid, first.metadata.uid,
+        "a new Pod, not the old one"
+    );
+    let st = bottles.get("work").await.unwrap().status.unwrap();
+    assert_ne!(st.phase.as_deref(), Some("Paused"));
+    assert_eq!(
+        uids().await,
+        kept,
+        "resumed on the same CA, config, workspace and fences"
+    );
+    let claim_of = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find_map(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .map(|c| c.claim_name.clone())
+            })
+    };
+    assert_eq!(
+        claim_of(&second),
+        claim_of(&first),
+        "the same workspace claim"
+    );
+    assert_eq!(claim_of(&second), Some(meta::workspace_name(&b)));
+}

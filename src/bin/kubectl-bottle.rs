@@ -11,14 +11,14 @@ use bottle_operator::plugin;
 use bottle_operator::pod::config_status::Report;
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{AttachParams, LogParams};
+use kube::api::{AttachParams, LogParams, Patch, PatchParams};
 use kube::{Api, Client};
 
 #[derive(Parser)]
 #[command(
     name = "kubectl bottle",
     version,
-    about = "Work with bottles: exec, status, logs, ca"
+    about = "Work with bottles: exec, status, logs, ca, pause, resume"
 )]
 struct Cli {
     /// Namespace (default: the kubeconfig context's).
@@ -54,6 +54,17 @@ enum Cmd {
     },
     /// Print the bottle CA certificate (PEM), to trust the bottle's interception elsewhere.
     Ca {
+        /// Bottle name.
+        name: String,
+    },
+    /// Stop the bottle's Pod, keeping its CA, config, workspace and NetworkPolicies
+    /// (sets spec.paused).
+    Pause {
+        /// Bottle name.
+        name: String,
+    },
+    /// Start a paused bottle again, with the same workspace.
+    Resume {
         /// Bottle name.
         name: String,
     },
@@ -114,6 +125,27 @@ async fn config_report(pods: &Api<Pod>, pod: &str, s: Sidecar) -> Result<Report,
     }
     serde_json::from_str(&out)
         .map_err(|e| format!("config-status in {} printed no report: {e}", s.container()))
+}
+
+/// Sets `spec.paused` with a merge patch of that one field (the rest of the user's spec is
+/// left alone), and says what follows.
+async fn set_paused(
+    bottles: &Api<Bottle>,
+    ns: &str,
+    name: &str,
+    paused: bool,
+) -> anyhow::Result<()> {
+    let patch = serde_json::json!({"spec": {"paused": paused}});
+    bottles
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let what = if paused {
+        "pausing: its Pod is deleted, everything else is kept"
+    } else {
+        "resuming: its Pod starts again with the same workspace"
+    };
+    println!("bottle {ns}/{name} {what}");
+    Ok(())
 }
 
 #[tokio::main]
@@ -178,6 +210,8 @@ async fn main() -> anyhow::Result<()> {
             }
             print!("{}", plugin::merge_logs(&all));
         }
+        Cmd::Pause { name } => set_paused(&bottles, &ns, &name, true).await?,
+        Cmd::Resume { name } => set_paused(&bottles, &ns, &name, false).await?,
         Cmd::Ca { name } => {
             let b = bottles.get(&name).await?;
             let secrets: Api<Secret> = Api::namespaced(client, &ns);

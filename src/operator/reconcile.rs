@@ -34,6 +34,12 @@ pub enum PodChange {
     Replacing,
     /// The old Pod is still terminating.
     Terminating,
+    /// Paused: the Pod was deleted in this pass.
+    Pausing,
+    /// Paused: the Pod is still terminating.
+    Stopping,
+    /// Paused, and no Pod is left.
+    Stopped,
 }
 
 /// The result of a successful convergence.
@@ -58,13 +64,20 @@ pub enum PodStep {
     Keep,
     /// The Pod runs another template: delete it (the next pass creates the new one).
     Replace,
+    /// The Bottle is paused and its Pod still runs: delete it.
+    Stop,
+    /// The Bottle is paused and has no Pod: nothing to do.
+    StayStopped,
 }
 
-/// Decides from the Pod that exists (ours, or none) and the desired template hash. A Pod
-/// without the hash annotation was made by an older operator and counts as changed.
-pub fn pod_step(existing: Option<&Pod>, desired_hash: &str) -> PodStep {
+/// Decides from the Pod that exists (ours, or none), the desired template hash and whether
+/// the Bottle is paused. A Pod without the hash annotation was made by an older operator and
+/// counts as changed.
+pub fn pod_step(existing: Option<&Pod>, desired_hash: &str, paused: bool) -> PodStep {
     match existing {
+        None if paused => PodStep::StayStopped,
         None => PodStep::Create,
+        Some(p) if paused && p.meta().deletion_timestamp.is_none() => PodStep::Stop,
         Some(p) if p.meta().deletion_timestamp.is_some() => PodStep::WaitTerminating,
         Some(p)
             if p.annotations()
@@ -154,7 +167,25 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
                     )
                     .await;
                 }
-                PodChange::Unchanged | PodChange::Terminating => {}
+                PodChange::Pausing => {
+                    let note = format!(
+                        "paused: deleted Pod {}; the CA, config, workspace and NetworkPolicies are kept",
+                        meta::pod_name(&bottle)
+                    );
+                    publish(
+                        &ctx,
+                        &reference,
+                        EventType::Normal,
+                        Reason::Paused,
+                        "PausePod",
+                        note,
+                    )
+                    .await;
+                }
+                PodChange::Unchanged
+                | PodChange::Terminating
+                | PodChange::Stopping
+                | PodChange::Stopped => {}
             }
         }
         Err(e) => {
@@ -190,9 +221,14 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
     let c = outcome?;
     ctx.succeeded(&ObjectRef::from_obj(&*bottle));
     Ok(match c.pod {
-        PodChange::Replacing | PodChange::Terminating => Action::requeue(Duration::from_secs(2)),
+        PodChange::Replacing
+        | PodChange::Terminating
+        | PodChange::Pausing
+        | PodChange::Stopping => Action::requeue(Duration::from_secs(2)),
         // Periodic resync catches drift the watches cannot see.
-        PodChange::Created | PodChange::Unchanged => Action::requeue(ctx.resync),
+        PodChange::Created | PodChange::Unchanged | PodChange::Stopped => {
+            Action::requeue(ctx.resync)
+        }
     })
 }
 
@@ -398,16 +434,23 @@ async fn converge(bottle: &Bottle, ctx: &Context) -> Result<(Converged, Option<A
 
     // 4. The Pod: created when missing, replaced when its template changed.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let (pod, pod_object) = match pod_step(existing_pod.as_deref(), &desired.template_hash) {
+    let step = pod_step(
+        existing_pod.as_deref(),
+        &desired.template_hash,
+        bottle.spec.paused,
+    );
+    let (pod, pod_object) = match step {
         PodStep::Create => {
             let mut made = apply(&pods, &desired.pod).await?;
             strip(&mut made);
             (PodChange::Created, Some(o.pods.wrote(made)))
         }
+        PodStep::WaitTerminating if bottle.spec.paused => (PodChange::Stopping, existing_pod),
         PodStep::WaitTerminating => (PodChange::Terminating, existing_pod),
         PodStep::Keep => (PodChange::Unchanged, existing_pod),
-        PodStep::Replace => {
-            let p = existing_pod.expect("replace needs a Pod");
+        PodStep::StayStopped => (PodChange::Stopped, None),
+        PodStep::Replace | PodStep::Stop => {
+            let p = existing_pod.expect("replace and stop need a Pod");
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
                     uid: p.uid(),
@@ -421,7 +464,12 @@ async fn converge(bottle: &Bottle, ctx: &Context) -> Result<(Converged, Option<A
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                 Err(e) => return Err(e.into()),
             }
-            (PodChange::Replacing, Some(p))
+            let change = if step == PodStep::Stop {
+                PodChange::Pausing
+            } else {
+                PodChange::Replacing
+            };
+            (change, Some(p))
         }
     };
     Ok((
@@ -451,21 +499,46 @@ mod tests {
 
     #[test]
     fn the_pod_is_kept_only_while_it_runs_the_desired_template() {
-        assert_eq!(pod_step(None, "h1"), PodStep::Create);
-        assert_eq!(pod_step(Some(&pod(Some("h1"), false)), "h1"), PodStep::Keep);
+        assert_eq!(pod_step(None, "h1", false), PodStep::Create);
         assert_eq!(
-            pod_step(Some(&pod(Some("h0"), false)), "h1"),
+            pod_step(Some(&pod(Some("h1"), false)), "h1", false),
+            PodStep::Keep
+        );
+        assert_eq!(
+            pod_step(Some(&pod(Some("h0"), false)), "h1", false),
             PodStep::Replace
         );
         // From an operator that wrote no hash: replaced, never kept by accident.
-        assert_eq!(pod_step(Some(&pod(None, false)), "h1"), PodStep::Replace);
+        assert_eq!(
+            pod_step(Some(&pod(None, false)), "h1", false),
+            PodStep::Replace
+        );
         // Terminating wins over a matching or stale hash: never delete twice or create beside it.
         assert_eq!(
-            pod_step(Some(&pod(Some("h1"), true)), "h1"),
+            pod_step(Some(&pod(Some("h1"), true)), "h1", false),
             PodStep::WaitTerminating
         );
         assert_eq!(
-            pod_step(Some(&pod(Some("h0"), true)), "h1"),
+            pod_step(Some(&pod(Some("h0"), true)), "h1", false),
+            PodStep::WaitTerminating
+        );
+    }
+
+    #[test]
+    fn a_paused_bottle_has_its_pod_deleted_once_and_none_created() {
+        assert_eq!(pod_step(None, "h1", true), PodStep::StayStopped);
+        // Whatever template it runs, a live Pod of a paused Bottle goes.
+        assert_eq!(
+            pod_step(Some(&pod(Some("h1"), false)), "h1", true),
+            PodStep::Stop
+        );
+        assert_eq!(
+            pod_step(Some(&pod(Some("h0"), false)), "h1", true),
+            PodStep::Stop
+        );
+        // A terminating one is waited for, never deleted again.
+        assert_eq!(
+            pod_step(Some(&pod(Some("h1"), true)), "h1", true),
             PodStep::WaitTerminating
         );
     }

@@ -94,6 +94,10 @@ pub fn desired(
         Some(PodChange::Replacing | PodChange::Terminating)
     );
     let ready = pod.is_some_and(pod_ready) && !replacing;
+    let paused = matches!(
+        pod_change,
+        Some(PodChange::Pausing | PodChange::Stopping | PodChange::Stopped)
+    );
 
     let (config_applied, phase) = match outcome {
         Ok(c) => (
@@ -105,7 +109,13 @@ pub fn desired(
                 generation,
                 &now,
             ),
-            if ready { "Running" } else { "Pending" },
+            if paused {
+                "Paused"
+            } else if ready {
+                "Running"
+            } else {
+                "Pending"
+            },
         ),
         Err(e) => (
             condition(
@@ -120,6 +130,20 @@ pub fn desired(
         ),
     };
     let ready_cond = match (outcome, pod) {
+        _ if paused => condition(
+            READY,
+            false,
+            Reason::Paused,
+            match pod_change {
+                Some(PodChange::Stopped) => {
+                    "paused: no Pod runs; set spec.paused to false to resume"
+                }
+                _ => "paused: the Pod is being deleted",
+            }
+            .into(),
+            generation,
+            &now,
+        ),
         _ if ready => condition(
             READY,
             true,
@@ -178,9 +202,13 @@ pub fn desired(
         phase: Some(phase.into()),
         observed_generation: generation,
         conditions,
-        pod_name: pod
-            .map(|p| p.name_any())
-            .or_else(|| outcome.as_ref().ok().map(|_| bottle.name_any())),
+        pod_name: pod.map(|p| p.name_any()).or_else(|| {
+            outcome
+                .as_ref()
+                .ok()
+                .filter(|_| !paused)
+                .map(|_| bottle.name_any())
+        }),
         ca_fingerprint,
         config_hash,
     }
@@ -307,6 +335,33 @@ mod tests {
             (s.config_hash.as_deref(), s.ca_fingerprint.as_deref()),
             (Some("cfg1"), Some("AA"))
         );
+    }
+
+    #[test]
+    fn a_paused_bottle_reads_paused_while_its_pod_goes_and_after() {
+        // The Pod still terminating (and still Ready): paused, not ready, not running.
+        let s = desired(
+            &bottle(None),
+            &ok(PodChange::Pausing),
+            Some(&pod(true, None)),
+            t(100),
+        );
+        assert_eq!(s.phase.as_deref(), Some("Paused"));
+        assert_eq!(
+            (
+                cond(&s, READY).status.as_str(),
+                cond(&s, READY).reason.as_str()
+            ),
+            ("False", "Paused")
+        );
+        // Gone: no Pod named, the config still reported applied.
+        let s = desired(&bottle(Some(s)), &ok(PodChange::Stopped), None, t(110));
+        assert_eq!(s.phase.as_deref(), Some("Paused"));
+        assert_eq!(s.pod_name, None);
+        assert!(cond(&s, READY).message.contains("spec.paused"));
+        assert_eq!(cond(&s, CONFIG_APPLIED).status, "True");
+        // Ready went False at the pause and stays put while paused.
+        assert_eq!(cond(&s, READY).last_transition_time.0, t(100));
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct BottleSpec {
     /// Data-loss-prevention settings shared by the inspecting sidecars.
     #[serde(default)]
     pub dlp: DlpSpec,
+    /// Stops the bottle: its Pod is deleted, everything else (CA, sidecar config, workspace,
+    /// NetworkPolicies) is kept. Set back to false to start it again with the same workspace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
     // No `supervise` field until the supervise sidecar exists: a field that does nothing would
     // be accepted and silently ignored (the API server now refuses it as an unknown field).
 }

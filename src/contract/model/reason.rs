@@ -34,6 +34,8 @@ reasons! {
     PodReplacing,
     /// Event: a new Pod was created.
     PodCreated,
+    /// `spec.paused`: the Pod is deleted (or being deleted); everything else is kept.
+    Paused,
     /// Event: the ConfigMap changed and the sidecars reload it in place.
     ConfigUpdated,
     /// The rendered config is applied.
