@@ -1189,3 +1189,84 @@ async fn hand_edits_and_deletions_of_owned_objects_are_repaired() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_lifetime_pauses_or_deletes_the_bottle_when_its_time_comes_and_not_before() {
+    use k8s_openapi::jiff::Timestamp;
+    let ns = namespace("lifetime");
+    let _op = Operator::start(&ns);
+    let c = client().await;
+    let api = Api::<Bottle>::namespaced(c.clone(), &ns);
+    // Whole seconds: a metav1.Time holds no more.
+    let at = |secs: i64| Timestamp::from_second(Timestamp::now().as_second() + secs).unwrap();
+    let shutdown = at(8);
+    for (name, policy) in [("pause-me", "Pause"), ("delete-me", "Delete")] {
+        let spec = json!({
+            "egress": {"allow": ["pypi.org"]},
+            "lifetime": {"shutdownTime": shutdown.to_string(), "shutdownPolicy": policy},
+        });
+        api.create(&PostParams::default(), &new_bottle(name, spec))
+            .await
+            .unwrap();
+    }
+    // Before the time: Pods, and the time ahead in status.
+    for name in ["pause-me", "delete-me"] {
+        let b = eventually("status.stopsAt", WAIT, || async {
+            let b = api.get(name).await.ok()?;
+            b.status.as_ref()?.stops_at.is_some().then_some(b)
+        })
+        .await;
+        assert_eq!(b.status.unwrap().stops_at.unwrap().0, shutdown);
+        eventually("its Pod", WAIT, || pod(&c, &ns, name)).await;
+    }
+
+    let paused = eventually("pause-me paused by its lifetime", WAIT, || async {
+        let b = api.get("pause-me").await.ok()?;
+        let gone = pod(&c, &ns, "pause-me").await.is_none();
+        let st = b.status.clone()?;
+        (gone && st.phase.as_deref() == Some("Paused")).then_some(st)
+    })
+    .await;
+    assert!(Timestamp::now() >= shutdown, "stopped before its time");
+    let ready = paused
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "LifetimeEnded", "{}", ready.message);
+    assert_eq!(paused.stops_at, None);
+    let cm = Api::<ConfigMap>::namespaced(c.clone(), &ns);
+    assert!(
+        cm.get_opt("pause-me-config").await.unwrap().is_some(),
+        "a pause keeps the config"
+    );
+
+    eventually("delete-me deleted with what it owns", WAIT, || async {
+        let gone = api.get_opt("delete-me").await.ok()?.is_none();
+        let cm_gone = cm.get_opt("delete-me-config").await.ok()?.is_none();
+        (gone && cm_gone).then_some(())
+    })
+    .await;
+    let ended = events_with_reason(&c, &ns, "LifetimeEnded").await;
+    let about = |name: &str| {
+        ended
+            .iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .count()
+    };
+    assert_eq!((about("pause-me"), about("delete-me")), (1, 1), "{ended:?}");
+
+    // Moving the time on starts the paused bottle again.
+    let later = at(3600);
+    let patch = json!({"spec": {"lifetime": {"shutdownTime": later.to_string()}}});
+    api.patch("pause-me", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("pause-me back with a Pod", WAIT, || async {
+        let st = api.get("pause-me").await.ok()?.status?;
+        let back = pod(&c, &ns, "pause-me").await.is_some();
+        (back && st.phase.as_deref() != Some("Paused") && st.stops_at.map(|t| t.0) == Some(later))
+            .then_some(())
+    })
+    .await;
+}

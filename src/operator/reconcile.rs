@@ -18,7 +18,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::apply::{apply, apply_if_changed, controlled_by, create_once};
 use super::observed::{Known, owned, strip};
 use super::{Context, Error, status};
-use crate::contract::api::Bottle;
+use crate::contract::api::{Bottle, ShutdownPolicy};
 use crate::contract::config::layout;
 use crate::contract::model::{Policy, Reason};
 use crate::operator::render::{self, ca, meta};
@@ -105,8 +105,13 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
         // Owner references hand the cleanup to the garbage collector.
         return Ok(Action::await_change());
     }
+    // One clock for the whole pass: what converge decides and what status says agree.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    if bottle.spec.shutdown_due(now) == Some(ShutdownPolicy::Delete) {
+        return delete_at_end_of_life(&bottle, &ctx).await;
+    }
     let started = std::time::Instant::now();
-    let outcome = converge(&bottle, &ctx).await;
+    let outcome = converge(&bottle, &ctx, now).await;
     // The Pod as this pass left it; read it again only when the pass failed before looking.
     let (outcome, pod) = match outcome {
         Ok((c, pod)) => (Ok(c), pod),
@@ -168,15 +173,22 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
                     .await;
                 }
                 PodChange::Pausing => {
+                    let (reason, why) = match bottle.spec.lifetime.as_ref() {
+                        Some(l) if !bottle.spec.paused => (
+                            Reason::LifetimeEnded,
+                            format!("spec.lifetime.shutdownTime {} passed", l.shutdown_time.0),
+                        ),
+                        _ => (Reason::Paused, "paused".to_string()),
+                    };
                     let note = format!(
-                        "paused: deleted Pod {}; the CA, config, workspace and NetworkPolicies are kept",
+                        "{why}: deleted Pod {}; the CA, config, workspace and NetworkPolicies are kept",
                         meta::pod_name(&bottle)
                     );
                     publish(
                         &ctx,
                         &reference,
                         EventType::Normal,
-                        Reason::Paused,
+                        reason,
                         "PausePod",
                         note,
                     )
@@ -201,12 +213,7 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
         }
     }
 
-    let new_status = status::desired(
-        &bottle,
-        &outcome,
-        pod.as_deref(),
-        k8s_openapi::jiff::Timestamp::now(),
-    );
+    let new_status = status::desired(&bottle, &outcome, pod.as_deref(), now);
     if let Some(written) = status::patch_if_changed(&ctx.client, &bottle, new_status).await? {
         ctx.observed.bottles.wrote(written);
     }
@@ -225,11 +232,59 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
         | PodChange::Terminating
         | PodChange::Pausing
         | PodChange::Stopping => Action::requeue(Duration::from_secs(2)),
-        // Periodic resync catches drift the watches cannot see.
+        // Periodic resync catches drift the watches cannot see; a shutdown time ahead
+        // wakes the Bottle when it comes.
         PodChange::Created | PodChange::Unchanged | PodChange::Stopped => {
-            Action::requeue(ctx.resync)
+            let until_shutdown = bottle
+                .spec
+                .lifetime
+                .as_ref()
+                .and_then(|l| Duration::try_from(l.shutdown_time.0.duration_since(now)).ok())
+                .filter(|d| !d.is_zero());
+            Action::requeue(until_shutdown.map_or(ctx.resync, |d| {
+                ctx.resync.min(d + Duration::from_millis(100))
+            }))
         }
     })
+}
+
+/// `spec.lifetime` with `shutdownPolicy: Delete` has come: an Event (it outlives the Bottle),
+/// then the Bottle is deleted; owner references take everything it owns with it.
+async fn delete_at_end_of_life(bottle: &Bottle, ctx: &Context) -> Result<Action, Error> {
+    let when = bottle
+        .spec
+        .lifetime
+        .as_ref()
+        .map(|l| l.shutdown_time.0.to_string())
+        .unwrap_or_default();
+    let note = format!(
+        "spec.lifetime.shutdownTime {when} passed (shutdownPolicy Delete): deleting the Bottle and everything it owns"
+    );
+    let reference = bottle.object_ref(&());
+    publish(
+        ctx,
+        &reference,
+        EventType::Normal,
+        Reason::LifetimeEnded,
+        "DeleteBottle",
+        note,
+    )
+    .await;
+    let api: Api<Bottle> =
+        Api::namespaced(ctx.client.clone(), &bottle.namespace().unwrap_or_default());
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: bottle.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(&bottle.name_any(), &dp).await {
+        Ok(_) => Ok(Action::await_change()),
+        // Gone already, or a new Bottle of that name: nothing of this one is left to delete.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::await_change()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Backoff per Bottle; the error was already reported by `reconcile`.
@@ -320,7 +375,11 @@ async fn create_ca(
 }
 
 /// Applies what differs from the stores; returns what happened and the Pod as it now stands.
-async fn converge(bottle: &Bottle, ctx: &Context) -> Result<(Converged, Option<Arc<Pod>>), Error> {
+async fn converge(
+    bottle: &Bottle,
+    ctx: &Context,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<(Converged, Option<Arc<Pod>>), Error> {
     let client = &ctx.client;
     let o = &ctx.observed;
     let ns = bottle.namespace().unwrap_or_default();
@@ -434,18 +493,15 @@ async fn converge(bottle: &Bottle, ctx: &Context) -> Result<(Converged, Option<A
 
     // 4. The Pod: created when missing, replaced when its template changed.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let step = pod_step(
-        existing_pod.as_deref(),
-        &desired.template_hash,
-        bottle.spec.paused,
-    );
+    let stopped = bottle.spec.stopped(now);
+    let step = pod_step(existing_pod.as_deref(), &desired.template_hash, stopped);
     let (pod, pod_object) = match step {
         PodStep::Create => {
             let mut made = apply(&pods, &desired.pod).await?;
             strip(&mut made);
             (PodChange::Created, Some(o.pods.wrote(made)))
         }
-        PodStep::WaitTerminating if bottle.spec.paused => (PodChange::Stopping, existing_pod),
+        PodStep::WaitTerminating if stopped => (PodChange::Stopping, existing_pod),
         PodStep::WaitTerminating => (PodChange::Terminating, existing_pod),
         PodStep::Keep => (PodChange::Unchanged, existing_pod),
         PodStep::StayStopped => (PodChange::Stopped, None),

@@ -130,20 +130,29 @@ pub fn desired(
         ),
     };
     let ready_cond = match (outcome, pod) {
-        _ if paused => condition(
-            READY,
-            false,
-            Reason::Paused,
-            match pod_change {
-                Some(PodChange::Stopped) => {
-                    "paused: no Pod runs; set spec.paused to false to resume"
-                }
-                _ => "paused: the Pod is being deleted",
-            }
-            .into(),
-            generation,
-            &now,
-        ),
+        _ if paused => {
+            let gone = pod_change == Some(PodChange::Stopped);
+            let (reason, message) = match bottle.spec.lifetime.as_ref() {
+                Some(l) if !bottle.spec.paused => (
+                    Reason::LifetimeEnded,
+                    format!(
+                        "stopped by spec.lifetime.shutdownTime {}: {}; move or remove it to start again",
+                        l.shutdown_time.0,
+                        if gone {
+                            "no Pod runs"
+                        } else {
+                            "the Pod is being deleted"
+                        }
+                    ),
+                ),
+                _ if gone => (
+                    Reason::Paused,
+                    "paused: no Pod runs; set spec.paused to false to resume".into(),
+                ),
+                _ => (Reason::Paused, "paused: the Pod is being deleted".into()),
+            };
+            condition(READY, false, reason, message, generation, &now)
+        }
         _ if ready => condition(
             READY,
             true,
@@ -211,6 +220,12 @@ pub fn desired(
         }),
         ca_fingerprint,
         config_hash,
+        stops_at: bottle
+            .spec
+            .lifetime
+            .as_ref()
+            .filter(|l| l.shutdown_time.0 > now.0)
+            .map(|l| l.shutdown_time.clone()),
     }
 }
 
@@ -362,6 +377,39 @@ mod tests {
         assert_eq!(cond(&s, CONFIG_APPLIED).status, "True");
         // Ready went False at the pause and stays put while paused.
         assert_eq!(cond(&s, READY).last_transition_time.0, t(100));
+    }
+
+    #[test]
+    fn a_shutdown_time_ahead_is_shown_and_once_passed_says_why_the_bottle_stopped() {
+        use crate::contract::api::{LifetimeSpec, ShutdownPolicy};
+        let mut b = bottle(None);
+        b.spec.lifetime = Some(LifetimeSpec {
+            shutdown_time: Time(t(200)),
+            shutdown_policy: ShutdownPolicy::Pause,
+        });
+        assert!(!b.spec.stopped(t(199)) && b.spec.stopped(t(200)));
+        assert_eq!(b.spec.shutdown_due(t(199)), None);
+        let s = desired(
+            &b,
+            &ok(PodChange::Unchanged),
+            Some(&pod(true, None)),
+            t(100),
+        );
+        assert_eq!(s.stops_at, Some(Time(t(200))));
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        let s = desired(&b, &ok(PodChange::Stopped), None, t(201));
+        assert_eq!(s.stops_at, None, "nothing ahead once it has passed");
+        assert_eq!(s.phase.as_deref(), Some("Paused"));
+        assert_eq!(cond(&s, READY).reason, "LifetimeEnded");
+        assert!(cond(&s, READY).message.contains("move or remove it"));
+        // Paused by hand as well: the hand wins the explanation (resuming needs both).
+        b.spec.paused = true;
+        let s = desired(&b, &ok(PodChange::Stopped), None, t(201));
+        assert_eq!(cond(&s, READY).reason, "Paused");
+        b.spec.paused = false;
+        b.spec.lifetime.as_mut().unwrap().shutdown_policy = ShutdownPolicy::Delete;
+        assert!(!b.spec.stopped(t(300)), "Delete never pauses");
+        assert_eq!(b.spec.shutdown_due(t(300)), Some(ShutdownPolicy::Delete));
     }
 
     #[test]

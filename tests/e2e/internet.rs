@@ -1,8 +1,10 @@
 //! The internet a real bottle reaches in the end-to-end suite: one network namespace joined to
 //! the node by a veth, on documentation addresses only, holding an HTTPS origin (its own CA,
 //! one certificate for every `*.origin.test` name, a record of every request) and an sshd
-//! serving a bare git repository. The node routes 203.0.113.0/24 to it; it routes everything
-//! back to the node. Torn down on drop, also when the test fails.
+//! serving a bare git repository. The node routes 198.51.100.0/24 to it; it routes everything
+//! back to the node. Not 203.0.113.0/24: this machine reaches its package registries at
+//! 203.0.113.80, and an image build during the suite lost them. Torn down on drop, also
+//! when the test fails.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -12,9 +14,9 @@ use std::time::{Duration, Instant};
 use crate::control_plane::spawn_tied;
 
 /// The node's end of the veth.
-pub const NODE_ADDR: &str = "203.0.113.1";
+pub const NODE_ADDR: &str = "198.51.100.1";
 /// Every service of the internet answers here.
-pub const NET_ADDR: &str = "203.0.113.10";
+pub const NET_ADDR: &str = "198.51.100.10";
 
 /// Runs a command, panicking with its output when it fails.
 pub fn run(args: &[&str]) -> String {

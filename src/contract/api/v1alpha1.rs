@@ -1,7 +1,7 @@
 //! `bottle-operator.dev/v1alpha1` `Bottle`.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,9 @@ pub struct BottleSpec {
     /// NetworkPolicies) is kept. Set back to false to start it again with the same workspace.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// When the bottle stops on its own, and how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<LifetimeSpec>,
     // No `supervise` field until the supervise sidecar exists: a field that does nothing would
     // be accepted and silently ignored (the API server now refuses it as an unknown field).
 }
@@ -320,11 +323,50 @@ pub struct DlpPattern {
     pub regex: String,
 }
 
+/// When a bottle stops on its own.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LifetimeSpec {
+    /// The moment the bottle stops (RFC 3339, e.g. `2026-12-02T18:00:00Z`).
+    pub shutdown_time: Time,
+    /// What happens then: `Pause` (the Pod is deleted, everything else kept; the default)
+    /// or `Delete` (the Bottle and everything it owns, workspace included, are deleted).
+    #[serde(default)]
+    pub shutdown_policy: ShutdownPolicy,
+}
+
+/// What [`LifetimeSpec::shutdown_time`] does.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum ShutdownPolicy {
+    /// As `spec.paused: true`.
+    #[default]
+    Pause,
+    /// Delete the Bottle.
+    Delete,
+}
+
+impl BottleSpec {
+    /// The shutdown policy, once `spec.lifetime.shutdownTime` has come by `now`.
+    pub fn shutdown_due(&self, now: k8s_openapi::jiff::Timestamp) -> Option<ShutdownPolicy> {
+        self.lifetime
+            .as_ref()
+            .filter(|l| l.shutdown_time.0 <= now)
+            .map(|l| l.shutdown_policy)
+    }
+
+    /// Whether the Pod should be down: `spec.paused`, or a shutdown time passed with `Pause`.
+    pub fn stopped(&self, now: k8s_openapi::jiff::Timestamp) -> bool {
+        self.paused || self.shutdown_due(now) == Some(ShutdownPolicy::Pause)
+    }
+}
+
 /// What the operator observed and did.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BottleStatus {
-    /// Pending, Running, Degraded or Failed.
+    /// Pending, Running, Paused, Degraded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// The generation this status describes.
@@ -343,4 +385,7 @@ pub struct BottleStatus {
     /// Hash of the rendered sidecar configuration currently in the ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// When `spec.lifetime` will stop the bottle, while that is still ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stops_at: Option<Time>,
 }

@@ -36,6 +36,8 @@ reasons! {
     PodCreated,
     /// `spec.paused`: the Pod is deleted (or being deleted); everything else is kept.
     Paused,
+    /// `spec.lifetime.shutdownTime` passed: the bottle is paused, or (Event) its Bottle deleted.
+    LifetimeEnded,
     /// Event: the ConfigMap changed and the sidecars reload it in place.
     ConfigUpdated,
     /// The rendered config is applied.
