@@ -2,10 +2,13 @@
 # Benchmarks, printing tables (nothing here asserts on time):
 #   proxy_throughput  egress vs no proxy vs pipelock alone vs egress -> pipelock (the bottle
 #                     path) vs mitmproxy (what the reference system used): requests/s,
-#                     p50/p99 latency, idle and loaded RSS; pipelock from tests/tools/install.sh
+#                     p50/p99 latency, idle and loaded RSS; pipelock from tests/tools/install.sh;
+#                     then egress and cred-proxy at 8 and 64 connections, HTTP/2, a new
+#                     connection per request, and a 1 GiB download (MB/s, RSS during)
 #   apply_to_objects  Bottle -> objects through the operator, 1, 200 and 1,000 Bottles
 #                     (BENCH_SCALE), vs direct; API calls per Bottle by verb from the API
-#                     server's own metrics; operator RSS; writes on restart (goal: none)
+#                     server's own metrics; operator RSS; writes on restart (goal: none);
+#                     a policy change on the 1,000 at once vs the ConfigMaps applied directly
 #   git_gate          push latency through git-gate vs direct SSH; scan MB/s vs gitleaks by hand
 #   soak              egress at half its maximum rate for SOAK_SECS (default 600), RSS and open
 #                     descriptors sampled twenty times
