@@ -606,6 +606,25 @@ async fn invalid_hosts_and_name_conflicts_are_reported_and_a_bad_edit_keeps_the_
     );
     assert_eq!(cms.get("edit-config").await.unwrap().data, cm_before);
     assert_eq!(pod(&c, &ns, "edit").await.unwrap().uid(), before.uid());
+
+    // A pause needs nothing of the spec: the Pod goes although the bad edit still stands,
+    // and nothing else is written.
+    let patch = json!({"spec": {"paused": true}});
+    api.patch("edit", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let b = eventually("the invalid bottle paused", WAIT, || async {
+        let b = bottle(&c, &ns, "edit").await;
+        let gone = pod(&c, &ns, "edit").await.is_none();
+        (gone && b.status.as_ref()?.phase.as_deref() == Some("Paused")).then_some(b)
+    })
+    .await;
+    assert_eq!(
+        condition(&b, "ConfigApplied"),
+        Some(("False".into(), "InvalidHost".into())),
+        "the spec error is still what ConfigApplied says"
+    );
+    assert_eq!(cms.get("edit-config").await.unwrap().data, cm_before);
 }
 
 #[tokio::test]

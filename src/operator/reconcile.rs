@@ -287,6 +287,23 @@ async fn delete_at_end_of_life(bottle: &Bottle, ctx: &Context) -> Result<Action,
     }
 }
 
+/// Deletes the Pod `p` (that one: a uid precondition). Already gone, or replaced by someone
+/// else, is no error: the next pass sorts it out.
+async fn delete_pod(pods: &Api<Pod>, p: &Pod) -> Result<(), Error> {
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: p.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match pods.delete(&p.name_any(), &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Backoff per Bottle; the error was already reported by `reconcile`.
 pub fn error_policy(bottle: Arc<Bottle>, err: &Error, ctx: Arc<Context>) -> Action {
     let delay = ctx.backoff(&ObjectRef::from_obj(&*bottle));
@@ -386,8 +403,20 @@ async fn converge(
     let uid = bottle.uid().unwrap_or_default();
 
     // 1. Validate everything that needs no writes: nothing at all is written for a spec
-    //    that fails here (not even the CA).
-    let policy = render::validate(bottle)?;
+    //    that fails here (not even the CA); only a pause still takes the Pod away, as it
+    //    needs nothing of the spec.
+    let policy = match render::validate(bottle) {
+        Ok(p) => p,
+        Err(e) => {
+            if bottle.spec.stopped(now) {
+                let pod = owned(&o.pods, None, &ns, &meta::pod_name(bottle), &uid)?;
+                if let Some(p) = pod.filter(|p| p.meta().deletion_timestamp.is_none()) {
+                    delete_pod(&Api::namespaced(client.clone(), &ns), &p).await?;
+                }
+            }
+            return Err(e.into());
+        }
+    };
     check_secrets(&o.secrets, &ns, &policy)?;
     let stored_config = owned(
         &o.config_maps,
@@ -507,19 +536,7 @@ async fn converge(
         PodStep::StayStopped => (PodChange::Stopped, None),
         PodStep::Replace | PodStep::Stop => {
             let p = existing_pod.expect("replace and stop need a Pod");
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: p.uid(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match pods.delete(&p.name_any(), &dp).await {
-                Ok(_) => {}
-                // Already gone, or already replaced by someone else: the next pass sorts it out.
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
+            delete_pod(&pods, &p).await?;
             let change = if step == PodStep::Stop {
                 PodChange::Pausing
             } else {

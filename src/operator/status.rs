@@ -126,7 +126,14 @@ pub fn desired(
                 generation,
                 &now,
             ),
-            if pod.is_some() { "Degraded" } else { "Failed" },
+            if pod.is_some() {
+                "Degraded"
+            } else if bottle.spec.stopped(now.0) {
+                // A pause takes the Pod even from a spec that cannot be applied.
+                "Paused"
+            } else {
+                "Failed"
+            },
         ),
     };
     let ready_cond = match (outcome, pod) {
@@ -144,6 +151,10 @@ pub fn desired(
                             "the Pod is being deleted"
                         }
                     ),
+                ),
+                _ if gone && bottle.spec.shutdown_due(now.0).is_some() => (
+                    Reason::Paused,
+                    "paused: no Pod runs; set spec.paused to false and move spec.lifetime.shutdownTime (it has passed) to resume".into(),
                 ),
                 _ if gone => (
                     Reason::Paused,
@@ -402,10 +413,15 @@ mod tests {
         assert_eq!(s.phase.as_deref(), Some("Paused"));
         assert_eq!(cond(&s, READY).reason, "LifetimeEnded");
         assert!(cond(&s, READY).message.contains("move or remove it"));
-        // Paused by hand as well: the hand wins the explanation (resuming needs both).
+        // Paused by hand as well: resuming needs both undone, and the message says so.
         b.spec.paused = true;
         let s = desired(&b, &ok(PodChange::Stopped), None, t(201));
         assert_eq!(cond(&s, READY).reason, "Paused");
+        assert!(
+            cond(&s, READY)
+                .message
+                .contains("spec.paused to false and move")
+        );
         b.spec.paused = false;
         b.spec.lifetime.as_mut().unwrap().shutdown_policy = ShutdownPolicy::Delete;
         assert!(!b.spec.stopped(t(300)), "Delete never pauses");
