@@ -2,7 +2,9 @@
 //! pipelock 2.3.0 alone and behind egress (the real bottle path: egress → pipelock, TLS
 //! intercepted at both hops), and with mitmproxy doing the same TLS interception (what the
 //! reference system used), against the same loopback HTTPS origin in one run; plus idle and
-//! loaded RSS of each proxy. Prints a table; asserts nothing about speed. Run with
+//! loaded RSS of each proxy. Then egress and cred-proxy straight to the origin under other
+//! loads (64 connections, HTTP/2, a new connection per request, a 1 GiB download), each
+//! beside a no-proxy anchor. Prints tables; asserts nothing about speed. Run with
 //! `scripts/bench.sh proxy_throughput`.
 //!
 //! pipelock runs the config the operator renders for a Bottle allowing the origin's host,
@@ -167,8 +169,8 @@ impl Mode {
     }
 }
 
-/// One streamed download of `bytes` through `c`: MB/s, and the proxy's RSS before and at
-/// its highest during the transfer (sampled every 50 ms).
+/// One streamed download of [`DOWNLOAD_BYTES`] from `url` through `c`: MB/s, and the
+/// proxy's RSS before and at its highest during the transfer (sampled every 50 ms).
 async fn download(c: UpstreamClient, url: &str, pid: Option<u32>) -> (f64, u64, u64) {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let before = pid.map(|p| rss_kib(p, "VmRSS:")).unwrap_or(0);
