@@ -173,12 +173,12 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
                     .await;
                 }
                 PodChange::Pausing => {
-                    let (reason, why) = match bottle.spec.lifetime.as_ref() {
-                        Some(l) if !bottle.spec.paused => (
+                    let (reason, why) = match bottle.spec.stopped_by_lifetime(now) {
+                        Some(at) => (
                             Reason::LifetimeEnded,
-                            format!("spec.lifetime.shutdownTime {} passed", l.shutdown_time.0),
+                            format!("spec.lifetime.shutdownTime {at} passed"),
                         ),
-                        _ => (Reason::Paused, "paused".to_string()),
+                        None => (Reason::Paused, "paused".to_string()),
                     };
                     let note = format!(
                         "{why}: deleted Pod {}; the CA, config, workspace and NetworkPolicies are kept",

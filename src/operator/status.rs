@@ -139,12 +139,11 @@ pub fn desired(
     let ready_cond = match (outcome, pod) {
         _ if paused => {
             let gone = pod_change == Some(PodChange::Stopped);
-            let (reason, message) = match bottle.spec.lifetime.as_ref() {
-                Some(l) if !bottle.spec.paused => (
+            let (reason, message) = match bottle.spec.stopped_by_lifetime(now.0) {
+                Some(at) => (
                     Reason::LifetimeEnded,
                     format!(
-                        "stopped by spec.lifetime.shutdownTime {}: {}; move or remove it to start again",
-                        l.shutdown_time.0,
+                        "stopped by spec.lifetime.shutdownTime {at}: {}; move or remove it to start again",
                         if gone {
                             "no Pod runs"
                         } else {

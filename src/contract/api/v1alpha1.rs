@@ -358,7 +358,17 @@ impl BottleSpec {
 
     /// Whether the Pod should be down: `spec.paused`, or a shutdown time passed with `Pause`.
     pub fn stopped(&self, now: k8s_openapi::jiff::Timestamp) -> bool {
-        self.paused || self.shutdown_due(now) == Some(ShutdownPolicy::Pause)
+        self.paused || self.stopped_by_lifetime(now).is_some()
+    }
+
+    /// The shutdown time that stopped the bottle, when that (and not `spec.paused`) is why.
+    pub fn stopped_by_lifetime(
+        &self,
+        now: k8s_openapi::jiff::Timestamp,
+    ) -> Option<k8s_openapi::jiff::Timestamp> {
+        let lifetime = self.lifetime.as_ref()?;
+        (!self.paused && self.shutdown_due(now) == Some(ShutdownPolicy::Pause))
+            .then_some(lifetime.shutdown_time.0)
     }
 }
 
