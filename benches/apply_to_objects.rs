@@ -263,26 +263,43 @@ fn writes(c: &Calls) -> String {
     }
 }
 
-/// Records when each Pod in `ns` first appears.
-fn pod_arrivals(client: Client, ns: &str) -> Arc<Mutex<HashMap<String, Instant>>> {
+/// Records when each object `api` watches is first seen with `arrived` true.
+fn arrivals<K>(api: Api<K>, arrived: impl Fn(&K) -> bool + Send + 'static) -> Arrivals
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let s = seen.clone();
-    let pods: Api<Pod> = Api::namespaced(client, ns);
     tokio::spawn(async move {
-        let mut w = watcher(pods, watcher::Config::default())
+        let mut w = watcher(api, watcher::Config::default())
             .applied_objects()
             .boxed();
-        while let Ok(Some(p)) = w.try_next().await {
-            s.lock()
-                .unwrap()
-                .entry(p.name_any())
-                .or_insert_with(Instant::now);
+        while let Ok(Some(o)) = w.try_next().await {
+            if arrived(&o) {
+                s.lock()
+                    .unwrap()
+                    .entry(o.name_any())
+                    .or_insert_with(Instant::now);
+            }
         }
     });
     seen
 }
 
-async fn wait_for(seen: &Arc<Mutex<HashMap<String, Instant>>>, names: &[String]) -> Instant {
+/// When each object first arrived, by name.
+type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// Records when each Pod in `ns` first appears.
+fn pod_arrivals(client: Client, ns: &str) -> Arrivals {
+    arrivals(Api::<Pod>::namespaced(client, ns), |_| true)
+}
+
+async fn wait_for(seen: &Arrivals, names: &[String]) -> Instant {
     loop {
         {
             let s = seen.lock().unwrap();
@@ -372,28 +389,13 @@ async fn direct(client: &Client, ns: &str, names: &[String]) -> Duration {
 }
 
 /// Records when each ConfigMap in `ns` first carries `needle` in its data.
-fn config_arrivals(client: Client, ns: &str, needle: &str) -> Arc<Mutex<HashMap<String, Instant>>> {
-    let seen = Arc::new(Mutex::new(HashMap::new()));
-    let (s, needle) = (seen.clone(), needle.to_string());
-    let cms: Api<ConfigMap> = Api::namespaced(client, ns);
-    tokio::spawn(async move {
-        let mut w = watcher(cms, watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Ok(Some(cm)) = w.try_next().await {
-            let carries = cm
-                .data
-                .as_ref()
-                .is_some_and(|d| d.values().any(|v| v.contains(&needle)));
-            if carries {
-                s.lock()
-                    .unwrap()
-                    .entry(cm.name_any())
-                    .or_insert_with(Instant::now);
-            }
-        }
-    });
-    seen
+fn config_arrivals(client: Client, ns: &str, needle: &str) -> Arrivals {
+    let needle = needle.to_string();
+    arrivals(Api::<ConfigMap>::namespaced(client, ns), move |cm| {
+        cm.data
+            .as_ref()
+            .is_some_and(|d| d.values().any(|v| v.contains(&needle)))
+    })
 }
 
 /// A policy change on every Bottle `names` in `ns` at once: each spec gains `host` in
