@@ -17,7 +17,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use support::{Operator, cluster, eventually, namespace_on_node, new_bottle};
+use support::{Operator, cluster, eventually, namespace_on_node, new_bottle, settled};
 
 const LABEL: &str = "bottle-operator.dev/bottle";
 
@@ -386,12 +386,7 @@ async fn hand_edits_deleted_pods_and_secret_changes_are_handled() {
             pods.get("fix").await.unwrap().uid(),
         )
     };
-    let settled = eventually("fix settled", Duration::from_secs(60), || async {
-        let before = versions().await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        (versions().await == before).then_some(before)
-    })
-    .await;
+    let settled = settled("fix settled", Duration::from_secs(60), versions).await;
     secrets
         .replace("gh", &PostParams::default(), &token("ghp_two"))
         .await
@@ -652,12 +647,7 @@ async fn a_leader_paused_past_its_lease_writes_nothing_when_it_wakes() {
             cms.get("p0-config").await.unwrap().resource_version(),
         )
     };
-    let settled = eventually("p0 settled", Duration::from_secs(60), || async {
-        let before = versions().await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        (versions().await == before).then_some(before)
-    })
-    .await;
+    let settled = settled("p0 settled", Duration::from_secs(60), versions).await;
     let mark = a.logs().len();
     signal("-CONT");
     let status = eventually("replica-a exits", Duration::from_secs(30), || {

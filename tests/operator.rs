@@ -13,7 +13,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use support::{
     Operator, cluster, eventually, kubectl, kubectl_ok, namespace, namespace_on_node, new_bottle,
-    repo,
+    repo, settled,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -1055,20 +1055,10 @@ fn versions(ns: &str) -> String {
 
 /// Waits until nothing in `ns` has changed for two seconds.
 async fn quiet(ns: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    let mut last = versions(ns);
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let now = versions(ns);
-        if now == last {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{ns} still changing after {WAIT:?}"
-        );
-        last = now;
-    }
+    settled(&format!("{ns} to stop changing"), WAIT, || async {
+        versions(ns)
+    })
+    .await;
 }
 
 /// An operator whose writes the API server's audit log records under user `user`.

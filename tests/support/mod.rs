@@ -219,6 +219,22 @@ impl Drop for Operator {
     }
 }
 
+/// Reads `versions` until two reads 2 s apart agree, and returns that reading; panics with
+/// `what` if nothing settles within `timeout`.
+pub async fn settled<T, F, Fut>(what: &str, timeout: Duration, versions: F) -> T
+where
+    T: PartialEq,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    eventually(what, timeout, || async {
+        let before = versions().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (versions().await == before).then_some(before)
+    })
+    .await
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
