@@ -452,38 +452,34 @@ impl ControlPlane {
         )?;
         cp.wait_ready()?;
         // Audited users are admins: what they may do is not under test, what they write is.
-        let out = cp
-            .kubectl()
-            .args([
-                "create",
-                "clusterrolebinding",
-                "bottle-audited-admin",
-                "--clusterrole=cluster-admin",
-                &format!("--group={AUDITED_GROUP}"),
-            ])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "binding the audited group: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if node_ip.is_some() {
-            // The API server's kubelet client may use the whole kubelet API (exec, logs).
+        let bind = |name: &str, role: &str, group: &str, what: &str| -> anyhow::Result<()> {
             let out = cp
                 .kubectl()
-                .args([
-                    "create",
-                    "clusterrolebinding",
-                    "bottle-kubelet-api-admin",
-                    "--clusterrole=system:kubelet-api-admin",
-                    &format!("--group={KUBELET_API_GROUP}"),
-                ])
+                .args(["create", "clusterrolebinding", name])
+                .arg(format!("--clusterrole={role}"))
+                .arg(format!("--group={group}"))
                 .output()?;
             anyhow::ensure!(
                 out.status.success(),
-                "binding the kubelet API client: {}",
+                "binding {what}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            Ok(())
+        };
+        bind(
+            "bottle-audited-admin",
+            "cluster-admin",
+            AUDITED_GROUP,
+            "the audited group",
+        )?;
+        if node_ip.is_some() {
+            // The API server's kubelet client may use the whole kubelet API (exec, logs).
+            bind(
+                "bottle-kubelet-api-admin",
+                "system:kubelet-api-admin",
+                KUBELET_API_GROUP,
+                "the kubelet API client",
+            )?;
         }
 
         // Only what the operator's behaviour depends on (and the PV binder, so the main job's
