@@ -33,6 +33,9 @@ for image in operator sidecar agent; do
   kind load docker-image --name "$CLUSTER" "bottle-operator/$image:$TAG"
 done
 
+# Helm installs a chart's CRDs only on its first install; applying them first keeps a re-run
+# after an upgrade current (the operator refuses to start without every CRD it watches).
+kubectl apply --server-side --force-conflicts -f charts/bottle-operator/crds/
 helm upgrade --install bottle-operator charts/bottle-operator \
   --namespace bottle-system --create-namespace \
   --set image.tag="$TAG" --set bottle.sidecarImage.tag="$TAG" --set bottle.agentImage.tag="$TAG" \

@@ -415,6 +415,7 @@ fn a_real_bottle_on_a_real_node() {
         format!("{events} of 40 events, status {}; ends: {tail}", stream.0),
         stream.0 == 200 && events == 40,
     );
+    access_granted_live(&c, &ns, &pod, &mut report);
     let pod = rolls_keep_the_workspace(&c, &ns, &pod, &net, &mut report);
     pause_and_resume_keep_the_workspace(&c, &ns, &pod, &mut report);
     delete_leaves_nothing(&c, &ns, &pod, &mut report);
@@ -652,6 +653,113 @@ fn kubectl_bottle(c: &Cluster, args: &[&str]) -> Output {
         .stdin(std::process::Stdio::null())
         .output()
         .expect("kubectl-bottle runs")
+}
+
+/// Access requests on the real node: each filed with `kubectl bottle request`, approved by
+/// a `bottle-approver` of its own certificate, and the granted route reaches the origin
+/// through egress and pipelock with the same Pod, while an SSE stream opened before the
+/// first approval stays open across all of them.
+fn access_granted_live(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
+    let cp = c.control_plane();
+    let approver = "approver@e2e";
+    let kubeconfig = cp
+        .user_kubeconfig("e2e-approver", approver, &[])
+        .expect("approver kubeconfig");
+    c.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "e2e-approver",
+        "--clusterrole=bottle-approver",
+        &format!("--user={approver}"),
+    ]);
+    let approve = |name: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-bottle"))
+            .args(["-n", ns, "approve", name])
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .expect("kubectl-bottle runs")
+    };
+    let uid = c.jsonpath(ns, &format!("pod/{pod}"), "{.metadata.uid}");
+    let counts = restarts(c, ns, pod);
+    let rounds = 3;
+    let (secs, controls, outside, stream) = std::thread::scope(|scope| {
+        let sse = scope.spawn(|| {
+            agent_curl(
+                c,
+                pod,
+                "-N -m 150 'https://docs.origin.test/sse?n=80&gap=0.5'",
+            )
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let (mut secs, mut controls, mut outside) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 1..=rounds {
+            let host = format!("granted{i}.origin.test");
+            controls.push(agent_curl(c, pod, &format!("https://{host}/api/before")).0);
+            let out = kubectl_bottle(
+                c,
+                &[
+                    "request", "e2e", "--host", &host, "--path", "/api/", "--reason", "e2e",
+                ],
+            );
+            let said = text(&out);
+            let name = said
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.split('/').nth(1))
+                .unwrap_or_default()
+                .to_string();
+            let approved = approve(&name);
+            if !out.status.success() || !approved.status.success() {
+                eprintln!("request: {said}\napprove: {}", text(&approved));
+                secs.push(f64::NAN);
+                continue;
+            }
+            let t = Instant::now();
+            let reached = poll(Duration::from_secs(90), || {
+                (agent_curl(c, pod, &format!("https://{host}/api/after")).0 == 200).then_some(())
+            });
+            secs.push(reached.map_or(f64::NAN, |_| t.elapsed().as_secs_f64()));
+            outside.push(agent_curl(c, pod, &format!("https://{host}/other")).0);
+        }
+        (secs, controls, outside, sse.join().unwrap())
+    });
+    let mut sorted: Vec<f64> = secs.iter().copied().filter(|s| s.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    let all = secs
+        .iter()
+        .map(|s| format!("{s:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    report.timing(
+        "approve → request through egress succeeds",
+        format!(
+            "median {:.1}s of {rounds} ({all} s; kubelet syncFrequency 5s)",
+            sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+        ),
+    );
+    report.case(
+        "not yet granted (control)",
+        format!("{controls:?}"),
+        controls.len() == rounds && controls.iter().all(|c| *c == 403),
+    );
+    let same = c.jsonpath(ns, &format!("pod/{pod}"), "{.metadata.uid}") == uid
+        && restarts(c, ns, pod) == counts;
+    report.case(
+        "approved route reachable through egress, same Pod, no restarts",
+        format!("{} of {rounds} reached, same pod: {same}", sorted.len()),
+        sorted.len() == rounds && same,
+    );
+    report.case(
+        "outside the granted prefix",
+        format!("{outside:?}"),
+        outside.len() == rounds && outside.iter().all(|c| *c == 403),
+    );
+    let events = stream.1.matches("event: token").count();
+    report.case(
+        "an SSE stream through egress survives the approvals",
+        format!("{events} of 80 events, status {}", stream.0),
+        stream.0 == 200 && events == 80,
+    );
 }
 
 /// Restart counts of every container of the Pod, by name.
@@ -970,7 +1078,7 @@ fn delete_leaves_nothing(c: &Cluster, ns: &str, pod: &str, report: &mut Report) 
             "-n",
             ns,
             "get",
-            "pods,configmaps,secrets,networkpolicies,persistentvolumeclaims",
+            "pods,configmaps,secrets,networkpolicies,persistentvolumeclaims,accessrequests",
             "-o",
             "name",
         ]);
@@ -985,7 +1093,7 @@ fn delete_leaves_nothing(c: &Cluster, ns: &str, pod: &str, report: &mut Report) 
         last.is_empty().then_some(())
     });
     report.case(
-        "delete: no Pod, ConfigMap, Secret, NetworkPolicy or claim left",
+        "delete: no Pod, ConfigMap, Secret, NetworkPolicy, claim or access request left",
         if left.is_some() {
             "none left".to_string()
         } else {

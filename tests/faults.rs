@@ -447,11 +447,8 @@ async fn hand_edits_deleted_pods_and_secret_changes_are_handled() {
 fn etcd_and_apiserver_restarts_are_ridden_out() {
     // Children die with the thread that spawned them: this thread owns them all.
     let mut cp = support::ControlPlane::start().expect("control plane");
-    cp.install_crds(
-        &support::repo().join("crds"),
-        &["bottles.bottle-operator.dev"],
-    )
-    .unwrap();
+    cp.install_crds(&support::repo().join("crds"), support::CRDS)
+        .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -105,12 +105,14 @@ fn chart_lints_and_its_schema_rejects_typos() {
             "{bad} must fail the values schema: {text}"
         );
     }
-    // The chart ships the same CRD the operator is built from.
-    assert_eq!(
-        std::fs::read_to_string(c.join("crds/bottle.yaml")).unwrap(),
-        std::fs::read_to_string(repo().join("crds/bottle.yaml")).unwrap(),
-        "charts/bottle-operator/crds is stale: cp crds/bottle.yaml charts/bottle-operator/crds/"
-    );
+    // The chart ships the same CRDs the operator is built from.
+    for crd in ["bottle.yaml", "accessrequest.yaml"] {
+        assert_eq!(
+            std::fs::read_to_string(c.join("crds").join(crd)).unwrap(),
+            std::fs::read_to_string(repo().join("crds").join(crd)).unwrap(),
+            "charts/bottle-operator/crds is stale: cp crds/{crd} charts/bottle-operator/crds/"
+        );
+    }
 }
 
 #[test]
@@ -149,7 +151,24 @@ fn rendered_chart_is_hardened_and_scoped() {
 
     // Namespaced mode: the same rules, as a Role in the watched namespace only.
     let docs = template(&["--set", "watchNamespace=team-a"]);
-    assert!(!docs.iter().any(|d| d["kind"] == "ClusterRole"));
+    // The access policy's roles are for people, not the operator; without them (a second
+    // release) nothing cluster-scoped is left.
+    let people = ["bottle-approver", "bottle-requester"];
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ClusterRole"
+                && !people.iter().any(|p| d["metadata"]["name"] == *p))
+    );
+    let bare = template(&[
+        "--set",
+        "watchNamespace=team-a",
+        "--set",
+        "accessRequests.admissionPolicy=false",
+    ]);
+    assert!(!bare.iter().any(|d| d["kind"] == "ClusterRole"
+        || d["kind"] == "ValidatingAdmissionPolicy"
+        || d["kind"] == "ValidatingAdmissionPolicyBinding"));
     let role = docs
         .iter()
         .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == "team-a")
@@ -182,6 +201,9 @@ async fn installed_chart_credentials_are_enough_to_run_the_operator() {
         "bottle-system",
         "--set",
         &format!("watchNamespace={ns}"),
+        // The test harness installed the cluster's access policy already.
+        "--set",
+        "accessRequests.admissionPolicy=false",
         "--wait=false",
     ]);
     assert!(

@@ -58,6 +58,13 @@ struct Args {
     /// Bottles reconciled at once (0: no limit).
     #[arg(long, env = "BOTTLE_CONCURRENCY", default_value_t = 128)]
     concurrency: u16,
+    /// Seconds an access request waits for a decision before it expires.
+    #[arg(long, env = "BOTTLE_ACCESS_PENDING_SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    access_pending_seconds: u64,
+    /// Access requests of one Bottle that may wait at once; more are denied.
+    #[arg(long, env = "BOTTLE_ACCESS_MAX_PENDING", default_value_t = 5)]
+    access_max_pending: usize,
     /// Log as JSON.
     #[arg(long, env = "BOTTLE_LOG_JSON")]
     log_json: bool,
@@ -128,6 +135,10 @@ async fn main() -> anyhow::Result<()> {
         telemetry,
         std::time::Duration::from_secs(args.resync_seconds),
         args.concurrency,
+        operator::access::review::Limits {
+            pending_for: std::time::Duration::from_secs(args.access_pending_seconds),
+            max_pending: args.access_max_pending,
+        },
     )
     .await
 }

@@ -1,24 +1,25 @@
-//! `kubectl bottle`: get into a bottle, see how it is doing, read its logs, fetch its CA.
+//! `kubectl bottle`: get into a bottle, see how it is doing, read its logs, fetch its CA,
+//! pause and resume it, and work the access queue (file, list, approve, deny).
 //! Installed on PATH as `kubectl-bottle`, kubectl runs it as `kubectl bottle ...`.
 
 use std::io::IsTerminal;
 use std::process::Command;
 
-use bottle_operator::contract::api::Bottle;
+use bottle_operator::contract::api::{AccessRequest, Bottle, Verdict};
 use bottle_operator::contract::config::layout::{self, Sidecar};
 use bottle_operator::operator::render::meta;
 use bottle_operator::plugin;
 use bottle_operator::pod::config_status::Report;
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{AttachParams, LogParams, Patch, PatchParams};
+use kube::api::{AttachParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 #[derive(Parser)]
 #[command(
     name = "kubectl bottle",
     version,
-    about = "Work with bottles: exec, status, logs, ca, pause, resume"
+    about = "Work with bottles: exec, status, logs, ca, pause, resume, requests, request, approve, deny"
 )]
 struct Cli {
     /// Namespace (default: the kubeconfig context's).
@@ -68,6 +69,80 @@ enum Cmd {
         /// Bottle name.
         name: String,
     },
+    /// The access queue: pending requests first.
+    Requests {
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// File an access request for a bottle: a route (with --path) or a whole host.
+    Request {
+        /// Bottle name.
+        name: String,
+        /// The host asked for.
+        #[arg(long)]
+        host: String,
+        /// A path prefix on it (repeat for more); none asks for every path.
+        #[arg(long = "path")]
+        paths: Vec<String>,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Approve an access request, perhaps narrowed and time-boxed.
+    Approve {
+        /// AccessRequest name.
+        name: String,
+        /// Grant only these path prefixes (each within a requested one; repeat for more).
+        #[arg(long = "path")]
+        paths: Vec<String>,
+        /// Take the grant back after this long (30m, 2h, 1d).
+        #[arg(long = "for", value_parser = plugin::access::parse_for)]
+        for_seconds: Option<u32>,
+        /// Words for the agent.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny an access request.
+    Deny {
+        /// AccessRequest name.
+        name: String,
+        /// Why, for the agent.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// Who the API server says the caller is: what `requestedBy` and `decidedBy` must hold.
+async fn whoami(client: &Client) -> anyhow::Result<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await?;
+    review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .ok_or_else(|| anyhow::anyhow!("the API server did not say who you are"))
+}
+
+/// Records the caller's decision on request `name`.
+async fn decide(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    patch: serde_json::Value,
+) -> anyhow::Result<()> {
+    let api: Api<AccessRequest> = Api::namespaced(client.clone(), ns);
+    let r = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let verdict = r.spec.decision.map(|d| d.verdict);
+    println!(
+        "accessrequest {ns}/{name}: {verdict:?} recorded; the operator carries it out (kubectl get areq {name} -n {ns})"
+    );
+    Ok(())
 }
 
 /// Asks every config-reloading sidecar of `pod` (by exec, all at once) which config version
@@ -212,6 +287,52 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Pause { name } => set_paused(&bottles, &ns, &name, true).await?,
         Cmd::Resume { name } => set_paused(&bottles, &ns, &name, false).await?,
+        Cmd::Requests { all_namespaces } => {
+            let api: Api<AccessRequest> = if all_namespaces {
+                Api::all(client)
+            } else {
+                Api::namespaced(client, &ns)
+            };
+            let items = api.list(&ListParams::default()).await?.items;
+            let now = k8s_openapi::jiff::Timestamp::now();
+            print!(
+                "{}",
+                plugin::access::requests_table(&items, now, all_namespaces)
+            );
+        }
+        Cmd::Request {
+            name,
+            host,
+            paths,
+            reason,
+        } => {
+            let user = whoami(&client).await?;
+            let api: Api<AccessRequest> = Api::namespaced(client, &ns);
+            let r = plugin::access::new_request(&name, &user, &host, &paths, &reason);
+            let made = api.create(&PostParams::default(), &r).await?;
+            println!(
+                "accessrequest {ns}/{} filed for bottle {name}; an approver decides it (kubectl bottle requests)",
+                made.metadata.name.unwrap_or_default()
+            );
+        }
+        Cmd::Approve {
+            name,
+            paths,
+            for_seconds,
+            reason,
+        } => {
+            let user = whoami(&client).await?;
+            let paths = (!paths.is_empty()).then_some(paths);
+            let patch =
+                plugin::access::decision_patch(Verdict::Approve, &user, paths, for_seconds, reason);
+            decide(&client, &ns, &name, patch).await?;
+        }
+        Cmd::Deny { name, reason } => {
+            let user = whoami(&client).await?;
+            let patch =
+                plugin::access::decision_patch(Verdict::Deny, &user, None, None, Some(reason));
+            decide(&client, &ns, &name, patch).await?;
+        }
         Cmd::Ca { name } => {
             let b = bottles.get(&name).await?;
             let secrets: Api<Secret> = Api::namespaced(client, &ns);

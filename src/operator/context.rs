@@ -28,6 +28,8 @@ pub struct Context {
     pub observed: Arc<Observed>,
     /// How long a converged Bottle waits before it is checked again without a trigger.
     pub resync: Duration,
+    /// How long access requests wait, and how many may.
+    pub access_limits: super::access::review::Limits,
     failures: Mutex<HashMap<BottleKey, u32>>,
 }
 
@@ -47,6 +49,7 @@ impl Context {
         telemetry: Arc<Telemetry>,
         observed: Arc<Observed>,
         resync: Duration,
+        access_limits: super::access::review::Limits,
     ) -> Self {
         let reporter = Reporter {
             controller: "bottle-operator".into(),
@@ -59,6 +62,7 @@ impl Context {
             telemetry,
             observed,
             resync,
+            access_limits,
             failures: Mutex::default(),
         }
     }

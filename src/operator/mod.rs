@@ -1,6 +1,7 @@
 //! The reconciler: watches Bottles (and what they own or reference), applies the rendered
 //! objects with server-side apply, and reports through status conditions and Events.
 
+pub mod access;
 pub mod apply;
 pub mod context;
 pub mod error;
@@ -25,7 +26,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::contract::api::Bottle;
+use crate::contract::api::{AccessRequest, Bottle};
 use crate::contract::model::Policy;
 use crate::operator::render::Settings;
 use observed::{Known, Observed};
@@ -42,7 +43,7 @@ where
 
 /// Runs the controller until SIGTERM/SIGINT. `namespace` limits it to one namespace; a
 /// converged Bottle is checked again every `resync`; at most `concurrency` Bottles are
-/// reconciled at once.
+/// reconciled at once; `access_limits` bound the access queue.
 pub async fn run(
     client: Client,
     settings: Settings,
@@ -50,6 +51,7 @@ pub async fn run(
     telemetry: Arc<telemetry::Telemetry>,
     resync: Duration,
     concurrency: u16,
+    access_limits: access::review::Limits,
 ) -> anyhow::Result<()> {
     let ns = namespace.as_deref();
     let bottles: Api<Bottle> = api(&client, ns);
@@ -62,12 +64,24 @@ pub async fn run(
             "cannot list Bottles ({e}); is the CRD installed (kubectl apply -f crds/) and RBAC granted?"
         );
     }
+    // Helm installs CRDs only on the first install: an upgrade from before AccessRequests
+    // lacks their CRD, and a watch of a missing kind would hold every reconcile back.
+    let access_requests: Api<AccessRequest> = api(&client, ns);
+    if let Err(e) = access_requests
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+    {
+        anyhow::bail!(
+            "cannot list AccessRequests ({e}); after an upgrade apply the new CRDs (kubectl apply -f crds/), and grant RBAC"
+        );
+    }
     let (bottle_store, bottle_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
     let (config_maps, config_map_writer) = reflector::store();
     let (network_policies, network_policy_writer) = reflector::store();
     let (claims, claim_writer) = reflector::store();
     let (secrets, secret_writer) = reflector::store();
+    let (requests, request_writer) = reflector::store();
     let (other_pods, other_pod_writer) = reflector::store();
     let (other_config_maps, other_config_map_writer) = reflector::store();
     let (other_network_policies, other_network_policy_writer) = reflector::store();
@@ -79,6 +93,7 @@ pub async fn run(
         network_policies: Arc::new(Known::new(network_policies)),
         claims: Arc::new(Known::new(claims)),
         secrets: Arc::new(Known::new(secrets)),
+        access_requests: Arc::new(Known::new(requests)),
         other_pods,
         other_config_maps,
         other_network_policies,
@@ -95,6 +110,7 @@ pub async fn run(
         telemetry.clone(),
         o.clone(),
         resync,
+        access_limits,
     ));
     telemetry
         .ready
@@ -147,6 +163,19 @@ pub async fn run(
                     .filter(|b| b.namespace() == ns && references_secret(b, &name))
                     .map(|b| ObjectRef::from_obj(&*b))
                     .collect::<Vec<_>>()
+            },
+        )
+        // A request wakes the Bottle it names: the Bottle's pass reviews all of its requests.
+        .watches_stream(
+            observed::watch(
+                access_requests,
+                observed::all(),
+                request_writer,
+                o.access_requests.clone(),
+            ),
+            |r: AccessRequest| {
+                let ns = r.namespace()?;
+                Some(ObjectRef::<Bottle>::new(&r.spec.bottle).within(&ns))
             },
         )
         .watches_stream(

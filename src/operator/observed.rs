@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 
 use super::Error;
 use super::apply::{controlled_by, kind_of};
-use crate::contract::api::Bottle;
+use crate::contract::api::{AccessRequest, Bottle};
 use crate::contract::config::layout;
 use crate::operator::render::meta::BOTTLE_LABEL;
 
@@ -270,6 +270,8 @@ pub struct Observed {
     pub claims: Arc<Known<PersistentVolumeClaim>>,
     /// Every Secret in scope, values stripped: the CAs and the Secrets Bottles reference.
     pub secrets: Arc<Known<Secret>>,
+    /// Every AccessRequest in scope.
+    pub access_requests: Arc<Known<AccessRequest>>,
     /// Pods the operator does not own.
     pub other_pods: Others<Pod>,
     /// ConfigMaps the operator does not own.
@@ -292,6 +294,7 @@ impl Observed {
         self.network_policies.synced().await;
         self.claims.synced().await;
         self.secrets.synced().await;
+        self.access_requests.synced().await;
         for others in [
             self.other_pods.wait_until_ready().boxed(),
             self.other_config_maps.wait_until_ready().boxed(),

@@ -15,6 +15,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
+use super::access::{self, Prepared};
 use super::apply::{apply, apply_if_changed, controlled_by, create_once};
 use super::observed::{Known, owned, strip};
 use super::{Context, Error, status};
@@ -111,6 +112,20 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
         return delete_at_end_of_life(&bottle, &ctx).await;
     }
     let started = std::time::Instant::now();
+    // Access grants go into the spec first; a pass that changed them renders on the next
+    // one, which that change triggers. Failing to review them must not hold the bottle back.
+    let (access, access_error) = match access::prepare(&bottle, &ctx, now).await {
+        Ok(Prepared::SpecChanged(pending)) => {
+            access::report(&bottle, &ctx, pending, None).await;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        Ok(Prepared::Carried(pending)) => (Some(pending), None),
+        Ok(Prepared::Nothing) => (None, None),
+        Err(e) => {
+            tracing::warn!(bottle = %bottle.name_any(), error = %e, "could not review access requests");
+            (None, Some(e))
+        }
+    };
     let outcome = converge(&bottle, &ctx, now).await;
     // The Pod as this pass left it; read it again only when the pass failed before looking.
     let (outcome, pod) = match outcome {
@@ -217,6 +232,13 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
     if let Some(written) = status::patch_if_changed(&ctx.client, &bottle, new_status).await? {
         ctx.observed.bottles.wrote(written);
     }
+    // After the Bottle's own status: a request never names a config version the Bottle does
+    // not report yet.
+    let wake_at = access.as_ref().and_then(|a| a.wake_at());
+    if let Some(pending) = access {
+        let carried = outcome.as_ref().ok().map(|c| c.config_hash.as_str());
+        access::report(&bottle, &ctx, pending, carried).await;
+    }
 
     ctx.telemetry.count(
         outcome
@@ -226,6 +248,9 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
         started.elapsed(),
     );
     let c = outcome?;
+    if let Some(e) = access_error {
+        return Err(e);
+    }
     ctx.succeeded(&ObjectRef::from_obj(&*bottle));
     Ok(match c.pod {
         PodChange::Replacing
@@ -235,13 +260,22 @@ pub async fn reconcile(bottle: Arc<Bottle>, ctx: Arc<Context>) -> Result<Action,
         // Periodic resync catches drift the watches cannot see; a shutdown time ahead
         // wakes the Bottle when it comes.
         PodChange::Created | PodChange::Unchanged | PodChange::Stopped => {
-            let until_shutdown = bottle
+            let until = |t: k8s_openapi::jiff::Timestamp| {
+                Duration::try_from(t.duration_since(now))
+                    .ok()
+                    .filter(|d| !d.is_zero())
+            };
+            let shutdown = bottle
                 .spec
                 .lifetime
                 .as_ref()
-                .and_then(|l| Duration::try_from(l.shutdown_time.0.duration_since(now)).ok())
-                .filter(|d| !d.is_zero());
-            Action::requeue(until_shutdown.map_or(ctx.resync, |d| {
+                .and_then(|l| until(l.shutdown_time.0));
+            // An access request or grant that expires wakes it too.
+            let next = [shutdown, wake_at.and_then(until)]
+                .into_iter()
+                .flatten()
+                .min();
+            Action::requeue(next.map_or(ctx.resync, |d| {
                 ctx.resync.min(d + Duration::from_millis(100))
             }))
         }

@@ -1,6 +1,8 @@
 //! `kubectl bottle`: the people-facing side. Formatting is pure (tested without a cluster);
 //! the binary in `src/bin/kubectl-bottle.rs` fetches and prints.
 
+pub mod access;
+
 use std::fmt::Write;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};

@@ -921,6 +921,11 @@ impl ControlPlane {
 
     /// `kubectl apply` of one object.
     pub fn apply_json(&self, object: &serde_json::Value) -> anyhow::Result<()> {
+        self.apply_manifest(object.to_string().as_bytes())
+    }
+
+    /// `kubectl apply` of a manifest (YAML or JSON, one or more objects).
+    pub fn apply_manifest(&self, manifest: &[u8]) -> anyhow::Result<()> {
         let mut apply = self
             .kubectl()
             .args(["apply", "-f", "-"])
@@ -928,11 +933,7 @@ impl ControlPlane {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
-        apply
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(object.to_string().as_bytes())?;
+        apply.stdin.take().expect("piped").write_all(manifest)?;
         let out = apply.wait_with_output()?;
         anyhow::ensure!(
             out.status.success(),

@@ -15,6 +15,28 @@ use std::time::{Duration, Instant};
 
 pub use control_plane::ControlPlane;
 
+/// The CRDs `crds/` holds, by name.
+pub const CRDS: &[&str] = &[
+    "bottles.bottle-operator.dev",
+    "accessrequests.bottle-operator.dev",
+];
+
+/// Installs the chart's admission policy and roles for AccessRequests, rendered by helm.
+pub fn install_access_policy(cp: &ControlPlane) -> anyhow::Result<()> {
+    let rendered = Command::new(cp.bin.join("helm"))
+        .args(["template", "bottle-operator"])
+        .arg(repo().join("charts/bottle-operator"))
+        .args(["--show-only", "templates/access-requests.yaml"])
+        .args(["--kube-version", "1.34.10"])
+        .output()?;
+    anyhow::ensure!(
+        rendered.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    cp.apply_manifest(&rendered.stdout)
+}
+
 /// A Bottle named `name` with `spec` given as JSON.
 pub fn new_bottle(name: &str, spec: serde_json::Value) -> bottle_operator::contract::api::Bottle {
     let spec: bottle_operator::contract::api::BottleSpec =
@@ -38,7 +60,8 @@ pub fn cluster() -> &'static ControlPlane {
         std::thread::spawn(move || {
             let mut node = Vec::new();
             let started = ControlPlane::start().and_then(|cp| {
-                cp.install_crds(&repo().join("crds"), &["bottles.bottle-operator.dev"])?;
+                cp.install_crds(&repo().join("crds"), CRDS)?;
+                install_access_policy(&cp)?;
                 // From the start, so the scheduler acts alike whichever test runs first.
                 node = cp.start_kwok_node()?;
                 Ok(cp)

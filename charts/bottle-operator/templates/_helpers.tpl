@@ -22,9 +22,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "bottle-operator.rules" -}}
 - apiGroups: ["bottle-operator.dev"]
   resources: ["bottles"]
-  verbs: ["get", "list", "watch"]
+  # patch: approved access grants (its own field manager); delete: shutdownPolicy Delete.
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: ["bottle-operator.dev"]
   resources: ["bottles/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["bottle-operator.dev"]
+  resources: ["accessrequests"]
+  # patch: owner references to their Bottle.
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["bottle-operator.dev"]
+  resources: ["accessrequests/status"]
   verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["pods"]

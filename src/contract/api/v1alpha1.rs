@@ -120,7 +120,10 @@ pub struct EgressSpec {
     #[schemars(length(max = 256), inner(length(max = 253)))]
     pub passthrough: Vec<String>,
     /// Host + path routes, with optional credential injection, enforced by the egress sidecar.
+    /// One route per host (a map keyed by host, so an approved AccessRequest's paths merge
+    /// in under the operator's field manager beside the user's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"]))]
     #[schemars(length(max = 128))]
     pub routes: Vec<EgressRoute>,
     /// Hosts the agent opens WebSockets to. pipelock 2.3.0 drops the `Upgrade` header when
@@ -160,6 +163,7 @@ pub struct EgressRoute {
     pub host: String,
     /// Allowed path prefixes; empty allows every path on the host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
     #[x_kube(validation = Rule::new("self.all(p, p.startsWith('/'))").message("route paths must start with '/'"))]
     #[schemars(length(max = 64), inner(length(max = 1024)))]
     pub paths: Vec<String>,

@@ -2,6 +2,7 @@
 //! they name. [`Policy::from_spec`] is the single place where a spec is checked; everything
 //! downstream (rendering, sidecars) works on values that are already valid.
 
+pub mod access;
 pub mod dlp_regex;
 mod reason;
 mod remote;

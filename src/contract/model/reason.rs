@@ -78,6 +78,17 @@ reasons! {
     CaGenerationFailed,
     /// The Kubernetes API refused or failed a request.
     ApiError,
+    /// Event: an AccessRequest of the bottle waits for a decision.
+    AccessRequested,
+    /// Event: an AccessRequest was approved; its grant is written into the Bottle.
+    AccessApproved,
+    /// Event: the sidecar config now carries an approved grant.
+    AccessCarried,
+    /// Event: an AccessRequest was denied, by an approver or by the operator (an ask that
+    /// cannot run, too many pending).
+    AccessDenied,
+    /// Event: an AccessRequest nobody decided in time, or a time-boxed grant that ran out.
+    AccessExpired,
 }
 
 impl std::fmt::Display for Reason {
