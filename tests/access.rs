@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use bottle_operator::contract::api::{AccessPhase, AccessRequest, Bottle};
@@ -16,126 +15,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use support::people::{Person, empty_bottle, ok, refused};
 use support::{Operator, cluster, eventually, kubectl_ok, namespace};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn client() -> Client {
     cluster().client().await.expect("client")
-}
-
-/// A person: a client certificate of user `cn`, and what they may do in `ns`.
-struct Person {
-    name: String,
-    kubeconfig: PathBuf,
-}
-
-impl Person {
-    /// `roles`: ClusterRoles bound in `ns`; `rules`: a Role of their own in `ns`.
-    fn new(ns: &str, who: &str, roles: &[&str], rules: Option<serde_json::Value>) -> Self {
-        let name = format!("{who}@{ns}");
-        let kubeconfig = cluster()
-            .user_kubeconfig(&format!("{who}-{ns}"), &name, &[])
-            .expect("kubeconfig");
-        for role in roles {
-            kubectl_ok(&[
-                "-n",
-                ns,
-                "create",
-                "rolebinding",
-                &format!("{who}-{role}"),
-                &format!("--clusterrole={role}"),
-                &format!("--user={name}"),
-            ]);
-        }
-        if let Some(rules) = rules {
-            cluster()
-                .apply_json(&json!({
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "Role",
-                    "metadata": {"name": who, "namespace": ns},
-                    "rules": rules,
-                }))
-                .unwrap();
-            kubectl_ok(&[
-                "-n",
-                ns,
-                "create",
-                "rolebinding",
-                who,
-                &format!("--role={who}"),
-                &format!("--user={name}"),
-            ]);
-        }
-        Self { name, kubeconfig }
-    }
-
-    /// `kubectl bottle ARGS` as this person.
-    fn bottle(&self, ns: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kubectl-bottle"))
-            .env("KUBECONFIG", &self.kubeconfig)
-            .args(["-n", ns])
-            .args(args)
-            .output()
-            .expect("kubectl-bottle runs")
-    }
-
-    /// `kubectl ARGS` as this person.
-    fn kubectl(&self, ns: &str, args: &[&str]) -> Output {
-        cluster()
-            .kubectl()
-            .env("KUBECONFIG", &self.kubeconfig)
-            .args(["-n", ns])
-            .args(args)
-            .output()
-            .expect("kubectl runs")
-    }
-
-    /// Files a request with `kubectl bottle request` and returns its name.
-    fn request(&self, ns: &str, bottle: &str, host: &str, paths: &[&str]) -> String {
-        let mut args = vec![
-            "request",
-            bottle,
-            "--host",
-            host,
-            "--reason",
-            "the task needs it",
-        ];
-        for p in paths {
-            args.extend(["--path", p]);
-        }
-        let out = ok(self.bottle(ns, &args));
-        // "accessrequest NS/NAME filed for bottle ..."
-        out.split_whitespace()
-            .nth(1)
-            .and_then(|s| s.split('/').nth(1))
-            .unwrap_or_else(|| panic!("no request name in {out:?}"))
-            .to_string()
-    }
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Asserts the command was refused, with `why` in what it printed.
-fn refused(out: Output, why: &str) {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !out.status.success(),
-        "expected a refusal ({why}), got: {text}"
-    );
-    assert!(text.contains(why), "refused, but not with {why:?}: {text}");
 }
 
 /// The agent of Bottle `bottle`: may file requests for that Bottle only (as the per-bottle
@@ -431,14 +317,7 @@ async fn the_admission_policy_refuses_forged_requests_and_decisions() {
     let _op = Operator::start(&ns);
     let c = client().await;
     for name in ["a", "b"] {
-        cluster()
-            .apply_json(&json!({
-                "apiVersion": "bottle-operator.dev/v1alpha1",
-                "kind": "Bottle",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {},
-            }))
-            .unwrap();
+        empty_bottle(&ns, name);
     }
     let agent = agent_of(&ns, "a");
     let approver = Person::new(&ns, "alice", &["bottle-approver", "bottle-requester"], None);
@@ -605,14 +484,7 @@ async fn waiting_requests_are_capped_and_expire_and_a_time_boxed_grant_is_taken_
         &[],
     );
     let c = client().await;
-    cluster()
-        .apply_json(&json!({
-            "apiVersion": "bottle-operator.dev/v1alpha1",
-            "kind": "Bottle",
-            "metadata": {"name": "a", "namespace": ns},
-            "spec": {},
-        }))
-        .unwrap();
+    empty_bottle(&ns, "a");
     let agent = agent_of(&ns, "a");
     let approver = Person::new(&ns, "alice", &["bottle-approver"], None);
 

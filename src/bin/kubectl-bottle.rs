@@ -19,7 +19,7 @@ use kube::{Api, Client};
 #[command(
     name = "kubectl bottle",
     version,
-    about = "Work with bottles: exec, status, logs, ca, pause, resume, requests, request, approve, deny"
+    about = "Work with bottles: exec, status, logs, ca, pause, resume, requests, request, approve, deny, dashboard"
 )]
 struct Cli {
     /// Namespace (default: the kubeconfig context's).
@@ -103,6 +103,16 @@ enum Cmd {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Serve the access queue, the bottles and their Events on a page at 127.0.0.1, with
+    /// approve and deny, acting as you (your kubeconfig).
+    Dashboard {
+        /// Port on 127.0.0.1 (0: any free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
     /// Deny an access request.
     Deny {
         /// AccessRequest name.
@@ -111,20 +121,6 @@ enum Cmd {
         #[arg(long)]
         reason: String,
     },
-}
-
-/// Who the API server says the caller is: what `requestedBy` and `decidedBy` must hold.
-async fn whoami(client: &Client) -> anyhow::Result<String> {
-    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-    let api: Api<SelfSubjectReview> = Api::all(client.clone());
-    let review = api
-        .create(&PostParams::default(), &SelfSubjectReview::default())
-        .await?;
-    review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .ok_or_else(|| anyhow::anyhow!("the API server did not say who you are"))
 }
 
 /// Records the caller's decision on request `name`.
@@ -306,7 +302,7 @@ async fn main() -> anyhow::Result<()> {
             paths,
             reason,
         } => {
-            let user = whoami(&client).await?;
+            let user = plugin::access::whoami(&client).await?;
             let api: Api<AccessRequest> = Api::namespaced(client, &ns);
             let r = plugin::access::new_request(&name, &user, &host, &paths, &reason);
             let made = api.create(&PostParams::default(), &r).await?;
@@ -321,14 +317,27 @@ async fn main() -> anyhow::Result<()> {
             for_seconds,
             reason,
         } => {
-            let user = whoami(&client).await?;
+            let user = plugin::access::whoami(&client).await?;
             let paths = (!paths.is_empty()).then_some(paths);
             let patch =
                 plugin::access::decision_patch(Verdict::Approve, &user, paths, for_seconds, reason);
             decide(&client, &ns, &name, patch).await?;
         }
+        Cmd::Dashboard {
+            port,
+            all_namespaces,
+        } => {
+            let user = plugin::access::whoami(&client).await?;
+            let scope = (!all_namespaces).then(|| ns.clone());
+            let who = user.clone();
+            plugin::dashboard::serve(client, user, scope, port, move |url| {
+                // One line a script can read; kubectl keeps serving until Ctrl-C.
+                println!("dashboard for {who}: {url}");
+            })
+            .await?;
+        }
         Cmd::Deny { name, reason } => {
-            let user = whoami(&client).await?;
+            let user = plugin::access::whoami(&client).await?;
             let patch =
                 plugin::access::decision_patch(Verdict::Deny, &user, None, None, Some(reason));
             decide(&client, &ns, &name, patch).await?;

@@ -31,7 +31,8 @@ use crate::contract::model::Policy;
 use crate::operator::render::Settings;
 use observed::{Known, Observed};
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+/// The Api of `K` in `namespace`, or in every namespace for `None`.
+pub fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {

@@ -11,6 +11,23 @@ use crate::contract::api::{
     AccessPhase, AccessRequest, AccessRequestSpec, Decision, RequestedRoute, Verdict,
 };
 
+/// Who the API server says the caller is: what `requestedBy` and `decidedBy` must hold.
+pub async fn whoami(client: &kube::Client) -> anyhow::Result<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let api: kube::Api<SelfSubjectReview> = kube::Api::all(client.clone());
+    let review = api
+        .create(
+            &kube::api::PostParams::default(),
+            &SelfSubjectReview::default(),
+        )
+        .await?;
+    review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .ok_or_else(|| anyhow::anyhow!("the API server did not say who you are"))
+}
+
 /// Parses `--for`: a whole number of seconds, minutes, hours or days (`90s`, `30m`, `2h`,
 /// `1d`), within what the CRD accepts (10 seconds to 30 days).
 pub fn parse_for(raw: &str) -> Result<u32, String> {
@@ -86,7 +103,8 @@ pub fn decision_patch(
     json!({"spec": {"decision": d}})
 }
 
-fn age(since: Option<Timestamp>, now: Timestamp) -> String {
+/// How long ago `since` was, as kubectl says it (`45s`, `12m`, `3h`, `2d`).
+pub fn age(since: Option<Timestamp>, now: Timestamp) -> String {
     let Some(since) = since else {
         return "-".into();
     };

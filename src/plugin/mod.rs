@@ -2,6 +2,7 @@
 //! the binary in `src/bin/kubectl-bottle.rs` fetches and prints.
 
 pub mod access;
+pub mod dashboard;
 
 use std::fmt::Write;
 

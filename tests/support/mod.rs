@@ -5,6 +5,7 @@
 
 pub mod control_plane;
 pub mod node;
+pub mod people;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -60,6 +60,8 @@ command -v conntrack >/dev/null || need_pkgs+=(conntrack)
 # The test images copy /bin/busybox into an empty rootfs: it must be the static build.
 { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need_pkgs+=(busybox-static)
 command -v umoci >/dev/null || need_pkgs+=(umoci)
+# The dashboard test drives a real browser.
+command -v chromium-headless-shell >/dev/null || need_pkgs+=(chromium-headless-shell)
 # The kubelet links with cgo.
 command -v gcc >/dev/null || need_pkgs+=(gcc libc6-dev)
 command -v go >/dev/null || { log "Go toolchain missing (needs Go >= 1.24)"; exit 1; }

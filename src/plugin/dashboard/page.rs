@@ -1,0 +1,372 @@
+//! Pure: the dashboard's HTML. Everything from the cluster is escaped (an agent writes its
+//! request's reason); the only script carries the per-start nonce the CSP names.
+
+use std::fmt::Write;
+
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::contract::api::{AccessPhase, AccessRequest, Bottle};
+use crate::plugin::access::age;
+
+/// What a page shows, read from the dashboard's watch stores.
+pub struct View<'a> {
+    /// The user the API server says this is.
+    pub user: &'a str,
+    /// The namespace shown, or `None` for every namespace.
+    pub namespace: Option<&'a str>,
+    /// Bottles in scope.
+    pub bottles: &'a [Bottle],
+    /// AccessRequests in scope.
+    pub requests: &'a [AccessRequest],
+    /// Events about Bottles and AccessRequests in scope.
+    pub events: &'a [Event],
+    /// The clock the ages are measured with.
+    pub now: Timestamp,
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn asks(r: &AccessRequest) -> String {
+    match (&r.spec.route, &r.spec.allow_host) {
+        (Some(route), _) => format!("{} {}", route.host, route.paths.join(" ")),
+        (None, Some(h)) => format!("{h} (every path)"),
+        (None, None) => "-".into(),
+    }
+}
+
+fn phase(r: &AccessRequest) -> AccessPhase {
+    r.status.as_ref().and_then(|s| s.phase).unwrap_or_default()
+}
+
+/// The whole page: the live part, and the script that refreshes it every two seconds
+/// (but not while a decision form has focus, so typing is never lost).
+pub fn page(view: &View, token: &str, nonce: &str) -> String {
+    let scope = view.namespace.map_or("every namespace".to_string(), |n| {
+        format!("namespace {}", escape(n))
+    });
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>bottles: access queue</title>
+<style nonce="{nonce}">
+body {{ font: 15px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #111; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5rem; }}
+th, td {{ border-bottom: 1px solid #ccc; padding: .3rem .6rem; text-align: left; vertical-align: top; }}
+form {{ display: flex; flex-wrap: wrap; gap: .4rem; align-items: end; }}
+label {{ display: flex; flex-direction: column; font-size: .85rem; }}
+button {{ padding: .3rem .8rem; }}
+button:focus-visible, input:focus-visible, select:focus-visible {{ outline: 3px solid #1a5fb4; }}
+.none {{ color: #555; }}
+</style>
+</head>
+<body>
+<header><h1>Bottles</h1><p>Signed in as <strong>{user}</strong>, {scope}. The page follows the cluster live.</p></header>
+<main id="live" aria-live="polite">
+{live}
+</main>
+<script nonce="{nonce}">
+const live = document.getElementById("live");
+setInterval(async () => {{
+  if (document.activeElement && document.activeElement.closest("form")) return;
+  const r = await fetch("/fragment?token={token}", {{ cache: "no-store" }});
+  if (r.ok) live.innerHTML = await r.text();
+}}, 2000);
+</script>
+</body>
+</html>
+"#,
+        user = escape(view.user),
+        live = fragment(view, token),
+    )
+}
+
+/// The live part: the queue with its decision forms, the bottles, recent decisions and
+/// Events.
+pub fn fragment(view: &View, token: &str) -> String {
+    let mut out = String::new();
+    let mut waiting: Vec<&AccessRequest> = view
+        .requests
+        .iter()
+        .filter(|r| phase(r) == AccessPhase::Pending)
+        .collect();
+    waiting.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
+    let _ = writeln!(
+        out,
+        "<section aria-labelledby=\"queue\"><h2 id=\"queue\">Waiting for a decision ({})</h2>",
+        waiting.len()
+    );
+    if waiting.is_empty() {
+        let _ = writeln!(out, "<p class=\"none\">Nothing waits.</p>");
+    } else {
+        let _ = writeln!(
+            out,
+            "<table><thead><tr><th scope=\"col\">Request</th><th scope=\"col\">Bottle</th><th scope=\"col\">Asks</th><th scope=\"col\">Reason</th><th scope=\"col\">Age</th><th scope=\"col\">Decision</th></tr></thead><tbody>"
+        );
+        for r in waiting {
+            let ns = r.namespace().unwrap_or_default();
+            let name = r.name_any();
+            let id = escape(&format!("{ns}-{name}"));
+            let paths = r
+                .spec
+                .route
+                .as_ref()
+                .map(|x| x.paths.join(" "))
+                .unwrap_or_default();
+            let narrow = if r.spec.route.is_some() {
+                format!(
+                    "<label for=\"paths-{id}\">Paths (narrow, space-separated)<input id=\"paths-{id}\" name=\"paths\" value=\"{}\"></label>",
+                    escape(&paths)
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "<tr><td>{ns_name}</td><td>{bottle}</td><td>{asks}</td><td>{reason}</td><td>{age}</td><td>\
+<form method=\"post\" action=\"/decide\" aria-label=\"decide {name_attr}\">\
+<input type=\"hidden\" name=\"token\" value=\"{token}\">\
+<input type=\"hidden\" name=\"namespace\" value=\"{ns_attr}\">\
+<input type=\"hidden\" name=\"name\" value=\"{name_attr}\">\
+{narrow}\
+<label for=\"for-{id}\">For<select id=\"for-{id}\" name=\"for\"><option value=\"\">until revoked</option><option>30m</option><option>2h</option><option>1d</option></select></label>\
+<label for=\"why-{id}\">Note for the agent<input id=\"why-{id}\" name=\"reason\"></label>\
+<button type=\"submit\" name=\"verdict\" value=\"Approve\">Approve</button>\
+<button type=\"submit\" name=\"verdict\" value=\"Deny\">Deny</button>\
+</form></td></tr>",
+                ns_name = escape(&format!("{ns}/{name}")),
+                bottle = escape(&r.spec.bottle),
+                asks = escape(&asks(r)),
+                reason = escape(&r.spec.reason),
+                age = age(
+                    r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    view.now
+                ),
+                name_attr = escape(&name),
+                ns_attr = escape(&ns),
+                token = escape(token),
+            );
+        }
+        let _ = writeln!(out, "</tbody></table>");
+    }
+    let _ = writeln!(out, "</section>");
+
+    let _ = writeln!(
+        out,
+        "<section aria-labelledby=\"bottles\"><h2 id=\"bottles\">Bottles ({})</h2>",
+        view.bottles.len()
+    );
+    if view.bottles.is_empty() {
+        let _ = writeln!(out, "<p class=\"none\">No bottles.</p>");
+    } else {
+        let _ = writeln!(
+            out,
+            "<table><thead><tr><th scope=\"col\">Bottle</th><th scope=\"col\">Phase</th><th scope=\"col\">Ready</th><th scope=\"col\">Waiting requests</th></tr></thead><tbody>"
+        );
+        let mut bottles: Vec<&Bottle> = view.bottles.iter().collect();
+        bottles.sort_by_key(|b| (b.namespace(), b.name_any()));
+        for b in bottles {
+            let st = b.status.clone().unwrap_or_default();
+            let ready = st
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .map(|c| format!("{}: {}", c.reason, c.message))
+                .unwrap_or_else(|| "-".into());
+            let waiting = view
+                .requests
+                .iter()
+                .filter(|r| {
+                    r.namespace() == b.namespace()
+                        && r.spec.bottle == b.name_any()
+                        && phase(r) == AccessPhase::Pending
+                })
+                .count();
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{waiting}</td></tr>",
+                escape(&format!(
+                    "{}/{}",
+                    b.namespace().unwrap_or_default(),
+                    b.name_any()
+                )),
+                escape(st.phase.as_deref().unwrap_or("Unknown")),
+                escape(&ready),
+            );
+        }
+        let _ = writeln!(out, "</tbody></table>");
+    }
+    let _ = writeln!(out, "</section>");
+
+    let mut decided: Vec<&AccessRequest> = view
+        .requests
+        .iter()
+        .filter(|r| phase(r) != AccessPhase::Pending)
+        .collect();
+    decided.sort_by_key(|r| {
+        std::cmp::Reverse(
+            r.status
+                .as_ref()
+                .and_then(|s| s.decided_at.clone())
+                .map(|t| t.0),
+        )
+    });
+    let _ = writeln!(
+        out,
+        "<section aria-labelledby=\"decided\"><h2 id=\"decided\">Decided</h2>"
+    );
+    if decided.is_empty() {
+        let _ = writeln!(out, "<p class=\"none\">No decisions yet.</p>");
+    } else {
+        let _ = writeln!(
+            out,
+            "<table><thead><tr><th scope=\"col\">Request</th><th scope=\"col\">Asks</th><th scope=\"col\">Phase</th><th scope=\"col\">Decided by</th><th scope=\"col\">Message</th></tr></thead><tbody>"
+        );
+        for r in decided.into_iter().take(20) {
+            let st = r.status.clone().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{:?}</td><td>{}</td><td>{}</td></tr>",
+                escape(&format!(
+                    "{}/{}",
+                    r.namespace().unwrap_or_default(),
+                    r.name_any()
+                )),
+                escape(&asks(r)),
+                phase(r),
+                escape(st.decided_by.as_deref().unwrap_or("-")),
+                escape(st.message.as_deref().unwrap_or("")),
+            );
+        }
+        let _ = writeln!(out, "</tbody></table>");
+    }
+    let _ = writeln!(out, "</section>");
+
+    let mut events: Vec<&Event> = view.events.iter().collect();
+    let when = |e: &Event| {
+        e.last_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .or(e.event_time.as_ref().map(|t| t.0))
+    };
+    events.sort_by_key(|e| std::cmp::Reverse(when(e)));
+    let _ = writeln!(
+        out,
+        "<section aria-labelledby=\"events\"><h2 id=\"events\">Recent Events</h2>"
+    );
+    if events.is_empty() {
+        let _ = writeln!(out, "<p class=\"none\">No Events.</p>");
+    } else {
+        let _ = writeln!(
+            out,
+            "<table><thead><tr><th scope=\"col\">Age</th><th scope=\"col\">Object</th><th scope=\"col\">Reason</th><th scope=\"col\">Message</th></tr></thead><tbody>"
+        );
+        for e in events.into_iter().take(20) {
+            let o = &e.involved_object;
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                age(when(e), view.now),
+                escape(&format!(
+                    "{} {}",
+                    o.kind.as_deref().unwrap_or("?"),
+                    o.name.as_deref().unwrap_or("?")
+                )),
+                escape(e.reason.as_deref().unwrap_or("")),
+                escape(e.message.as_deref().unwrap_or("")),
+            );
+        }
+        let _ = writeln!(out, "</tbody></table>");
+    }
+    let _ = writeln!(out, "</section>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::api::AccessRequestStatus;
+
+    fn view_of<'a>(bottles: &'a [Bottle], requests: &'a [AccessRequest]) -> View<'a> {
+        View {
+            user: "alice",
+            namespace: Some("team"),
+            bottles,
+            requests,
+            events: &[],
+            now: "2026-12-01T10:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn request(name: &str, reason: &str, phase: AccessPhase) -> AccessRequest {
+        let mut r = crate::plugin::access::new_request(
+            "b",
+            "agent",
+            "api.example.com",
+            &["/repos/".into()],
+            reason,
+        );
+        r.metadata.name = Some(name.into());
+        r.metadata.namespace = Some("team".into());
+        r.status = Some(AccessRequestStatus {
+            phase: Some(phase),
+            ..Default::default()
+        });
+        r
+    }
+
+    #[test]
+    fn what_an_agent_writes_is_escaped_everywhere() {
+        let evil = r#"<script>alert(1)</script>" onmouseover="x"#;
+        let rs = [request("r1", evil, AccessPhase::Pending)];
+        let html = page(&view_of(&[], &rs), "tok", "nonce1");
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot; onmouseover=&quot;x"));
+        // The page's one script carries the nonce.
+        assert_eq!(html.matches("<script").count(), 1);
+        assert!(html.contains("<script nonce=\"nonce1\">"));
+        assert_eq!(escape("a&b<'\""), "a&amp;b&lt;&#39;&quot;");
+    }
+
+    #[test]
+    fn a_waiting_request_gets_a_labelled_form_with_the_token_and_the_rest_a_row() {
+        let rs = [
+            request("r1", "read issues", AccessPhase::Pending),
+            request("r2", "old", AccessPhase::Denied),
+        ];
+        let html = fragment(&view_of(&[], &rs), "tok");
+        assert_eq!(
+            html.matches("<form method=\"post\" action=\"/decide\"")
+                .count(),
+            1
+        );
+        assert!(html.contains("<input type=\"hidden\" name=\"token\" value=\"tok\">"));
+        assert!(html.contains("name=\"name\" value=\"r1\""));
+        // Every input has a label that names it.
+        for id in ["paths-team-r1", "for-team-r1", "why-team-r1"] {
+            assert!(html.contains(&format!("<label for=\"{id}\">")), "{id}");
+            assert!(html.contains(&format!("id=\"{id}\"")), "{id}");
+        }
+        assert!(html.contains("value=\"/repos/\""));
+        assert!(html.contains("Waiting for a decision (1)"));
+        assert!(html.contains("<td>Denied</td>"));
+    }
+}
