@@ -345,7 +345,8 @@ async fn the_admission_policy_refuses_forged_requests_and_decisions() {
         "metadata": {"name": "forged", "namespace": ns},
         "spec": {"bottle": "a", "requestedBy": approver.name, "allowHost": "pypi.org", "reason": "x"},
     });
-    let path = std::env::temp_dir().join(format!("{ns}-forged.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("forged.json");
     std::fs::write(&path, forged.to_string()).unwrap();
     refused(
         agent.kubectl(&ns, &["create", "-f", path.to_str().unwrap()]),

@@ -6,54 +6,17 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bottle_operator::contract::api::{AccessPhase, AccessRequest, Bottle};
-use futures::{SinkExt, StreamExt};
 use kube::Api;
-use serde_json::{Value, json};
-use support::control_plane::free_port;
+use serde_json::json;
+use support::dashboard::{Browser, Dashboard};
 use support::people::{Person, empty_bottle};
 use support::{Operator, cluster, eventually, namespace};
-use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The dashboard as a process, and the URL it printed.
-struct Dashboard {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Dashboard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn dashboard(approver: &Person, ns: &str) -> Dashboard {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubectl-bottle"))
-        .env("KUBECONFIG", &approver.kubeconfig)
-        .args(["-n", ns, "dashboard"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .last()
-        .filter(|u| u.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_string();
-    Dashboard { child, url }
-}
 
 /// curl: status code, headers and body.
 fn curl(args: &[&str]) -> (u16, String) {
@@ -80,124 +43,6 @@ async fn phase(c: &kube::Client, ns: &str, name: &str) -> Option<AccessPhase> {
         .phase
 }
 
-/// A DevTools session with one page of a headless Chromium.
-struct Browser {
-    child: Child,
-    _profile: tempfile::TempDir,
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    next: u64,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Browser {
-    async fn start() -> Self {
-        let port = free_port();
-        let profile = tempfile::tempdir().unwrap();
-        let child = Command::new("chromium-headless-shell")
-            .args([
-                &format!("--remote-debugging-port={port}"),
-                &format!("--user-data-dir={}", profile.path().display()),
-                "--no-sandbox",
-                "--disable-gpu",
-                "--window-size=1280,900",
-                "about:blank",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromium-headless-shell (tests/tools/install.sh installs it)");
-        let list = format!("http://127.0.0.1:{port}/json/list");
-        let ws_url = eventually("Chromium's DevTools endpoint", WAIT, || async {
-            let out = Command::new("curl").args(["-s", &list]).output().ok()?;
-            let targets: Value = serde_json::from_slice(&out.stdout).ok()?;
-            targets.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"]
-                .as_str()
-                .map(String::from)
-        })
-        .await;
-        let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
-            .await
-            .unwrap();
-        Browser {
-            child,
-            _profile: profile,
-            ws,
-            next: 0,
-        }
-    }
-
-    /// Sends one command and returns its result (events in between are skipped).
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next += 1;
-        let id = self.next;
-        let msg = json!({"id": id, "method": method, "params": params}).to_string();
-        self.ws.send(Message::text(msg)).await.unwrap();
-        loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("DevTools answers")
-                .expect("DevTools open")
-                .unwrap();
-            let Message::Text(t) = m else { continue };
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v["id"] == id {
-                assert!(v.get("error").is_none(), "{method}: {v}");
-                return v["result"].clone();
-            }
-        }
-    }
-
-    async fn eval(&mut self, expression: &str) -> Value {
-        let r = self
-            .call(
-                "Runtime.evaluate",
-                json!({"expression": expression, "returnByValue": true}),
-            )
-            .await;
-        r["result"]["value"].clone()
-    }
-
-    async fn goto(&mut self, url: &str) {
-        self.call("Page.navigate", json!({"url": url})).await;
-        self.loaded().await;
-    }
-
-    async fn loaded(&mut self) {
-        for _ in 0..100 {
-            if self.eval("document.readyState").await == "complete" {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the page did not load");
-    }
-
-    /// A real mouse click (pressed and released) at the centre of the element `selector`.
-    async fn click(&mut self, selector: &str) {
-        let at = self
-            .eval(&format!(
-                "(() => {{ const r = document.querySelector({selector:?}).getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
-            ))
-            .await;
-        let (x, y) = (at[0].as_f64().unwrap(), at[1].as_f64().unwrap());
-        for kind in ["mousePressed", "mouseReleased"] {
-            self.call(
-                "Input.dispatchMouseEvent",
-                json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
-            )
-            .await;
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_dashboard_refuses_what_is_not_its_page_and_a_click_approves() {
     let ns = namespace("dashboard");
@@ -207,7 +52,7 @@ async fn the_dashboard_refuses_what_is_not_its_page_and_a_click_approves() {
     let requester = Person::new(&ns, "agent", &["bottle-requester"], None);
     let approver = Person::new(&ns, "alice", &["bottle-approver"], None);
     let first = requester.request(&ns, "a", "one.example.com", &["/api/"]);
-    let d = dashboard(&approver, &ns);
+    let d = Dashboard::start(&approver.kubeconfig, &ns);
     let base = d.url.split("/?").next().unwrap().to_string();
     let port = base.rsplit(':').next().unwrap().to_string();
     let token = d.url.split("token=").nth(1).unwrap().to_string();
@@ -279,14 +124,7 @@ async fn the_dashboard_refuses_what_is_not_its_page_and_a_click_approves() {
     let selector = format!("form[aria-label=\"decide {second}\"] button[value=\"Approve\"]");
     let query = format!("document.querySelector({selector:?}) !== null");
     // The page refreshes itself from the dashboard's watches.
-    let deadline = std::time::Instant::now() + WAIT;
-    while b.eval(&query).await != true {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{second} never appeared on the open page"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    b.until(&query, &format!("{second} on the open page")).await;
     let shot = b
         .call("Page.captureScreenshot", json!({"format": "png"}))
         .await;
@@ -325,15 +163,11 @@ async fn the_dashboard_refuses_what_is_not_its_page_and_a_click_approves() {
     .await;
     // Back on the queue after the post; the live refresh leaves only the first waiting.
     b.loaded().await;
-    let count = "document.querySelectorAll('form[action=\"/decide\"]').length";
-    let deadline = std::time::Instant::now() + WAIT;
-    while b.eval(count).await != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the approved request never left the queue"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    b.until(
+        "document.querySelectorAll('form[action=\"/decide\"]').length == 1",
+        "the approved request to leave the queue",
+    )
+    .await;
     let decided = b
         .eval("document.getElementById('decided').parentElement.innerText")
         .await;

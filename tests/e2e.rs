@@ -13,6 +13,8 @@
 mod cluster;
 #[path = "support/control_plane.rs"]
 mod control_plane;
+#[path = "support/dashboard.rs"]
+mod dashboard;
 #[path = "support/images.rs"]
 mod images;
 #[path = "e2e/internet.rs"]
@@ -656,8 +658,9 @@ fn kubectl_bottle(c: &Cluster, args: &[&str]) -> Output {
 }
 
 /// Access requests on the real node: each filed with `kubectl bottle request`, approved by
-/// a `bottle-approver` of its own certificate, and the granted route reaches the origin
-/// through egress and pipelock with the same Pod, while an SSE stream opened before the
+/// a click on Approve in `kubectl bottle dashboard` (a headless Chromium, as a
+/// `bottle-approver` with a certificate of its own), and the granted route then reaches the
+/// origin through egress and pipelock with the same Pod, while an SSE stream opened before the
 /// first approval stays open across all of them.
 fn access_granted_live(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
     let cp = c.control_plane();
@@ -672,13 +675,12 @@ fn access_granted_live(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
         "--clusterrole=bottle-approver",
         &format!("--user={approver}"),
     ]);
-    let approve = |name: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-bottle"))
-            .args(["-n", ns, "approve", name])
-            .env("KUBECONFIG", &kubeconfig)
-            .output()
-            .expect("kubectl-bottle runs")
-    };
+    let dash = dashboard::Dashboard::start(&kubeconfig, ns);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut browser = rt.block_on(dashboard::Browser::start());
     let uid = c.jsonpath(ns, &format!("pod/{pod}"), "{.metadata.uid}");
     let counts = restarts(c, ns, pod);
     let rounds = 3;
@@ -695,6 +697,7 @@ fn access_granted_live(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
         for i in 1..=rounds {
             let host = format!("granted{i}.origin.test");
             controls.push(agent_curl(c, pod, &format!("https://{host}/api/before")).0);
+            rt.block_on(browser.goto(&dash.url));
             let out = kubectl_bottle(
                 c,
                 &[
@@ -708,12 +711,18 @@ fn access_granted_live(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
                 .and_then(|s| s.split('/').nth(1))
                 .unwrap_or_default()
                 .to_string();
-            let approved = approve(&name);
-            if !out.status.success() || !approved.status.success() {
-                eprintln!("request: {said}\napprove: {}", text(&approved));
+            if !out.status.success() {
+                eprintln!("request: {said}");
                 secs.push(f64::NAN);
                 continue;
             }
+            // The open page shows it by itself (it follows the dashboard's watches).
+            let approve = format!("form[aria-label=\"decide {name}\"] button[value=\"Approve\"]");
+            rt.block_on(browser.until(
+                &format!("document.querySelector({approve:?}) !== null"),
+                &format!("{name} on the dashboard"),
+            ));
+            rt.block_on(browser.click(&approve));
             let t = Instant::now();
             let reached = poll(Duration::from_secs(90), || {
                 (agent_curl(c, pod, &format!("https://{host}/api/after")).0 == 200).then_some(())
@@ -723,6 +732,8 @@ fn access_granted_live(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
         }
         (secs, controls, outside, sse.join().unwrap())
     });
+    drop(browser);
+    drop(dash);
     let mut sorted: Vec<f64> = secs.iter().copied().filter(|s| s.is_finite()).collect();
     sorted.sort_by(f64::total_cmp);
     let all = secs
@@ -731,7 +742,7 @@ fn access_granted_live(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
         .collect::<Vec<_>>()
         .join(", ");
     report.timing(
-        "approve → request through egress succeeds",
+        "approve clicked in the dashboard → request through egress succeeds",
         format!(
             "median {:.1}s of {rounds} ({all} s; kubelet syncFrequency 5s)",
             sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)

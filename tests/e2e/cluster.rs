@@ -224,7 +224,7 @@ impl Cluster {
                 },
             },
         ]}));
-        self.kubectl_ok(&[
+        let waited = self.kubectl(&[
             "-n",
             "kube-system",
             "wait",
@@ -232,6 +232,16 @@ impl Cluster {
             "pod/dnsmasq",
             "--timeout=120s",
         ]);
+        if !waited.status.success() {
+            let described = self.kubectl(&["-n", "kube-system", "describe", "pod/dnsmasq"]);
+            panic!(
+                "the DNS Pod is not Ready: {}\n{}\nkubelet: {}\ncontainerd: {}",
+                String::from_utf8_lossy(&waited.stderr),
+                String::from_utf8_lossy(&described.stdout),
+                self.node.log_tail("kubelet"),
+                self.node.log_tail("containerd"),
+            );
+        }
     }
 
     /// `helm install` of charts/bottle-operator with the local images.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod control_plane;
+pub mod dashboard;
 pub mod node;
 pub mod people;
 
