@@ -16,7 +16,7 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use support::people::{Person, empty_bottle, ok, refused};
-use support::{Operator, cluster, eventually, kubectl_ok, namespace};
+use support::{Operator, cluster, eventually, kubectl_ok, namespace, route_paths};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -57,24 +57,6 @@ async fn request_phase(c: &Client, ns: &str, name: &str, phase: AccessPhase) -> 
         (r.status.as_ref()?.phase == Some(phase)).then_some(r)
     })
     .await
-}
-
-/// The paths of `host`'s route in the Bottle's spec.
-async fn route_paths(c: &Client, ns: &str, bottle: &str, host: &str) -> Option<Vec<String>> {
-    let b = Api::<Bottle>::namespaced(c.clone(), ns)
-        .get(bottle)
-        .await
-        .ok()?;
-    b.spec
-        .egress
-        .routes
-        .iter()
-        .find(|r| r.host == host)
-        .map(|r| {
-            let mut p = r.paths.clone();
-            p.sort();
-            p
-        })
 }
 
 /// The path prefixes egress's config (in the ConfigMap) allows on `host`.
@@ -360,32 +342,12 @@ async fn the_admission_policy_refuses_forged_requests_and_decisions() {
     };
     // A decision without the approve verb, even with patch rights.
     refused(
-        patcher.kubectl(
-            &ns,
-            &[
-                "patch",
-                "accessrequest",
-                &name,
-                "--type=merge",
-                "-p",
-                &decision(&patcher.name, "Approve"),
-            ],
-        ),
+        patcher.patch_request(&ns, &name, &decision(&patcher.name, "Approve")),
         "needs the approve verb",
     );
     // In somebody else's name.
     refused(
-        approver.kubectl(
-            &ns,
-            &[
-                "patch",
-                "accessrequest",
-                &name,
-                "--type=merge",
-                "-p",
-                &decision("root", "Approve"),
-            ],
-        ),
+        approver.patch_request(&ns, &name, &decision("root", "Approve")),
         "spec.decision.decidedBy must be your own user name",
     );
     // Wider than asked.
@@ -395,16 +357,10 @@ async fn the_admission_policy_refuses_forged_requests_and_decisions() {
     );
     // Changing what was asked.
     refused(
-        approver.kubectl(
+        approver.patch_request(
             &ns,
-            &[
-                "patch",
-                "accessrequest",
-                &name,
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"route":{"host":"api.example.com","paths":["/"]}}}"#,
-            ],
+            &name,
+            r#"{"spec":{"route":{"host":"api.example.com","paths":["/"]}}}"#,
         ),
         "what is asked cannot change",
     );
@@ -423,17 +379,7 @@ async fn the_admission_policy_refuses_forged_requests_and_decisions() {
     assert_eq!(st.decided_by.as_deref(), Some(approver.name.as_str()));
     assert_eq!(st.message.as_deref(), Some("not today"));
     refused(
-        approver.kubectl(
-            &ns,
-            &[
-                "patch",
-                "accessrequest",
-                &name,
-                "--type=merge",
-                "-p",
-                &decision(&approver.name, "Approve"),
-            ],
-        ),
+        approver.patch_request(&ns, &name, &decision(&approver.name, "Approve")),
         "a decision is final",
     );
     assert!(

@@ -9,12 +9,12 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use bottle_operator::contract::api::{AccessPhase, AccessRequest, Bottle};
+use bottle_operator::contract::api::{AccessPhase, AccessRequest};
 use kube::Api;
 use serde_json::json;
 use support::dashboard::{Browser, Dashboard};
 use support::people::{Person, empty_bottle};
-use support::{Operator, cluster, eventually, namespace};
+use support::{Operator, cluster, eventually, namespace, route_paths};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -149,15 +149,7 @@ async fn the_dashboard_refuses_what_is_not_its_page_and_a_click_approves() {
     .await;
     assert_eq!(r.spec.decision.unwrap().decided_by, approver.name);
     eventually("the grant in the Bottle", WAIT, || async {
-        let b = Api::<Bottle>::namespaced(c.clone(), &ns)
-            .get("a")
-            .await
-            .ok()?;
-        b.spec
-            .egress
-            .routes
-            .iter()
-            .any(|r| r.host == "two.example.com" && r.paths == ["/api/"])
+        (route_paths(&c, &ns, "a", "two.example.com").await == Some(vec!["/api/".to_string()]))
             .then_some(())
     })
     .await;

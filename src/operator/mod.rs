@@ -57,25 +57,19 @@ pub async fn run(
     let ns = namespace.as_deref();
     let bottles: Api<Bottle> = api(&client, ns);
     // Fail fast with a clear message when the CRD is missing, instead of a silent retry loop.
-    if let Err(e) = bottles
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-    {
-        anyhow::bail!(
-            "cannot list Bottles ({e}); is the CRD installed (kubectl apply -f crds/) and RBAC granted?"
-        );
-    }
+    listable(
+        &bottles,
+        "is the CRD installed (kubectl apply -f crds/) and RBAC granted?",
+    )
+    .await?;
     // Helm installs CRDs only on the first install: an upgrade from before AccessRequests
     // lacks their CRD, and a watch of a missing kind would hold every reconcile back.
     let access_requests: Api<AccessRequest> = api(&client, ns);
-    if let Err(e) = access_requests
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-    {
-        anyhow::bail!(
-            "cannot list AccessRequests ({e}); after an upgrade apply the new CRDs (kubectl apply -f crds/), and grant RBAC"
-        );
-    }
+    listable(
+        &access_requests,
+        "after an upgrade apply the new CRDs (kubectl apply -f crds/), and grant RBAC",
+    )
+    .await?;
     let (bottle_store, bottle_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
     let (config_maps, config_map_writer) = reflector::store();
@@ -215,6 +209,17 @@ pub async fn run(
             std::future::ready(())
         })
         .await;
+    Ok(())
+}
+
+/// Lists one object of `K`, or says why not with `hint`.
+async fn listable<K>(api: &Api<K>, hint: &str) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Err(e) = api.list(&kube::api::ListParams::default().limit(1)).await {
+        anyhow::bail!("cannot list {}s ({e}); {hint}", K::kind(&()));
+    }
     Ok(())
 }
 

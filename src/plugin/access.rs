@@ -117,11 +117,24 @@ pub fn age(since: Option<Timestamp>, now: Timestamp) -> String {
     }
 }
 
+/// Where `r` stands (`Pending` until the operator has said).
+pub fn phase(r: &AccessRequest) -> AccessPhase {
+    r.status.as_ref().and_then(|s| s.phase).unwrap_or_default()
+}
+
+/// What `r` asks for, in one line: `host/path,/path`, or `host (any path)`.
+pub fn asks(r: &AccessRequest) -> String {
+    match (&r.spec.route, &r.spec.allow_host) {
+        (Some(route), _) => format!("{}{}", route.host, route.paths.join(",")),
+        (None, Some(h)) => format!("{h} (any path)"),
+        (None, None) => "-".into(),
+    }
+}
+
 /// The queue as `kubectl bottle requests` prints it: pending first (oldest first), then the
 /// rest newest first.
 pub fn requests_table(items: &[AccessRequest], now: Timestamp, namespaces: bool) -> String {
     let mut rows: Vec<&AccessRequest> = items.iter().collect();
-    let phase = |r: &AccessRequest| r.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
     let created = |r: &AccessRequest| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
     rows.sort_by(|a, b| {
         let (pa, pb) = (
@@ -151,17 +164,12 @@ pub fn requests_table(items: &[AccessRequest], now: Timestamp, namespaces: bool)
         .to_vec(),
     ];
     for r in rows {
-        let asks = match (&r.spec.route, &r.spec.allow_host) {
-            (Some(route), _) => format!("{}{}", route.host, route.paths.join(",")),
-            (None, Some(h)) => format!("{h} (any path)"),
-            (None, None) => "-".into(),
-        };
         let st = r.status.clone().unwrap_or_default();
         table.push(vec![
             r.namespace().unwrap_or_default(),
             r.name_any(),
             r.spec.bottle.clone(),
-            asks,
+            asks(r),
             format!("{:?}", phase(r)),
             st.decided_by.unwrap_or_else(|| "-".into()),
             age(created(r), now),

@@ -39,6 +39,29 @@ pub fn install_access_policy(cp: &ControlPlane) -> anyhow::Result<()> {
     cp.apply_manifest(&rendered.stdout)
 }
 
+/// The paths of `host`'s route in Bottle `bottle`'s spec, sorted (`None`: no such route).
+pub async fn route_paths(
+    c: &kube::Client,
+    ns: &str,
+    bottle: &str,
+    host: &str,
+) -> Option<Vec<String>> {
+    let b = kube::Api::<bottle_operator::contract::api::Bottle>::namespaced(c.clone(), ns)
+        .get(bottle)
+        .await
+        .ok()?;
+    b.spec
+        .egress
+        .routes
+        .iter()
+        .find(|r| r.host == host)
+        .map(|r| {
+            let mut p = r.paths.clone();
+            p.sort();
+            p
+        })
+}
+
 /// A Bottle named `name` with `spec` given as JSON.
 pub fn new_bottle(name: &str, spec: serde_json::Value) -> bottle_operator::contract::api::Bottle {
     let spec: bottle_operator::contract::api::BottleSpec =

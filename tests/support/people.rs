@@ -77,6 +77,14 @@ impl Person {
             .expect("kubectl runs")
     }
 
+    /// `kubectl patch accessrequest NAME --type=merge -p PATCH` as this person.
+    pub fn patch_request(&self, ns: &str, name: &str, patch: &str) -> Output {
+        self.kubectl(
+            ns,
+            &["patch", "accessrequest", name, "--type=merge", "-p", patch],
+        )
+    }
+
     /// Files a request with `kubectl bottle request` and returns its name.
     pub fn request(&self, ns: &str, bottle: &str, host: &str, paths: &[&str]) -> String {
         let mut args = vec![

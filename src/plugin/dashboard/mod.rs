@@ -183,27 +183,16 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
                     "open the URL kubectl bottle dashboard printed",
                 );
             }
-            let bottles: Vec<Bottle> = state
-                .bottles
-                .state()
-                .iter()
-                .map(|b| (**b).clone())
-                .collect();
-            let requests: Vec<AccessRequest> = state
-                .requests
-                .state()
-                .iter()
-                .map(|r| (**r).clone())
-                .collect();
-            let events: Vec<Event> = state
+            let bottles = state.bottles.state();
+            let requests = state.requests.state();
+            let events: Vec<Arc<Event>> = state
                 .events
                 .state()
-                .iter()
+                .into_iter()
                 .filter(|e| {
                     e.involved_object.api_version.as_deref()
                         == Some(Bottle::api_version(&()).as_ref())
                 })
-                .map(|e| (**e).clone())
                 .collect();
             let view = page::View {
                 user: &state.user,

@@ -2,13 +2,14 @@
 //! request's reason); the only script carries the per-start nonce the CSP names.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::contract::api::{AccessPhase, AccessRequest, Bottle};
-use crate::plugin::access::age;
+use crate::plugin::access::{age, asks, phase};
 
 /// What a page shows, read from the dashboard's watch stores.
 pub struct View<'a> {
@@ -17,11 +18,11 @@ pub struct View<'a> {
     /// The namespace shown, or `None` for every namespace.
     pub namespace: Option<&'a str>,
     /// Bottles in scope.
-    pub bottles: &'a [Bottle],
+    pub bottles: &'a [Arc<Bottle>],
     /// AccessRequests in scope.
-    pub requests: &'a [AccessRequest],
+    pub requests: &'a [Arc<AccessRequest>],
     /// Events about Bottles and AccessRequests in scope.
-    pub events: &'a [Event],
+    pub events: &'a [Arc<Event>],
     /// The clock the ages are measured with.
     pub now: Timestamp,
 }
@@ -40,18 +41,6 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-fn asks(r: &AccessRequest) -> String {
-    match (&r.spec.route, &r.spec.allow_host) {
-        (Some(route), _) => format!("{} {}", route.host, route.paths.join(" ")),
-        (None, Some(h)) => format!("{h} (every path)"),
-        (None, None) => "-".into(),
-    }
-}
-
-fn phase(r: &AccessRequest) -> AccessPhase {
-    r.status.as_ref().and_then(|s| s.phase).unwrap_or_default()
 }
 
 /// The whole page: the live part, and the script that refreshes it every two seconds
@@ -106,6 +95,7 @@ pub fn fragment(view: &View, token: &str) -> String {
     let mut waiting: Vec<&AccessRequest> = view
         .requests
         .iter()
+        .map(|r| &**r)
         .filter(|r| phase(r) == AccessPhase::Pending)
         .collect();
     waiting.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
@@ -181,7 +171,7 @@ pub fn fragment(view: &View, token: &str) -> String {
             out,
             "<table><thead><tr><th scope=\"col\">Bottle</th><th scope=\"col\">Phase</th><th scope=\"col\">Ready</th><th scope=\"col\">Waiting requests</th></tr></thead><tbody>"
         );
-        let mut bottles: Vec<&Bottle> = view.bottles.iter().collect();
+        let mut bottles: Vec<&Bottle> = view.bottles.iter().map(|b| &**b).collect();
         bottles.sort_by_key(|b| (b.namespace(), b.name_any()));
         for b in bottles {
             let st = b.status.clone().unwrap_or_default();
@@ -219,6 +209,7 @@ pub fn fragment(view: &View, token: &str) -> String {
     let mut decided: Vec<&AccessRequest> = view
         .requests
         .iter()
+        .map(|r| &**r)
         .filter(|r| phase(r) != AccessPhase::Pending)
         .collect();
     decided.sort_by_key(|r| {
@@ -260,7 +251,7 @@ pub fn fragment(view: &View, token: &str) -> String {
     }
     let _ = writeln!(out, "</section>");
 
-    let mut events: Vec<&Event> = view.events.iter().collect();
+    let mut events: Vec<&Event> = view.events.iter().map(|e| &**e).collect();
     let when = |e: &Event| {
         e.last_timestamp
             .as_ref()
@@ -305,7 +296,7 @@ mod tests {
     use super::*;
     use crate::contract::api::AccessRequestStatus;
 
-    fn view_of<'a>(bottles: &'a [Bottle], requests: &'a [AccessRequest]) -> View<'a> {
+    fn view_of<'a>(bottles: &'a [Arc<Bottle>], requests: &'a [Arc<AccessRequest>]) -> View<'a> {
         View {
             user: "alice",
             namespace: Some("team"),
@@ -336,7 +327,7 @@ mod tests {
     #[test]
     fn what_an_agent_writes_is_escaped_everywhere() {
         let evil = r#"<script>alert(1)</script>" onmouseover="x"#;
-        let rs = [request("r1", evil, AccessPhase::Pending)];
+        let rs = [Arc::new(request("r1", evil, AccessPhase::Pending))];
         let html = page(&view_of(&[], &rs), "tok", "nonce1");
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot; onmouseover=&quot;x"));
@@ -349,8 +340,8 @@ mod tests {
     #[test]
     fn a_waiting_request_gets_a_labelled_form_with_the_token_and_the_rest_a_row() {
         let rs = [
-            request("r1", "read issues", AccessPhase::Pending),
-            request("r2", "old", AccessPhase::Denied),
+            Arc::new(request("r1", "read issues", AccessPhase::Pending)),
+            Arc::new(request("r2", "old", AccessPhase::Denied)),
         ];
         let html = fragment(&view_of(&[], &rs), "tok");
         assert_eq!(
