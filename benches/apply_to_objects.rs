@@ -350,8 +350,12 @@ async fn direct(client: &Client, ns: &str, names: &[String]) -> Duration {
                     .unwrap();
                 let material = ca::generate(&ns, &n).unwrap();
                 let fp = ca::fingerprint(&material.cert_pem).unwrap();
-                let d =
-                    render::desired(&b, render::validate(&b).unwrap(), &Settings::default(), &fp);
+                let d = render::desired(
+                    &b,
+                    render::validate(&b, &Settings::default()).unwrap(),
+                    &Settings::default(),
+                    &fp,
+                );
                 let pp = PatchParams::apply("bench-direct").force();
                 // As the operator writes them: CA, config and fences side by side, then the Pod.
                 let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
@@ -428,7 +432,7 @@ async fn policy_change(
                 if direct {
                     let d = render::desired(
                         &b,
-                        render::validate(&b).unwrap(),
+                        render::validate(&b, &Settings::default()).unwrap(),
                         &Settings::default(),
                         "",
                     );

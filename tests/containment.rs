@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use bottle_operator::contract::config::egress::{EgressConfig, EgressRoute};
 use bottle_operator::contract::config::layout::{
     AGENT_UID, EGRESS_ADMIN_PORT, EGRESS_PORT, EGRESS_UID, PIPELOCK_PORT, PIPELOCK_UID,
+    SUPERVISE_PORT, SUPERVISE_UID,
 };
 use netns::{World, run};
 use serde_json::Value;
@@ -332,4 +333,55 @@ fn the_agent_reaches_only_its_sidecars_and_the_sidecars_reach_out() {
         .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
     assert!(rejected >= 8, "{table}");
+}
+
+#[test]
+fn only_supervise_reaches_the_api_server_though_the_pod_may() {
+    let mut w = world();
+    let net = w.net.clone();
+    let internet = w.file("internet.py");
+    let d = w.dir.path().to_path_buf();
+    // A plain listener stands in for the API server at 192.0.2.2:80; 443 is "the internet".
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["origin.test".into()])
+        .unwrap()
+        .self_signed(&ca_key)
+        .unwrap();
+    std::fs::write(d.join("origin.crt"), cert.pem()).unwrap();
+    std::fs::write(d.join("origin.key"), ca_key.serialize_pem()).unwrap();
+    for f in ["origin.crt", "origin.key"] {
+        run(&["chmod", "0644", d.join(f).to_str().unwrap()]);
+    }
+    let (crt, k) = (d.join("origin.crt"), d.join("origin.key"));
+    w.spawn_ready(
+        &net,
+        0,
+        &[
+            "/usr/bin/python3",
+            internet.to_str().unwrap(),
+            crt.to_str().unwrap(),
+            k.to_str().unwrap(),
+        ],
+    );
+    w.netinit(
+        &[EGRESS_UID, PIPELOCK_UID, SUPERVISE_UID],
+        &[EGRESS_PORT, SUPERVISE_PORT],
+        &[
+            "--api-server",
+            "192.0.2.2:80",
+            "--api-uid",
+            &SUPERVISE_UID.to_string(),
+        ],
+    );
+    let api = serde_json::json!([["api", "tcp", "192.0.2.2", 80]]);
+    let supervise = w.probe(SUPERVISE_UID as u32, &api);
+    let egress = w.probe(EGRESS_UID as u32, &api);
+    let agent = w.probe(AGENT_UID as u32, &api);
+    assert_eq!(supervise["api"].0, "ok:internet-80", "{supervise:?}");
+    assert_eq!(egress["api"].0, "refused", "{egress:?}");
+    assert!(egress["api"].1 < 1.0, "refused at once: {egress:?}");
+    assert_eq!(agent["api"].0, "refused", "{agent:?}");
+    // The rest of that address is still the sidecars' (the control for the block above).
+    let (code, body) = w.curl_as(EGRESS_UID as u32, &["-k", "https://192.0.2.2/"]);
+    assert_eq!((code, body.trim()), (200, "internet"));
 }

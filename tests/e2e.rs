@@ -153,6 +153,7 @@ fn manifests(ns: &str, net: &internet::Internet, allow: &[&str], passthrough: &[
                     "dlp": {"block": true, "patterns": [
                         {"name": "Example Corp token", "regex": "excorp_[A-Za-z0-9]{32}"},
                     ]},
+                    "supervise": {"enabled": true},
                 },
             },
         ],
@@ -418,6 +419,7 @@ fn a_real_bottle_on_a_real_node() {
         stream.0 == 200 && events == 40,
     );
     access_granted_live(&c, &ns, &pod, &mut report);
+    token_stays_in_supervise(&c, &pod, &mut report);
     let pod = rolls_keep_the_workspace(&c, &ns, &pod, &net, &mut report);
     pause_and_resume_keep_the_workspace(&c, &ns, &pod, &mut report);
     delete_leaves_nothing(&c, &ns, &pod, &mut report);
@@ -475,6 +477,7 @@ fn start_order(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
         "git-gate",
         "cred-proxy",
         "egress",
+        "supervise",
         "agent",
     ];
     // RFC 3339 seconds: equal stamps are allowed, a later container never starts earlier.
@@ -662,6 +665,28 @@ fn kubectl_bottle(c: &Cluster, args: &[&str]) -> Output {
 /// `bottle-approver` with a certificate of its own), and the granted route then reaches the
 /// origin through egress and pipelock with the same Pod, while an SSE stream opened before the
 /// first approval stays open across all of them.
+/// The Bottle's ServiceAccount token is mounted into supervise alone: the agent finds no
+/// token where Kubernetes puts one, cannot reach supervise's mount through /proc (no shared
+/// process namespace); that it cannot reach the API server itself either is a probe of the
+/// containment cases ("agent direct: api_server").
+fn token_stays_in_supervise(c: &Cluster, pod: &str, report: &mut Report) {
+    let out = c.exec_agent(
+        pod,
+        "for f in /var/run/bottle/supervise/token /var/run/secrets/kubernetes.io/serviceaccount/token; do \
+           cat $f >/dev/null 2>&1 && echo read $f; done; \
+         for p in /proc/[0-9]*; do cat $p/root/var/run/bottle/supervise/token >/dev/null 2>&1 && echo read $p; done; \
+         ls /proc | grep -c '^[0-9]'",
+    );
+    let said = text(&out);
+    report.case(
+        "the account token, from the agent (mounts and /proc)",
+        said.lines().last().map_or("?".into(), |n| {
+            format!("not readable; {n} processes visible")
+        }),
+        out.status.success() && !said.contains("read "),
+    );
+}
+
 fn access_granted_live(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
     let cp = c.control_plane();
     let approver = "approver@e2e";
@@ -698,23 +723,31 @@ fn access_granted_live(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
             let host = format!("granted{i}.origin.test");
             controls.push(agent_curl(c, pod, &format!("https://{host}/api/before")).0);
             rt.block_on(browser.goto(&dash.url));
-            let out = kubectl_bottle(
-                c,
-                &[
-                    "request", "e2e", "--host", &host, "--path", "/api/", "--reason", "e2e",
-                ],
+            // The agent asks, through its supervise sidecar (which files it as the Bottle's
+            // own ServiceAccount, over the Pod's one way to the API server).
+            let ask = json!({"host": host, "paths": ["/api/"], "reason": "e2e"});
+            let out = c.exec_agent(
+                pod,
+                &format!(
+                    "curl -sS -m 30 --fail-with-body -H 'content-type: application/json' \
+                     -d '{ask}' \"$BOTTLE_SUPERVISE_URL/v1/requests\""
+                ),
             );
             let said = text(&out);
-            let name = said
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.split('/').nth(1))
-                .unwrap_or_default()
-                .to_string();
-            if !out.status.success() {
-                eprintln!("request: {said}");
+            let filed: Value = serde_json::from_str(&said).unwrap_or(Value::Null);
+            let name = filed["name"].as_str().unwrap_or_default().to_string();
+            if !out.status.success() || name.is_empty() {
+                eprintln!("request through supervise: {said}");
                 secs.push(f64::NAN);
                 continue;
+            }
+            if i == 1 {
+                let by = c.jsonpath(ns, &format!("accessrequest/{name}"), "{.spec.requestedBy}");
+                report.case(
+                    "the agent's ask, filed by supervise as the Bottle's account",
+                    &by,
+                    by == format!("system:serviceaccount:{ns}:e2e-supervise"),
+                );
             }
             // The open page shows it by itself (it follows the dashboard's watches).
             let approve = format!("form[aria-label=\"decide {name}\"] button[value=\"Approve\"]");

@@ -263,7 +263,7 @@ fn rendered_containers() -> Vec<Container> {
     .collect();
     let bottle: Bottle =
         serde_json::from_value(docs.into_iter().find(|d| d["kind"] == "Bottle").unwrap()).unwrap();
-    let policy = render::validate(&bottle).unwrap();
+    let policy = render::validate(&bottle, &Default::default()).unwrap();
     let spec = render::desired(&bottle, policy, &Settings::default(), "fp")
         .pod
         .spec

@@ -831,7 +831,7 @@ fn dockerfiles_pass_hadolint_and_hold_what_the_pod_runs() {
     .collect();
     let bottle: Bottle =
         serde_json::from_value(full.into_iter().find(|d| d["kind"] == "Bottle").unwrap()).unwrap();
-    let policy = bottle_operator::operator::render::validate(&bottle).unwrap();
+    let policy = bottle_operator::operator::render::validate(&bottle, &Default::default()).unwrap();
     let pod = bottle_operator::operator::render::desired(&bottle, policy, &settings, "fp").pod;
     let spec = pod.spec.unwrap();
     let containers: Vec<_> = spec

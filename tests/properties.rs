@@ -114,7 +114,9 @@ fn render(spec: &BottleSpec) -> Result<Rendered, TestCaseError> {
         })
         .collect();
     Ok(Rendered {
-        files: config_map::files(&policy).into_iter().collect(),
+        files: config_map::files(&b, &policy, &Settings::default())
+            .into_iter()
+            .collect(),
         pipelock: config_map::pipelock_config(&policy),
         policy,
         np_ports,

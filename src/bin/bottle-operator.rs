@@ -65,6 +65,10 @@ struct Args {
     /// Access requests of one Bottle that may wait at once; more are denied.
     #[arg(long, env = "BOTTLE_ACCESS_MAX_PENDING", default_value_t = 5)]
     access_max_pending: usize,
+    /// The API server as bottle Pods reach it, IP:PORT, for supervised Bottles (default: an
+    /// endpoint of the default/kubernetes Service, read at start).
+    #[arg(long, env = "BOTTLE_API_SERVER_FOR_PODS")]
+    api_server_for_pods: Option<std::net::SocketAddr>,
     /// Log as JSON.
     #[arg(long, env = "BOTTLE_LOG_JSON")]
     log_json: bool,
@@ -115,6 +119,10 @@ async fn main() -> anyhow::Result<()> {
         kube::Client::try_from(config)?
     };
     tracing::info!(namespace = ?args.namespace, "bottle-operator starting");
+    settings.api_server = match args.api_server_for_pods {
+        Some(a) => Some(a),
+        None => operator::api_endpoint::discover(&client).await,
+    };
     let telemetry = operator::telemetry::Telemetry::new();
     telemetry.clone().serve(&args.metrics_addr).await?;
     if args.leader_elect {

@@ -37,6 +37,12 @@ enum Command {
         #[arg(long, default_value = "gitleaks")]
         gitleaks: String,
     },
+    /// The agent's MCP tool server and JSON API for access requests.
+    Supervise {
+        /// supervise.yaml (in the mounted ConfigMap).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// The pre-receive hook git-gate installs in its mirrors (run by git, not by people).
     GitGateHook {
         /// git-gate.yaml.
@@ -82,6 +88,12 @@ enum Command {
         /// A loopback port the agent may connect to (repeat).
         #[arg(long = "agent-port", required = true)]
         agent_ports: Vec<u16>,
+        /// The API server (IP:PORT), reachable only by `--api-uid`.
+        #[arg(long, requires = "api_uid")]
+        api_server: Option<std::net::SocketAddr>,
+        /// The one UID that may connect to `--api-server`.
+        #[arg(long, requires = "api_server")]
+        api_uid: Option<u32>,
         /// Print the rules instead of installing them.
         #[arg(long)]
         dry_run: bool,
@@ -134,6 +146,9 @@ fn main() -> anyhow::Result<()> {
         Command::GitGate { config, gitleaks } => {
             runtime()?.block_on(bottle_operator::pod::git_gate::run(config, gitleaks))?
         }
+        Command::Supervise { config } => {
+            runtime()?.block_on(bottle_operator::pod::supervise::run(config))?
+        }
         Command::GitGateHook {
             config,
             remote,
@@ -166,12 +181,15 @@ fn main() -> anyhow::Result<()> {
             agent_uid,
             sidecar_uids,
             agent_ports,
+            api_server,
+            api_uid,
             dry_run,
         } => {
             let plan = netinit::Plan {
                 agent_uid,
                 sidecar_uids,
                 agent_ports,
+                api_server: api_server.zip(api_uid),
             };
             if dry_run {
                 print!(

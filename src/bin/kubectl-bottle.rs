@@ -231,11 +231,17 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Exec { name, command } => {
             let b = bottles.get(&name).await?;
+            let supervised = b.spec.supervised();
             let pod = b.status.and_then(|s| s.pod_name).unwrap_or(name);
-            let command = if command.is_empty() {
-                vec!["claude".to_string()]
-            } else {
-                command
+            let command = match (command.is_empty(), supervised) {
+                (false, _) => command,
+                (true, false) => vec!["claude".to_string()],
+                // The supervise tool server, from the list the operator mounts in the agent.
+                (true, true) => vec![
+                    "claude".to_string(),
+                    "--mcp-config".to_string(),
+                    format!("{}/{}", layout::AGENT_MCP_DIR, layout::files::AGENT_MCP),
+                ],
             };
             // A terminal only when there is one (scripts and pipes get plain stdin).
             let tty = if std::io::stdin().is_terminal() {

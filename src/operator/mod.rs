@@ -2,9 +2,11 @@
 //! objects with server-side apply, and reports through status conditions and Events.
 
 pub mod access;
+pub mod api_endpoint;
 pub mod apply;
 pub mod context;
 pub mod error;
+pub mod identity;
 pub mod leader;
 pub mod observed;
 pub mod reconcile;
@@ -19,8 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, predicates};
@@ -77,6 +80,9 @@ pub async fn run(
     let (claims, claim_writer) = reflector::store();
     let (secrets, secret_writer) = reflector::store();
     let (requests, request_writer) = reflector::store();
+    let (accounts, account_writer) = reflector::store();
+    let (roles, role_writer) = reflector::store();
+    let (bindings, binding_writer) = reflector::store();
     let (other_pods, other_pod_writer) = reflector::store();
     let (other_config_maps, other_config_map_writer) = reflector::store();
     let (other_network_policies, other_network_policy_writer) = reflector::store();
@@ -89,6 +95,9 @@ pub async fn run(
         claims: Arc::new(Known::new(claims)),
         secrets: Arc::new(Known::new(secrets)),
         access_requests: Arc::new(Known::new(requests)),
+        service_accounts: Arc::new(Known::new(accounts)),
+        roles: Arc::new(Known::new(roles)),
+        role_bindings: Arc::new(Known::new(bindings)),
         other_pods,
         other_config_maps,
         other_network_policies,
@@ -139,6 +148,24 @@ pub async fn run(
             observed::ours(),
             claim_writer,
             o.claims.clone(),
+        ))
+        .owns_stream(observed::watch(
+            api::<ServiceAccount>(&client, ns),
+            observed::ours(),
+            account_writer,
+            o.service_accounts.clone(),
+        ))
+        .owns_stream(observed::watch(
+            api::<Role>(&client, ns),
+            observed::ours(),
+            role_writer,
+            o.roles.clone(),
+        ))
+        .owns_stream(observed::watch(
+            api::<RoleBinding>(&client, ns),
+            observed::ours(),
+            binding_writer,
+            o.role_bindings.clone(),
         ))
         // A Secret that appears, changes or goes away wakes the Bottles that reference it (or
         // own it, for the CA), so a missing Secret is picked up without waiting for a retry.

@@ -22,8 +22,11 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, PodSpec, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, PodSpec, Secret, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -272,6 +275,12 @@ pub struct Observed {
     pub secrets: Arc<Known<Secret>>,
     /// Every AccessRequest in scope.
     pub access_requests: Arc<Known<AccessRequest>>,
+    /// Supervised Bottles' ServiceAccounts.
+    pub service_accounts: Arc<Known<ServiceAccount>>,
+    /// Their Roles.
+    pub roles: Arc<Known<Role>>,
+    /// Their RoleBindings.
+    pub role_bindings: Arc<Known<RoleBinding>>,
     /// Pods the operator does not own.
     pub other_pods: Others<Pod>,
     /// ConfigMaps the operator does not own.
@@ -295,6 +304,9 @@ impl Observed {
         self.claims.synced().await;
         self.secrets.synced().await;
         self.access_requests.synced().await;
+        self.service_accounts.synced().await;
+        self.roles.synced().await;
+        self.role_bindings.synced().await;
         for others in [
             self.other_pods.wait_until_ready().boxed(),
             self.other_config_maps.wait_until_ready().boxed(),

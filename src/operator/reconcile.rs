@@ -1,5 +1,5 @@
 //! One reconcile of one Bottle: validate everything first, then apply in dependency order
-//! (CA, ConfigMap, NetworkPolicies, workspace, Pod), then report. Nothing is applied for a
+//! (CA, ConfigMap, NetworkPolicies, workspace, supervise identity, Pod), then report. Nothing is applied for a
 //! spec that fails validation, so a bad edit leaves the running bottle as it was. What exists
 //! is read from the watch stores ([`super::observed`]), never fetched, and only what differs
 //! from it is written: a converged Bottle costs no API call.
@@ -439,7 +439,7 @@ async fn converge(
     // 1. Validate everything that needs no writes: nothing at all is written for a spec
     //    that fails here (not even the CA); only a pause still takes the Pod away, as it
     //    needs nothing of the spec.
-    let policy = match render::validate(bottle) {
+    let policy = match render::validate(bottle, &ctx.settings) {
         Ok(p) => p,
         Err(e) => {
             if bottle.spec.stopped(now) {
@@ -554,7 +554,10 @@ async fn converge(
         o.claims.wrote(made);
     }
 
-    // 4. The Pod: created when missing, replaced when its template changed.
+    // 4. A supervised Bottle's ServiceAccount and its rights, before the Pod running as it.
+    super::identity::converge(bottle, ctx, desired.identity.as_ref()).await?;
+
+    // 5. The Pod: created when missing, replaced when its template changed.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let stopped = bottle.spec.stopped(now);
     let step = pod_step(existing_pod.as_deref(), &desired.template_hash, stopped);

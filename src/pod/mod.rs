@@ -6,6 +6,7 @@
 //! agent ──► egress ──┐                      (HTTPS_PROXY; routes, token injection)
 //! agent ──► cred-proxy ─┴─► pipelock ──► internet   (allowlist, DLP, SSRF guard)
 //! agent ──► git-gate ──────────────────► git host (SSH)   (every pushed object scanned)
+//! agent ──► supervise ──► API server   (access requests, as the Bottle's ServiceAccount)
 //! netinit: the agent UID reaches only those doors; config-sync feeds pipelock its config
 //! ```
 
@@ -18,3 +19,4 @@ pub mod egress;
 pub mod git_gate;
 pub mod netinit;
 pub mod probe;
+pub mod supervise;

@@ -483,14 +483,14 @@ impl ControlPlane {
         }
 
         // Only what the operator's behaviour depends on (and the PV binder, so the main job's
-        // full bottle gets its workspace); fewer controllers start faster. A real node also
-        // needs kube-root-ca.crt in every namespace (projected service account tokens), the
-        // not-ready taint lifted once it is Ready, endpoint slices for Services (kube-proxy),
+        // full bottle gets its workspace, and kube-root-ca.crt in every namespace: the CA a
+        // supervise sidecar's projected volume carries); fewer controllers start faster. A
+        // real node also needs the not-ready taint lifted once it is Ready, endpoint slices for Services (kube-proxy),
         // the garbage collection of Pods of a deleted node, Deployments (the chart's
         // operator) and the release of claims no Pod uses any more (a deleted workspace).
-        let mut controllers = "garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,persistentvolume-binder-controller".to_string();
+        let mut controllers = "garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,persistentvolume-binder-controller,root-ca-certificate-publisher-controller".to_string();
         if node_ip.is_some() {
-            controllers.push_str(",root-ca-certificate-publisher-controller,node-lifecycle-controller,taint-eviction-controller,endpointslice-controller,endpoints-controller,pod-garbage-collector-controller,deployment-controller,replicaset-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller");
+            controllers.push_str(",node-lifecycle-controller,taint-eviction-controller,endpointslice-controller,endpoints-controller,pod-garbage-collector-controller,deployment-controller,replicaset-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller");
         }
         cp.spawn(
             "kube-controller-manager",

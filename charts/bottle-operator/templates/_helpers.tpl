@@ -29,8 +29,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: ["get", "patch"]
 - apiGroups: ["bottle-operator.dev"]
   resources: ["accessrequests"]
-  # patch: owner references to their Bottle.
-  verbs: ["get", "list", "watch", "patch"]
+  # patch: owner references to their Bottle. create: the API server grants a Role only
+  # what its maker holds, and a supervised Bottle's Role may create requests.
+  verbs: ["get", "list", "watch", "patch", "create"]
+- apiGroups: ["bottle-operator.dev"]
+  resources: ["bottles"]
+  # Held to grant it: a supervised Bottle's Role has it for that Bottle alone.
+  verbs: ["request-access"]
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["bottle-operator.dev"]
   resources: ["accessrequests/status"]
   verbs: ["get", "patch"]

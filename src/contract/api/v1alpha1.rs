@@ -46,8 +46,27 @@ pub struct BottleSpec {
     /// When the bottle stops on its own, and how.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetime: Option<LifetimeSpec>,
-    // No `supervise` field until the supervise sidecar exists: a field that does nothing would
-    // be accepted and silently ignored (the API server now refuses it as an unknown field).
+    /// The human in the loop: a `supervise` sidecar through which the agent asks for access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervise: Option<SuperviseSpec>,
+}
+
+/// The `supervise` sidecar: an MCP tool server (and plain JSON over HTTP) on loopback where
+/// the agent reads what it may reach and files `AccessRequest`s for a person to decide.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SuperviseSpec {
+    /// Runs the sidecar, with a ServiceAccount of its own that may file requests for this
+    /// Bottle only.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+impl BottleSpec {
+    /// Whether the Bottle runs the `supervise` sidecar.
+    pub fn supervised(&self) -> bool {
+        self.supervise.as_ref().is_some_and(|s| s.enabled)
+    }
 }
 
 /// The agent container.

@@ -15,6 +15,11 @@ pub const PIPELOCK_CONFIG_DIR: &str = "/etc/pipelock";
 pub const GIT_GATE_STATE_DIR: &str = "/var/lib/git-gate";
 /// The agent's workspace.
 pub const WORKSPACE_DIR: &str = "/workspace";
+/// Where the supervise container (and no other) mounts its ServiceAccount token and the
+/// API server's CA.
+pub const SUPERVISE_IDENTITY_DIR: &str = "/var/run/bottle/supervise";
+/// Where the agent finds its MCP server list (the supervise tool server).
+pub const AGENT_MCP_DIR: &str = "/etc/bottle/mcp";
 
 /// The multi-call binary of the sidecar image (on its PATH).
 pub const SIDECAR_BIN: &str = "bottle-sidecar";
@@ -47,6 +52,8 @@ pub const CRED_PROXY_ADMIN_PORT: u16 = 9100;
 pub const GIT_GATE_PORT: u16 = 9420;
 /// git-gate admin (config version).
 pub const GIT_GATE_ADMIN_PORT: u16 = 9421;
+/// supervise: the agent's MCP tool server and JSON API for access requests.
+pub const SUPERVISE_PORT: u16 = 9430;
 
 /// UID of the agent container.
 pub const AGENT_UID: i64 = 1000;
@@ -60,6 +67,8 @@ pub const CRED_PROXY_UID: i64 = 1003;
 pub const GIT_GATE_UID: i64 = 1004;
 /// UID of the init container that builds the trust bundle.
 pub const CA_BUNDLE_UID: i64 = 1005;
+/// UID of supervise, the one container holding an API server token.
+pub const SUPERVISE_UID: i64 = 1006;
 /// Group shared by the sidecars for Secret volume access.
 pub const SIDECAR_GID: i64 = 2000;
 
@@ -137,6 +146,10 @@ pub mod files {
     pub const GIT_GATE: &str = "git-gate.yaml";
     /// The agent's system gitconfig.
     pub const AGENT_GITCONFIG: &str = "agent.gitconfig";
+    /// supervise's identity and where it finds the API server.
+    pub const SUPERVISE: &str = "supervise.yaml";
+    /// The agent's MCP server list (Claude Code's `--mcp-config` shape).
+    pub const AGENT_MCP: &str = "mcp.json";
 }
 
 /// Loopback address every in-Pod listener binds to.

@@ -11,6 +11,7 @@ pub mod host;
 pub mod layout;
 pub mod path;
 pub mod pipelock;
+pub mod supervise;
 
 use serde::{Deserialize, Serialize};
 

@@ -66,6 +66,9 @@ reasons! {
     ReservedEnv,
     /// `spec.agent.workspace.size` is not a Kubernetes quantity.
     InvalidWorkspace,
+    /// `spec.supervise.enabled`, but the operator knows no address at which bottle Pods
+    /// reach the API server.
+    SuperviseUnavailable,
     /// A Secret the Bottle references does not exist.
     SecretNotFound,
     /// A referenced Secret exists but lacks the key.

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::{StringMap, meta};
+use super::{Settings, StringMap, meta, supervise};
 use crate::contract::api::Bottle;
 use crate::contract::config::layout::{self, files};
 use crate::contract::config::{HeaderInjection, cred_proxy, egress, git_gate, pipelock};
@@ -269,8 +269,9 @@ fn yaml<T: serde::Serialize>(v: &T) -> String {
     serde_norway::to_string(v).expect("sidecar configs always serialise")
 }
 
-/// The ConfigMap's files. cred-proxy and git-gate files exist only when those sidecars do.
-pub fn files(p: &Policy) -> StringMap {
+/// The ConfigMap's files. cred-proxy, git-gate and supervise files exist only when those
+/// sidecars do.
+pub fn files(b: &Bottle, p: &Policy, s: &Settings) -> StringMap {
     let mut data = StringMap::new();
     data.insert(files::EGRESS.into(), yaml(&egress_config(p)));
     data.insert(files::PIPELOCK.into(), yaml(&pipelock_config(p)));
@@ -280,6 +281,10 @@ pub fn files(p: &Policy) -> StringMap {
     if !p.remotes.is_empty() {
         data.insert(files::GIT_GATE.into(), yaml(&git_gate_config(p)));
         data.insert(files::AGENT_GITCONFIG.into(), agent_gitconfig(p));
+    }
+    if let Some(cfg) = supervise::config(b, s) {
+        data.insert(files::SUPERVISE.into(), yaml(&cfg));
+        data.insert(files::AGENT_MCP.into(), supervise::agent_mcp_config());
     }
     data
 }

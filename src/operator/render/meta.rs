@@ -38,6 +38,10 @@ pub fn internal_policy_name(b: &Bottle) -> String {
 pub fn egress_policy_name(b: &Bottle) -> String {
     format!("{}-egress", b.name_any())
 }
+/// Name of a supervised Bottle's ServiceAccount, Role and RoleBinding.
+pub fn supervise_name(b: &Bottle) -> String {
+    format!("{}-supervise", b.name_any())
+}
 /// Name of the workspace claim.
 pub fn workspace_name(b: &Bottle) -> String {
     format!("{}-workspace", b.name_any())

@@ -6,6 +6,7 @@ pub mod config_map;
 pub mod meta;
 pub mod network_policy;
 pub mod pod;
+pub mod supervise;
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use sha2::{Digest, Sha256};
 
 use crate::contract::api::Bottle;
-use crate::contract::model::{InvalidSpec, Policy};
+use crate::contract::model::{InvalidSpec, Policy, Reason};
 
 /// Operator-wide inputs to rendering (from flags / Helm values).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,10 @@ pub struct Settings {
     pub dns_namespace: String,
     /// Label selector (key, value) of the cluster DNS pods.
     pub dns_pod_label: (String, String),
+    /// The API server as bottle Pods reach it: an endpoint of the `kubernetes` Service, so
+    /// no service proxy is needed and the egress NetworkPolicy names a real address. Without
+    /// it a supervised Bottle is refused.
+    pub api_server: Option<std::net::SocketAddr>,
 }
 
 impl Default for Settings {
@@ -55,6 +60,7 @@ impl Default for Settings {
             cluster_cidrs: Vec::new(),
             dns_namespace: "kube-system".into(),
             dns_pod_label: ("k8s-app".into(), "kube-dns".into()),
+            api_server: None,
         }
     }
 }
@@ -76,14 +82,26 @@ pub struct Desired {
     pub network_policies: Vec<NetworkPolicy>,
     /// Workspace claim, when the Bottle asks for one.
     pub workspace: Option<PersistentVolumeClaim>,
+    /// ServiceAccount, Role and binding, when the Bottle is supervised.
+    pub identity: Option<supervise::Identity>,
 }
 
 /// Checks everything about a Bottle that rendering depends on, before anything is written:
-/// the policy, the agent's environment and the workspace size. What it accepts renders.
-pub fn validate(bottle: &Bottle) -> Result<Policy, InvalidSpec> {
+/// the policy, the agent's environment, the workspace size, and for a supervised Bottle
+/// that its sidecar has an API server to reach. What it accepts renders.
+pub fn validate(bottle: &Bottle, settings: &Settings) -> Result<Policy, InvalidSpec> {
     let policy = Policy::from_spec(&bottle.spec)?;
     pod::check_agent_env(&bottle.spec.agent)?;
     pod::check_workspace(&bottle.spec.agent)?;
+    if bottle.spec.supervised() && settings.api_server.is_none() {
+        return Err(InvalidSpec {
+            reason: Reason::SuperviseUnavailable,
+            message: "supervise.enabled, but the operator knows no address at which Pods reach \
+                      the API server (the default/kubernetes Service has no endpoint it can \
+                      read; give it --api-server-for-pods)"
+                .into(),
+        });
+    }
     Ok(policy)
 }
 
@@ -95,12 +113,13 @@ pub fn desired(
     settings: &Settings,
     ca_fingerprint: &str,
 ) -> Desired {
-    let data = config_map::files(&policy);
+    let data = config_map::files(bottle, &policy, settings);
     let config_hash = hash_of(&data);
     let config_map = config_map::object(bottle, data, &config_hash);
     let (pod, template_hash) = pod::render(bottle, &policy, settings, ca_fingerprint);
     let network_policies = network_policy::render(bottle, &policy, settings);
     let workspace = pod::workspace_claim(bottle);
+    let identity = supervise::identity(bottle);
     Desired {
         policy,
         config_map,
@@ -109,6 +128,7 @@ pub fn desired(
         template_hash,
         network_policies,
         workspace,
+        identity,
     }
 }
 

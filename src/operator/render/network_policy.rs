@@ -1,6 +1,6 @@
 //! NetworkPolicies that mirror the reference system's internal/egress split around the Pod:
 //! nothing may connect in, and the Pod may connect out only to cluster DNS and to public
-//! addresses on the ports its routes and remotes need.
+//! addresses on the ports its routes and remotes need (and, supervised, to the API server).
 
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -125,12 +125,31 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings) -> Vec<NetworkPolicy> {
                 .collect(),
         ),
     };
+    let mut rules = vec![dns, public];
+    // supervise's one connection: the API server's own address (validation refuses a
+    // supervised Bottle when it is unknown).
+    if let Some(api) = s.api_server.filter(|_| b.spec.supervised()) {
+        let host = match api.ip() {
+            std::net::IpAddr::V4(ip) => format!("{ip}/32"),
+            std::net::IpAddr::V6(ip) => format!("{ip}/128"),
+        };
+        rules.push(NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: host,
+                    except: None,
+                }),
+                ..Default::default()
+            }]),
+            ports: Some(vec![port("TCP", api.port())]),
+        });
+    }
     let egress = NetworkPolicy {
         metadata: meta::owned(b, meta::egress_policy_name(b)),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(selector(b)),
             policy_types: Some(vec!["Egress".into()]),
-            egress: Some(vec![dns, public]),
+            egress: Some(rules),
             ..Default::default()
         }),
     };

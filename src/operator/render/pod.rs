@@ -5,15 +5,16 @@
 //! send traffic through it, then egress; the agent starts last, once its doors are open.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ExecAction,
-    KeyToPath, LocalObjectReference, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
-    ProjectedVolumeSource, SeccompProfile, SecretProjection, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
+    Capabilities, ConfigMapProjection, ConfigMapVolumeSource, Container, EmptyDirVolumeSource,
+    EnvVar, ExecAction, KeyToPath, LocalObjectReference, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
+    Probe, ProjectedVolumeSource, SeccompProfile, SecretProjection, SecretVolumeSource,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::{Settings, StringMap, config_map, hash_of, meta};
+use super::{Settings, StringMap, config_map, hash_of, meta, supervise};
 use crate::contract::api::{AgentSpec, Bottle};
 use crate::contract::config::layout::{self, Sidecar, files};
 use crate::contract::config::pipelock::PipelockConfig;
@@ -33,6 +34,7 @@ pub const RESERVED_AGENT_ENV: &[&str] = &[
     "GIT_CONFIG_SYSTEM",
     "ANTHROPIC_BASE_URL",
     "ANTHROPIC_AUTH_TOKEN",
+    "BOTTLE_SUPERVISE_URL",
 ];
 
 /// What the agent's `ANTHROPIC_AUTH_TOKEN` holds when cred-proxy carries the real key: any
@@ -249,6 +251,13 @@ fn agent_container(b: &Bottle, p: &Policy, s: &Settings) -> Container {
         envs.push(env("GIT_CONFIG_SYSTEM", config_arg(files::AGENT_GITCONFIG)));
         mounts.push(mount("config-agent", layout::CONFIG_DIR));
     }
+    if b.spec.supervised() {
+        envs.push(env(
+            "BOTTLE_SUPERVISE_URL",
+            format!("http://{}:{}", layout::LOOPBACK, layout::SUPERVISE_PORT),
+        ));
+        mounts.push(mount("config-agent-mcp", layout::AGENT_MCP_DIR));
+    }
     let (command, args) = if a.command.is_empty() && a.args.is_empty() {
         // People work in the agent with `kubectl exec`; it idles until they do.
         (vec!["sleep".to_string()], vec!["infinity".to_string()])
@@ -275,7 +284,7 @@ fn agent_container(b: &Bottle, p: &Policy, s: &Settings) -> Container {
 /// The init container that installs the in-Pod traffic lock ([`crate::pod::netinit`]). It is the
 /// only container with a capability (NET_ADMIN) and the only one running as root; it exits
 /// before any sidecar or the agent starts.
-fn netinit_container(p: &Policy, s: &Settings) -> Container {
+fn netinit_container(b: &Bottle, p: &Policy, s: &Settings) -> Container {
     let mut sidecar_uids = vec![layout::EGRESS_UID, layout::PIPELOCK_UID];
     let mut agent_ports = vec![layout::EGRESS_PORT];
     if !p.cred_routes.is_empty() {
@@ -285,6 +294,10 @@ fn netinit_container(p: &Policy, s: &Settings) -> Container {
     if !p.remotes.is_empty() {
         sidecar_uids.push(layout::GIT_GATE_UID);
         agent_ports.push(layout::GIT_GATE_PORT);
+    }
+    if b.spec.supervised() {
+        sidecar_uids.push(layout::SUPERVISE_UID);
+        agent_ports.push(layout::SUPERVISE_PORT);
     }
     let mut args = vec![
         "netinit".to_string(),
@@ -296,6 +309,14 @@ fn netinit_container(p: &Policy, s: &Settings) -> Container {
     }
     for port in agent_ports {
         args.extend(["--agent-port".into(), port.to_string()]);
+    }
+    if let Some(api) = s.api_server.filter(|_| b.spec.supervised()) {
+        args.extend([
+            "--api-server".into(),
+            api.to_string(),
+            "--api-uid".into(),
+            layout::SUPERVISE_UID.to_string(),
+        ]);
     }
     let mut sc = security(0, true);
     sc.run_as_non_root = Some(false);
@@ -568,6 +589,64 @@ fn cred_proxy_part(b: &Bottle, p: &Policy, s: &Settings) -> Option<Part> {
     })
 }
 
+/// supervise, when the Bottle asks for it: the one container with an API server token.
+fn supervise_part(b: &Bottle, s: &Settings) -> Option<Part> {
+    if !b.spec.supervised() {
+        return None;
+    }
+    let cfg = config_arg(files::SUPERVISE);
+    let mut c = sidecar_program(
+        "supervise",
+        s,
+        &["supervise", "--config", &cfg],
+        layout::SUPERVISE_UID,
+    );
+    // It serves its own /readyz on the agent-facing port.
+    with_probes(&mut c, sidecar_probe(layout::SUPERVISE_PORT, &[]));
+    c.volume_mounts = Some(vec![
+        mount("config-supervise", layout::CONFIG_DIR),
+        mount("supervise-identity", layout::SUPERVISE_IDENTITY_DIR),
+    ]);
+    let identity = Volume {
+        name: "supervise-identity".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(supervise::TOKEN_SECONDS),
+                        audience: None,
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: supervise::ROOT_CA_CONFIG_MAP.into(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            mode: None,
+                        }]),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                },
+            ]),
+            default_mode: Some(0o440),
+        }),
+        ..Default::default()
+    };
+    Some(Part {
+        container: c,
+        volumes: vec![
+            // egress's file too: current_policy reads what egress enforces.
+            config_volume(b, "config-supervise", &[files::SUPERVISE, files::EGRESS]),
+            identity,
+            config_volume(b, "config-agent-mcp", &[files::AGENT_MCP]),
+        ],
+    })
+}
+
 /// egress, always: the agent's only way out.
 fn egress_part(p: &Policy, s: &Settings) -> Part {
     let cfg = config_arg(files::EGRESS);
@@ -607,7 +686,7 @@ fn egress_part(p: &Policy, s: &Settings) -> Part {
 pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Pod, String) {
     let mut volumes = shared_volumes(b);
     let mut init = vec![
-        netinit_container(p, s),
+        netinit_container(b, p, s),
         ca_bundle_container(s),
         pipelock_config_sync_container(s),
         pipelock_container(s),
@@ -616,7 +695,11 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
     let parts = [git_gate_part(b, p, s), cred_proxy_part(b, p, s)]
         .into_iter()
         .flatten()
-        .chain([egress_part(p, s)]);
+        .chain(
+            [Some(egress_part(p, s)), supervise_part(b, s)]
+                .into_iter()
+                .flatten(),
+        );
     for part in parts {
         init.push(part.container);
         volumes.extend(part.volumes);
@@ -642,7 +725,9 @@ pub fn render(b: &Bottle, p: &Policy, s: &Settings, ca_fingerprint: &str) -> (Po
                 .map(|name| LocalObjectReference { name: name.clone() })
                 .collect()
         }),
-        // The agent must not reach the API server with a token, nor see its sidecars' processes.
+        // The agent must not reach the API server with a token, nor see its sidecars'
+        // processes. A supervised Bottle's account token is projected into supervise alone.
+        service_account_name: b.spec.supervised().then(|| meta::supervise_name(b)),
         automount_service_account_token: Some(false),
         share_process_namespace: Some(false),
         enable_service_links: Some(false),

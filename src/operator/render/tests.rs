@@ -44,7 +44,7 @@ fn render(b: &Bottle) -> Desired {
 
 /// Validates, then renders: the reconciler's order.
 fn render_with(b: &Bottle, settings: &Settings, fp: &str) -> Desired {
-    desired(b, validate(b).expect("valid"), settings, fp)
+    desired(b, validate(b, settings).expect("valid"), settings, fp)
 }
 
 fn containers(p: &Pod) -> Vec<&Container> {
@@ -947,13 +947,19 @@ fn reserved_agent_env_and_bad_workspace_sizes_are_refused() {
         name: "HTTPS_PROXY".into(),
         value: "http://evil".into(),
     });
-    assert_eq!(validate(&b).unwrap_err().reason, Reason::ReservedEnv);
+    assert_eq!(
+        validate(&b, &Settings::default()).unwrap_err().reason,
+        Reason::ReservedEnv
+    );
     let mut b = minimal();
     b.spec.agent.workspace = Some(crate::contract::api::WorkspaceSpec {
         size: "lots".into(),
         storage_class_name: None,
     });
-    assert_eq!(validate(&b).unwrap_err().reason, Reason::InvalidWorkspace);
+    assert_eq!(
+        validate(&b, &Settings::default()).unwrap_err().reason,
+        Reason::InvalidWorkspace
+    );
     b.spec.agent.workspace = Some(crate::contract::api::WorkspaceSpec {
         size: "1.5Gi".into(),
         storage_class_name: Some("fast".into()),

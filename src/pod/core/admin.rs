@@ -1,7 +1,8 @@
 //! The admin listener every sidecar serves the same way: `/healthz` (the process answers),
 //! `/readyz` (its agent-facing listener is serving), `/status` (running config hash, last
-//! reload error) and `/metrics` (Prometheus text: the sidecar's own counters and the config
-//! ones). It binds a port the agent's firewall rules do not open.
+//! reload error), `/metrics` (Prometheus text: the sidecar's own counters and the config
+//! ones) and `/refused` (hosts refused lately for want of a route, JSON). It binds a port
+//! the agent's firewall rules do not open.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use super::refused_hosts::RefusedHosts;
 use super::reload::ReloadStatus;
 use super::server::{self, Protocols};
 use super::{ProxyBody, full};
@@ -91,6 +93,7 @@ pub struct Admin {
     config: Family<ConfigLabels, Gauge>,
     reloads_ok: Counter,
     reloads_failed: Counter,
+    refused: Arc<RefusedHosts>,
 }
 
 impl Admin {
@@ -121,7 +124,13 @@ impl Admin {
             config,
             reloads_ok,
             reloads_failed,
+            refused: Arc::default(),
         })
+    }
+
+    /// Where the sidecar records the hosts it refused for want of a route.
+    pub fn refused(&self) -> Arc<RefusedHosts> {
+        self.refused.clone()
     }
 
     /// Binds `addr` and serves the admin endpoints there until the process ends.
@@ -172,6 +181,12 @@ impl Admin {
                     serde_json::to_vec(&snapshot).expect("status serialises"),
                 ))
                 .expect("valid response"),
+            "/refused" => Response::builder()
+                .header("content-type", "application/json")
+                .body(full(
+                    serde_json::to_vec(&self.refused.snapshot()).expect("hosts serialise"),
+                ))
+                .expect("valid response"),
             "/metrics" => {
                 self.sync(&snapshot);
                 let mut out = String::new();
@@ -187,7 +202,7 @@ impl Admin {
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: the admin port serves /healthz /readyz /status /metrics\n",
+                "not found: the admin port serves /healthz /readyz /status /metrics /refused\n",
             ),
         }
     }

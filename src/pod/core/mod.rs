@@ -8,6 +8,7 @@ pub mod atomic_file;
 pub mod forward;
 pub mod headers;
 pub mod refusal;
+pub mod refused_hosts;
 pub mod reload;
 pub mod server;
 pub mod tls;

@@ -16,6 +16,7 @@ use crate::contract::config::egress::EgressConfig;
 use crate::pod::core::admin::{Admin, Metrics};
 use crate::pod::core::forward::{Forwarded, Outcome, Upstream, forward};
 use crate::pod::core::refusal::{self, NEXT_PROXY};
+use crate::pod::core::refused_hosts::RefusedHosts;
 use crate::pod::core::reload::{self, Loaded};
 use crate::pod::core::server::{self, Protocols};
 use crate::pod::core::tls::Authority;
@@ -42,6 +43,7 @@ pub struct Egress {
     connector: Connector,
     upstream: Upstream,
     metrics: Arc<Metrics>,
+    refused: Arc<RefusedHosts>,
 }
 
 /// Runs the egress sidecar with the config at `config_path` until the process is stopped.
@@ -74,6 +76,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         },
         connector,
         metrics,
+        refused: admin.refused(),
     });
     admin.set_ready();
     // The agent's side is HTTP/1.1 only: CONNECT and absolute-form requests.
@@ -97,6 +100,12 @@ fn split_authority(a: &str, default_port: u16) -> Option<(String, u16)> {
 impl Egress {
     fn refuse(&self, d: &Deny, method: &Method, target: &str) -> Response<ProxyBody> {
         self.metrics.denied();
+        // What a route could open: the agent may ask for it (supervise shows these).
+        match d {
+            Deny::NoRoute(h) => self.refused.record(h, None),
+            Deny::PathNotAllowed(h, p) => self.refused.record(h, Some(p)),
+            _ => {}
+        }
         tracing::warn!(kind = d.kind(), %method, target, reason = %d, "denied");
         deny(StatusCode::FORBIDDEN, &d.to_string())
     }

@@ -22,6 +22,9 @@ pub struct Plan {
     pub sidecar_uids: Vec<u32>,
     /// Loopback TCP ports the agent may connect to.
     pub agent_ports: Vec<u16>,
+    /// The API server, and the one UID (supervise's) that may connect to it: the egress
+    /// NetworkPolicy opens it to the whole Pod, and no other sidecar has business there.
+    pub api_server: Option<(std::net::SocketAddr, u32)>,
 }
 
 /// IP family of a rule set.
@@ -55,6 +58,19 @@ pub fn render(plan: &Plan, family: Family) -> String {
         ] {
             out.push_str(&format!(
                 "-A OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT\n"
+            ));
+        }
+    }
+    if let Some((addr, uid)) = plan.api_server {
+        let host = match (addr.ip(), family) {
+            (std::net::IpAddr::V4(ip), Family::V4) => Some(format!("{ip}/32")),
+            (std::net::IpAddr::V6(ip), Family::V6) => Some(format!("{ip}/128")),
+            _ => None,
+        };
+        if let Some(host) = host {
+            out.push_str(&format!(
+                "-A OUTPUT -d {host} -p tcp -m tcp --dport {} -m owner ! --uid-owner {uid} -j REJECT --reject-with tcp-reset\n",
+                addr.port()
             ));
         }
     }
@@ -141,7 +157,25 @@ mod tests {
             agent_uid: 1000,
             sidecar_uids: vec![1001, 1002],
             agent_ports: vec![9090, 9099],
+            api_server: None,
         }
+    }
+
+    #[test]
+    fn only_the_named_uid_may_connect_to_the_api_server() {
+        let p = Plan {
+            api_server: Some(("192.0.2.7:6443".parse().unwrap(), 1006)),
+            ..plan()
+        };
+        let v4 = render(&p, Family::V4);
+        let output: Vec<&str> = v4.lines().filter(|l| l.starts_with("-A OUTPUT")).collect();
+        // First, before any sidecar UID is accepted.
+        assert_eq!(
+            output[0],
+            "-A OUTPUT -d 192.0.2.7/32 -p tcp -m tcp --dport 6443 -m owner ! --uid-owner 1006 -j REJECT --reject-with tcp-reset"
+        );
+        // An IPv4 server adds nothing to the IPv6 table.
+        assert!(!render(&p, Family::V6).contains("6443"));
     }
 
     #[test]
