@@ -700,6 +700,25 @@ fn access_granted_live(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
         "--clusterrole=bottle-approver",
         &format!("--user={approver}"),
     ]);
+    // The dashboard reads each bottle's refused hosts by exec into its egress container.
+    c.kubectl_ok(&[
+        "-n",
+        ns,
+        "create",
+        "role",
+        "e2e-exec",
+        "--verb=get,create",
+        "--resource=pods/exec",
+    ]);
+    c.kubectl_ok(&[
+        "-n",
+        ns,
+        "create",
+        "rolebinding",
+        "e2e-exec",
+        "--role=e2e-exec",
+        &format!("--user={approver}"),
+    ]);
     let dash = dashboard::Dashboard::start(&kubeconfig, ns);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -723,6 +742,28 @@ fn access_granted_live(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
             let host = format!("granted{i}.origin.test");
             controls.push(agent_curl(c, pod, &format!("https://{host}/api/before")).0);
             rt.block_on(browser.goto(&dash.url));
+            if i == 1 {
+                // The refusal just now shows on the page, read from the bottle's egress.
+                let seen = format!(
+                    "document.body.innerText.includes({:?})",
+                    format!("{host} ×")
+                );
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let shown = rt.block_on(async {
+                    while Instant::now() < deadline {
+                        if browser.eval(&seen).await == true {
+                            return true;
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    false
+                });
+                report.case(
+                    "the dashboard lists the hosts egress refused",
+                    format!("{host} shown: {shown}"),
+                    shown,
+                );
+            }
             // The agent asks, through its supervise sidecar (which files it as the Bottle's
             // own ServiceAccount, over the Pod's one way to the API server).
             let ask = json!({"host": host, "paths": ["/api/"], "reason": "e2e"});
@@ -762,6 +803,19 @@ fn access_granted_live(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
             });
             secs.push(reached.map_or(f64::NAN, |_| t.elapsed().as_secs_f64()));
             outside.push(agent_curl(c, pod, &format!("https://{host}/other")).0);
+            if i == 1 {
+                // What the agent learns: Applied once egress runs the config carrying it.
+                let out = c.exec_agent(
+                    pod,
+                    &format!("curl -sS -m 90 \"$BOTTLE_SUPERVISE_URL/v1/requests/{name}?wait=60\""),
+                );
+                let told: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+                report.case(
+                    "the agent asks supervise how its request stands",
+                    format!("{} (in force: {})", told["phase"], told["inForce"]),
+                    told["phase"] == "Applied",
+                );
+            }
         }
         (secs, controls, outside, sse.join().unwrap())
     });

@@ -20,7 +20,9 @@ use bottle_operator::contract::api::Bottle;
 use kube::Api;
 use serde::Deserialize;
 use serde_json::Value;
-use support::{Operator, cluster, eventually, kubectl_ok, namespace, namespace_on_node, repo};
+use support::{
+    Operator, cluster, eventually, kubectl, kubectl_ok, namespace, namespace_on_node, repo,
+};
 
 fn chart() -> PathBuf {
     repo().join("charts/bottle-operator")
@@ -260,6 +262,9 @@ async fn installed_chart_credentials_are_enough_to_run_the_operator() {
             "--leader-elect",
             "--leader-election-namespace",
             "bottle-system",
+            // This control plane's kubernetes Service has no endpoints to read.
+            "--api-server-for-pods",
+            &format!("127.0.0.1:{}", cp.api_port),
         ],
         &[("KUBECONFIG", kc.as_str())],
     );
@@ -330,6 +335,37 @@ async fn installed_chart_credentials_are_enough_to_run_the_operator() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
+    // A supervised Bottle's Role grants what the operator holds itself (the API server
+    // refuses a Role that escalates): its identity is made with the chart's rights alone.
+    cp.apply_json(&serde_json::json!({
+        "apiVersion": "bottle-operator.dev/v1alpha1", "kind": "Bottle",
+        "metadata": {"name": "sup", "namespace": ns},
+        "spec": {"supervise": {"enabled": true}},
+    }))
+    .unwrap();
+    eventually(
+        "the supervised Bottle's identity, made with the chart's rights",
+        Duration::from_secs(60),
+        || async {
+            kubectl(&[
+                "-n",
+                &ns,
+                "get",
+                "serviceaccount/sup-supervise",
+                "role/sup-supervise",
+                "rolebinding/sup-supervise",
+            ])
+            .status
+            .success()
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        can("list", "endpointslices.discovery.k8s.io", "default"),
+        "yes",
+        "where Pods reach the API server, read at start"
+    );
     assert_eq!(can("get", "secrets", &ns), "yes");
     assert_eq!(can("get", "secrets", "default"), "no");
     assert_eq!(can("delete", "secrets", &ns), "no");
@@ -981,13 +1017,13 @@ fn linked_crates(extra: &[&str]) -> std::collections::BTreeSet<String> {
 
 #[test]
 fn bottle_sidecar_links_no_kubernetes_client_or_schema_crates() {
-    const OPERATOR_ONLY: [&str; 7] = [
+    // (schemars is not among them: supervise's MCP tools describe their input with it.)
+    const OPERATOR_ONLY: [&str; 6] = [
         "kube",
         "kube-client",
         "kube-core",
         "kube-runtime",
         "k8s-openapi",
-        "schemars",
         "tower-http",
     ];
     let named = |set: &std::collections::BTreeSet<String>, name: &str| {
@@ -1008,6 +1044,7 @@ fn bottle_sidecar_links_no_kubernetes_client_or_schema_crates() {
         "rcgen",
         "notify",
         "serde_norway",
+        "rmcp",
     ] {
         assert!(named(&slim, name), "bottle-sidecar's build lost {name}");
     }

@@ -72,6 +72,29 @@ struct Sidecar {
     egress: Child,
     port: u16,
     egress_port: u16,
+    placed: Placed,
+}
+
+/// Where the sidecars' files are, as the Pod's volumes would hold them.
+struct Placed {
+    dir: std::path::PathBuf,
+    egress_port: u16,
+    egress_admin: u16,
+}
+
+impl Placed {
+    /// Does the kubelet's part for egress: writes the rendered `egress.yaml` where egress
+    /// (and supervise) read it, its listeners and CA moved to this test's places.
+    fn sync_egress(&self, rendered: &str) {
+        let mut egress: EgressConfig = serde_norway::from_str(rendered).unwrap();
+        egress.listen = format!("127.0.0.1:{}", self.egress_port);
+        egress.admin_listen = format!("127.0.0.1:{}", self.egress_admin);
+        egress.ca_cert = self.dir.join("bottle-ca.crt").display().to_string();
+        egress.ca_key = self.dir.join("bottle-ca.key").display().to_string();
+        let tmp = self.dir.join("egress-run.yaml.new");
+        std::fs::write(&tmp, serde_norway::to_string(&egress).unwrap()).unwrap();
+        std::fs::rename(&tmp, self.dir.join("egress-run.yaml")).unwrap();
+    }
 }
 
 impl Drop for Sidecar {
@@ -113,8 +136,6 @@ async fn sidecar(c: &Client, ns: &str, bottle: &str, dir: &Path, claim: Option<&
     .unwrap();
     // The real egress beside it, from its rendered config (listeners moved to free ports,
     // the bottle CA from its Secret): what it refuses shows in current_policy.
-    let mut egress: EgressConfig =
-        serde_norway::from_str(&std::fs::read_to_string(dir.join("egress.yaml")).unwrap()).unwrap();
     let ca_secret = Api::<Secret>::namespaced(c.clone(), ns)
         .get(&format!("{bottle}-ca"))
         .await
@@ -123,16 +144,13 @@ async fn sidecar(c: &Client, ns: &str, bottle: &str, dir: &Path, claim: Option<&
     for (file, key) in [("bottle-ca.crt", "ca.crt"), ("bottle-ca.key", "ca.key")] {
         std::fs::write(dir.join(file), &ca_data[key].0).unwrap();
     }
-    let egress_port = free_port();
-    egress.listen = format!("127.0.0.1:{egress_port}");
-    egress.admin_listen = format!("127.0.0.1:{}", free_port());
-    egress.ca_cert = dir.join("bottle-ca.crt").display().to_string();
-    egress.ca_key = dir.join("bottle-ca.key").display().to_string();
-    std::fs::write(
-        dir.join("egress-run.yaml"),
-        serde_norway::to_string(&egress).unwrap(),
-    )
-    .unwrap();
+    let (egress_port, egress_admin) = (free_port(), free_port());
+    let placed = Placed {
+        dir: dir.to_path_buf(),
+        egress_port,
+        egress_admin,
+    };
+    placed.sync_egress(&std::fs::read_to_string(dir.join("egress.yaml")).unwrap());
     let egress_log = std::fs::File::create(dir.join("egress.log")).unwrap();
     let egress_child = spawn_tied(
         Command::new(env!("CARGO_BIN_EXE_bottle-sidecar"))
@@ -142,12 +160,13 @@ async fn sidecar(c: &Client, ns: &str, bottle: &str, dir: &Path, claim: Option<&
             .stderr(egress_log),
     )
     .expect("egress starts");
-    cfg.egress_admin = egress.admin_listen.clone();
+    cfg.egress_admin = format!("127.0.0.1:{egress_admin}");
     let port = free_port();
     cfg.listen = format!("127.0.0.1:{port}");
     cfg.token_file = dir.join("token").display().to_string();
     cfg.ca_file = dir.join("ca.crt").display().to_string();
-    cfg.egress_config = dir.join("egress.yaml").display().to_string();
+    // The file egress runs: what a kubelet sync updates in the Pod.
+    cfg.egress_config = dir.join("egress-run.yaml").display().to_string();
     if let Some(other) = claim {
         cfg.bottle = other.to_string();
     }
@@ -167,6 +186,7 @@ async fn sidecar(c: &Client, ns: &str, bottle: &str, dir: &Path, claim: Option<&
         egress: egress_child,
         port,
         egress_port,
+        placed,
     };
     eventually("supervise answers /readyz", WAIT, || async {
         curl(&s, &["/readyz"]).status.success().then_some(())
@@ -393,12 +413,31 @@ async fn the_agent_asks_over_mcp_and_http_a_person_decides_and_the_agent_learns_
         &ns,
         &["approve", &name, "--path", "/v1/search/", "--for", "2h"],
     ));
+    // Approved, and in the ConfigMap: not yet Applied while egress runs the old file.
+    let rendered_now = eventually("the grant in the ConfigMap", WAIT, || async {
+        let text = rendered(&c, &ns, "a", "egress.yaml").await;
+        text.contains("/v1/search/").then_some(text)
+    })
+    .await;
+    let (before, _) = call(&m, "request_status", json!({"name": name})).await;
+    assert_eq!(
+        (&before["phase"], &before["inForce"]),
+        (&json!("Approved"), &json!(false)),
+        "{before}"
+    );
+    assert!(
+        !waiting.is_finished(),
+        "the wait goes on until egress enforces it"
+    );
+    // The kubelet's sync: egress reloads it, and the waiting call answers Applied.
+    s.placed.sync_egress(&rendered_now);
     let (decided, err) = tokio::time::timeout(WAIT, waiting)
         .await
-        .expect("the wait ends with the decision")
+        .expect("the wait ends once the grant is in force")
         .unwrap();
     assert!(!err, "{decided}");
-    assert_eq!(decided["phase"], "Approved", "{decided}");
+    assert_eq!(decided["phase"], "Applied", "{decided}");
+    assert_eq!(decided["inForce"], true);
     assert_eq!(decided["decidedBy"], approver.name);
     assert_eq!(decided["grantedPaths"], json!(["/v1/search/"]));
     assert!(decided["expiresAt"].is_string(), "{decided}");

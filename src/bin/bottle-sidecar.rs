@@ -77,6 +77,13 @@ enum Command {
         #[arg(long, env = layout::DELIVERED_CONFIG_ENV)]
         delivered: Option<PathBuf>,
     },
+    /// Print (JSON) the hosts egress refused lately for want of a route; the dashboard runs
+    /// it by exec.
+    Refused {
+        /// egress's admin address.
+        #[arg(long, default_value_t = std::net::SocketAddr::from(([127, 0, 0, 1], layout::EGRESS_ADMIN_PORT)))]
+        admin: std::net::SocketAddr,
+    },
     /// Install the in-Pod traffic lock (iptables/ip6tables) and exit. Needs NET_ADMIN.
     Netinit {
         /// The agent's UID.
@@ -176,6 +183,15 @@ fn main() -> anyhow::Result<()> {
         } => {
             let r = runtime()?.block_on(config_status::report(kind, &config, delivered.as_deref()));
             println!("{}", serde_json::to_string(&r)?);
+        }
+        Command::Refused { admin } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let body = rt.block_on(bottle_operator::pod::core::admin::get(&format!(
+                "http://{admin}/refused"
+            )))?;
+            println!("{}", String::from_utf8_lossy(&body));
         }
         Command::Netinit {
             agent_uid,

@@ -12,7 +12,7 @@ use bottle_operator::plugin;
 use bottle_operator::pod::config_status::Report;
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{AttachParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 #[derive(Parser)]
@@ -165,37 +165,8 @@ async fn sidecar_configs(pods: &Api<Pod>, pod: &Pod, cm: &ConfigMap) -> Vec<plug
 }
 
 async fn config_report(pods: &Api<Pod>, pod: &str, s: Sidecar) -> Result<Report, String> {
-    use tokio::io::AsyncReadExt;
-    let ap = AttachParams::default()
-        .container(s.container())
-        .stdin(false)
-        .stdout(true)
-        .stderr(true);
     let command = [layout::SIDECAR_BIN, "config-status", s.arg()];
-    let mut p = pods
-        .exec(pod, command, &ap)
-        .await
-        .map_err(|e| format!("exec into {}: {e}", s.container()))?;
-    let (mut out, mut err) = (String::new(), String::new());
-    let (mut so, mut se) = (p.stdout().expect("stdout"), p.stderr().expect("stderr"));
-    let status = p.take_status().expect("status");
-    let (r1, r2, status) = tokio::join!(
-        so.read_to_string(&mut out),
-        se.read_to_string(&mut err),
-        status
-    );
-    r1.and(r2)
-        .map_err(|e| format!("reading from {}: {e}", s.container()))?;
-    if let Some(st) = status.filter(|st| st.status.as_deref() != Some("Success")) {
-        let why = if err.trim().is_empty() {
-            st.message.unwrap_or_default()
-        } else {
-            err.trim().to_string()
-        };
-        return Err(format!("config-status in {}: {why}", s.container()));
-    }
-    serde_json::from_str(&out)
-        .map_err(|e| format!("config-status in {} printed no report: {e}", s.container()))
+    plugin::exec::json(pods, pod, s.container(), &command).await
 }
 
 /// Sets `spec.paused` with a merge patch of that one field (the rest of the user's spec is
@@ -233,16 +204,7 @@ async fn main() -> anyhow::Result<()> {
             let b = bottles.get(&name).await?;
             let supervised = b.spec.supervised();
             let pod = b.status.and_then(|s| s.pod_name).unwrap_or(name);
-            let command = match (command.is_empty(), supervised) {
-                (false, _) => command,
-                (true, false) => vec!["claude".to_string()],
-                // The supervise tool server, from the list the operator mounts in the agent.
-                (true, true) => vec![
-                    "claude".to_string(),
-                    "--mcp-config".to_string(),
-                    format!("{}/{}", layout::AGENT_MCP_DIR, layout::files::AGENT_MCP),
-                ],
-            };
+            let command = plugin::agent_command(command, supervised);
             // A terminal only when there is one (scripts and pipes get plain stdin).
             let tty = if std::io::stdin().is_terminal() {
                 "-it"

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod dashboard;
+pub mod exec;
 
 use std::fmt::Write;
 
@@ -177,6 +178,24 @@ pub fn merge_logs(per_container: &[(String, String)]) -> String {
         .collect()
 }
 
+/// What `kubectl bottle exec` runs in the agent: the given command, or Claude Code (with the
+/// supervise tool server, from the list the operator mounts, when the Bottle has one).
+pub fn agent_command(given: Vec<String>, supervised: bool) -> Vec<String> {
+    if !given.is_empty() {
+        return given;
+    }
+    let mut claude = vec!["claude".to_string()];
+    if supervised {
+        claude.push("--mcp-config".into());
+        claude.push(format!(
+            "{}/{}",
+            crate::contract::config::layout::AGENT_MCP_DIR,
+            crate::contract::config::layout::files::AGENT_MCP
+        ));
+    }
+    claude
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +300,16 @@ mod tests {
             line("cred-proxy").contains("unknown: the Pod is not running"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn exec_starts_claude_with_the_supervise_tools_only_when_supervised() {
+        assert_eq!(agent_command(vec![], false), ["claude"]);
+        assert_eq!(
+            agent_command(vec![], true),
+            ["claude", "--mcp-config", "/etc/bottle/mcp/mcp.json"]
+        );
+        let given = vec!["bash".to_string()];
+        assert_eq!(agent_command(given.clone(), true), given);
     }
 }

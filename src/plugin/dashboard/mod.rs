@@ -23,10 +23,11 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::contract::api::{AccessRequest, Bottle, Verdict};
+use crate::contract::config::layout::{SIDECAR_BIN, Sidecar};
 use crate::operator::api;
 use crate::plugin::access::{decision_patch, parse_for};
 
@@ -43,6 +44,7 @@ struct State {
     bottles: Store<Bottle>,
     requests: Store<AccessRequest>,
     events: Store<Event>,
+    refused: std::sync::Mutex<page::Refused>,
 }
 
 /// A fresh random token (hex of 32 bytes).
@@ -99,7 +101,9 @@ pub async fn serve(
         origin: format!("http://{addr}"),
         host: addr.to_string(),
         namespace,
+        refused: Default::default(),
     });
+    tokio::spawn(follow_refusals(state.clone()));
     // Shown only once every watch has its first list: an empty page is never a false "none".
     let _ = state.bottles.wait_until_ready().await;
     let _ = state.requests.wait_until_ready().await;
@@ -117,6 +121,47 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// How often each running bottle's egress is asked what it refused.
+const REFUSALS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keeps [`State::refused`] fresh: every running bottle's egress, asked by exec (as the
+/// user: without `pods/exec` the column stays empty).
+async fn follow_refusals(state: Arc<State>) {
+    loop {
+        let running: Vec<(String, String, String)> = state
+            .bottles
+            .state()
+            .iter()
+            .filter_map(|b| {
+                let st = b.status.as_ref()?;
+                (st.phase.as_deref() == Some("Running")).then_some(())?;
+                Some((b.namespace()?, b.name_any(), st.pod_name.clone()?))
+            })
+            .collect();
+        let asks = running.into_iter().map(|(ns, name, pod)| {
+            let pods: Api<k8s_openapi::api::core::v1::Pod> =
+                Api::namespaced(state.client.clone(), &ns);
+            async move {
+                let command = [SIDECAR_BIN, "refused"];
+                let got =
+                    crate::plugin::exec::json(&pods, &pod, Sidecar::Egress.container(), &command)
+                        .await;
+                ((ns, name), got)
+            }
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut fresh = page::Refused::new();
+        for (key, got) in answers {
+            if let Err(e) = &got {
+                tracing::debug!(bottle = %key.1, error = %e, "refused hosts unknown");
+            }
+            fresh.insert(key, got);
+        }
+        *state.refused.lock().expect("refused lock") = fresh;
+        tokio::time::sleep(REFUSALS_EVERY).await;
     }
 }
 
@@ -200,6 +245,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
                 bottles: &bottles,
                 requests: &requests,
                 events: &events,
+                refused: &state.refused.lock().expect("refused lock").clone(),
                 now: k8s_openapi::jiff::Timestamp::now(),
             };
             let nonce = token();

@@ -10,6 +10,13 @@ use kube::ResourceExt;
 
 use crate::contract::api::{AccessPhase, AccessRequest, Bottle};
 use crate::plugin::access::{age, asks, phase};
+use crate::pod::core::refused_hosts::RefusedHost;
+
+/// Hosts egress refused lately, per bottle (namespace, name), or why they are unknown.
+pub type Refused = std::collections::HashMap<(String, String), Result<Vec<RefusedHost>, String>>;
+
+/// At most this many refused hosts are shown per bottle (newest first).
+const REFUSED_SHOWN: usize = 5;
 
 /// What a page shows, read from the dashboard's watch stores.
 pub struct View<'a> {
@@ -23,6 +30,8 @@ pub struct View<'a> {
     pub requests: &'a [Arc<AccessRequest>],
     /// Events about Bottles and AccessRequests in scope.
     pub events: &'a [Arc<Event>],
+    /// Hosts each bottle's egress refused lately, by (namespace, name); read from the Pods.
+    pub refused: &'a Refused,
     /// The clock the ages are measured with.
     pub now: Timestamp,
 }
@@ -169,7 +178,7 @@ pub fn fragment(view: &View, token: &str) -> String {
     } else {
         let _ = writeln!(
             out,
-            "<table><thead><tr><th scope=\"col\">Bottle</th><th scope=\"col\">Phase</th><th scope=\"col\">Ready</th><th scope=\"col\">Waiting requests</th></tr></thead><tbody>"
+            "<table><thead><tr><th scope=\"col\">Bottle</th><th scope=\"col\">Phase</th><th scope=\"col\">Ready</th><th scope=\"col\">Waiting requests</th><th scope=\"col\">Refused lately</th></tr></thead><tbody>"
         );
         let mut bottles: Vec<&Bottle> = view.bottles.iter().map(|b| &**b).collect();
         bottles.sort_by_key(|b| (b.namespace(), b.name_any()));
@@ -190,16 +199,31 @@ pub fn fragment(view: &View, token: &str) -> String {
                         && phase(r) == AccessPhase::Pending
                 })
                 .count();
+            let key = (b.namespace().unwrap_or_default(), b.name_any());
+            let refused = match view.refused.get(&key) {
+                Some(Ok(hosts)) if !hosts.is_empty() => hosts
+                    .iter()
+                    .take(REFUSED_SHOWN)
+                    .map(|h| match h.paths.first() {
+                        Some(p) => format!("{}{p} ×{}", h.host, h.count),
+                        None => format!("{} ×{}", h.host, h.count),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                // The dashboard acts as its user: reading a Pod's egress needs pods/exec.
+                Some(Err(e)) if e.to_ascii_lowercase().contains("forbidden") => {
+                    "unknown (needs pods/exec)".into()
+                }
+                Some(Err(_)) => "unknown".into(),
+                _ => "-".into(),
+            };
             let _ = writeln!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{waiting}</td></tr>",
-                escape(&format!(
-                    "{}/{}",
-                    b.namespace().unwrap_or_default(),
-                    b.name_any()
-                )),
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{waiting}</td><td>{}</td></tr>",
+                escape(&format!("{}/{}", key.0, key.1)),
                 escape(st.phase.as_deref().unwrap_or("Unknown")),
                 escape(&ready),
+                escape(&refused),
             );
         }
         let _ = writeln!(out, "</tbody></table>");
@@ -303,8 +327,14 @@ mod tests {
             bottles,
             requests,
             events: &[],
+            refused: empty_refused(),
             now: "2026-12-01T10:00:00Z".parse().unwrap(),
         }
+    }
+
+    fn empty_refused() -> &'static Refused {
+        static EMPTY: std::sync::OnceLock<Refused> = std::sync::OnceLock::new();
+        EMPTY.get_or_init(Refused::new)
     }
 
     fn request(name: &str, reason: &str, phase: AccessPhase) -> AccessRequest {
@@ -335,6 +365,47 @@ mod tests {
         assert_eq!(html.matches("<script").count(), 1);
         assert!(html.contains("<script nonce=\"nonce1\">"));
         assert_eq!(escape("a&b<'\""), "a&amp;b&lt;&#39;&quot;");
+    }
+
+    #[test]
+    fn each_bottle_shows_the_hosts_its_egress_refused_newest_first_and_escaped() {
+        let mut b = Bottle::new("b", Default::default());
+        b.metadata.namespace = Some("team".into());
+        let bottles = [Arc::new(b)];
+        let host = |h: &str, paths: &[&str], count| RefusedHost {
+            host: h.into(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            count,
+            last: 0,
+        };
+        let mut refused = Refused::new();
+        let mut hosts = vec![
+            host("api.example.com", &["/orgs/<x>"], 2),
+            host("pypi.org", &[], 1),
+        ];
+        hosts.extend((0..10).map(|i| host(&format!("h{i}.example"), &[], 1)));
+        refused.insert(("team".into(), "b".into()), Ok(hosts));
+        let mut view = view_of(&bottles, &[]);
+        view.refused = &refused;
+        let html = fragment(&view, "tok");
+        assert!(
+            html.contains("api.example.com/orgs/&lt;x&gt; ×2, pypi.org ×1"),
+            "{html}"
+        );
+        assert!(html.contains("h2.example ×1"));
+        assert!(
+            !html.contains("h3.example"),
+            "at most {REFUSED_SHOWN} are shown"
+        );
+        // A bottle not asked yet shows a dash; one the user may not exec into says so.
+        let html = fragment(&view_of(&bottles, &[]), "tok");
+        assert!(html.contains("<td>0</td><td>-</td>"), "{html}");
+        let mut refused = Refused::new();
+        let why =
+            "exec into egress: pods \"b\" is forbidden: User \"ann\" cannot create".to_string();
+        refused.insert(("team".into(), "b".into()), Err(why));
+        view.refused = &refused;
+        assert!(fragment(&view, "tok").contains("unknown (needs pods/exec)"));
     }
 
     #[test]

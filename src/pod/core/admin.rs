@@ -208,6 +208,27 @@ impl Admin {
     }
 }
 
+/// GET of another sidecar's admin URL on the Pod's loopback, with a short timeout.
+pub async fn get(url: &str) -> anyhow::Result<bytes::Bytes> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: http::Uri = url.parse()?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(3), client.get(uri))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {url} within 3s"))??;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "{url} answered {}",
+        resp.status()
+    );
+    let body = http_body_util::Limited::new(resp.into_body(), 1 << 20)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading {url}: {e}"))?;
+    Ok(body.to_bytes())
+}
+
 fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     Response::builder()
         .status(status)

@@ -61,7 +61,7 @@ impl Tools {
 
     /// Where a request stands.
     #[tool(
-        description = "Where an access request stands: Pending, Approved (with the paths granted and when it expires), Denied (with the reason) or Expired. With wait_seconds it waits up to that long (at most 300) for a decision. Approved means the route is being put in force: retry the blocked request."
+        description = "Where an access request stands: Pending, Approved (with the paths granted and when it expires), Applied, Denied (with the reason) or Expired. With wait_seconds it waits up to that long (at most 300) for it to be applied or refused. Approved means a person said yes and the route is on its way; Applied means egress enforces it now: retry the blocked request then."
     )]
     async fn request_status(
         &self,

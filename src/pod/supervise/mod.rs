@@ -160,26 +160,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
     })
 }
 
-/// GET of a loopback URL (egress's admin port), with a short timeout.
-async fn local_get(url: &str) -> anyhow::Result<Bytes> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<Bytes>>();
-    let uri: http::Uri = url.parse()?;
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(3), client.get(uri))
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer from {url} within 3s"))??;
-    anyhow::ensure!(
-        resp.status().is_success(),
-        "{url} answered {}",
-        resp.status()
-    );
-    let body = http_body_util::Limited::new(resp.into_body(), BODY_LIMIT)
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading {url}: {e}"))?;
-    Ok(body.to_bytes())
-}
-
 fn reply(status: StatusCode, v: Value) -> Response<ProxyBody> {
     let mut body = serde_json::to_vec_pretty(&v).expect("JSON values serialise");
     body.push(b'\n');

@@ -11,6 +11,7 @@ use super::api_server::{ApiServer, CallError};
 use crate::contract::config::egress::EgressConfig;
 use crate::contract::config::supervise::SuperviseConfig;
 use crate::pod::core::refused_hosts::RefusedHost;
+use crate::pod::core::reload::{ReloadStatus, hash_bytes};
 
 /// Longest a status call waits for a decision.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -126,7 +127,7 @@ impl Ops {
     /// still worth reading.
     async fn refused(&self) -> Vec<RefusedHost> {
         let url = format!("http://{}/refused", self.cfg.egress_admin);
-        match super::local_get(&url).await {
+        match crate::pod::core::admin::get(&url).await {
             Ok(body) => serde_json::from_slice(&body).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "egress's /refused is not a host list");
                 Vec::new()
@@ -160,12 +161,42 @@ impl Ops {
             if stored["spec"]["bottle"] != self.cfg.bottle.as_str() {
                 return Err(OpError::NotFound(q.name.clone()));
             }
-            let v = view(&stored);
-            if v["phase"] != "Pending" || tokio::time::Instant::now() + POLL > deadline {
+            let mut v = view(&stored);
+            if v["phase"] == "Approved" {
+                // Approved is the person's word; Applied is egress's: the grant is in the
+                // config egress runs, so a retry now passes it.
+                let in_force = self.in_force(&v).await;
+                v["inForce"] = in_force.into();
+                if in_force {
+                    v["phase"] = "Applied".into();
+                }
+            }
+            let settled = v["phase"] != "Pending" && v["phase"] != "Approved";
+            if settled || tokio::time::Instant::now() + POLL > deadline {
                 return Ok(v);
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Whether the grant `v` describes is in the config egress runs: the mounted file carries
+    /// it, and egress reports that file's version in force.
+    async fn in_force(&self, v: &Value) -> bool {
+        let Ok(bytes) = tokio::fs::read(&self.cfg.egress_config).await else {
+            return false;
+        };
+        let Ok(egress) = serde_norway::from_slice::<EgressConfig>(&bytes) else {
+            return false;
+        };
+        if !carries(&egress, v) {
+            return false;
+        }
+        let url = format!("http://{}/status", self.cfg.egress_admin);
+        let running = crate::pod::core::admin::get(&url)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ReloadStatus>(&b).ok());
+        running.is_some_and(|r| r.config_hash == hash_bytes(&[&bytes]))
     }
 
     /// Every request of this Bottle, newest first.
@@ -205,6 +236,34 @@ pub fn policy_view(egress: &EgressConfig) -> PolicyView {
             .collect(),
         recently_refused: Vec::new(),
     }
+}
+
+/// Whether egress's config `egress` lets through what the request view `v` was granted:
+/// each granted (or requested) path under a route of its host, or for a whole host, the
+/// host allowed or routed on every path.
+pub fn carries(egress: &EgressConfig, v: &Value) -> bool {
+    let Some(host) = v["host"].as_str() else {
+        return false;
+    };
+    let strings = |x: &Value| -> Vec<String> {
+        x.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(String::from))
+            .collect()
+    };
+    let granted = match strings(&v["grantedPaths"]) {
+        g if !g.is_empty() => g,
+        _ => strings(&v["paths"]),
+    };
+    let route = egress.routes.iter().find(|r| r.host.as_str() == host);
+    if granted.is_empty() {
+        return route.is_some_and(|r| r.paths.is_empty())
+            || (route.is_none() && egress.allow.iter().any(|a| a.to_string() == host));
+    }
+    route.is_some_and(|r| {
+        r.paths.is_empty() || granted.iter().all(|g| r.paths.iter().any(|p| p == g))
+    })
 }
 
 /// The AccessRequest `ask` becomes. The shape is checked here so the agent hears about a
@@ -321,6 +380,45 @@ mod tests {
         let h = request_object(&cfg(), &ask("pypi.org", &[], "install")).unwrap();
         assert_eq!(h["spec"]["allowHost"], "pypi.org");
         assert!(h["spec"].get("route").is_none());
+    }
+
+    #[test]
+    fn a_grant_is_carried_only_when_egress_routes_every_granted_path() {
+        let egress: EgressConfig = serde_norway::from_str(
+            "listen: a\nadminListen: b\ncaCert: c\ncaKey: d\nports: [443]\n\
+             allow: [pypi.org, api.example.com]\n\
+             routes: [{host: api.example.com, paths: [/v1/search/, /v2/]}, {host: open.example.com}]\n",
+        )
+        .unwrap();
+        let v = |host: &str, paths: Value, granted: Value| json!({"host": host, "paths": paths, "grantedPaths": granted});
+        // Narrowed: the granted paths count, not the requested ones.
+        assert!(carries(
+            &egress,
+            &v("api.example.com", json!(["/v1/"]), json!(["/v1/search/"]))
+        ));
+        assert!(!carries(
+            &egress,
+            &v("api.example.com", json!(["/v1/"]), Value::Null)
+        ));
+        assert!(carries(
+            &egress,
+            &v("api.example.com", json!(["/v2/"]), Value::Null)
+        ));
+        // A whole host: allowed with no route, or routed on every path.
+        assert!(carries(&egress, &v("pypi.org", json!([]), Value::Null)));
+        assert!(carries(
+            &egress,
+            &v("open.example.com", json!([]), Value::Null)
+        ));
+        // In pipelock's list but held to its routes' paths: not a whole-host grant.
+        assert!(!carries(
+            &egress,
+            &v("api.example.com", json!([]), Value::Null)
+        ));
+        assert!(!carries(
+            &egress,
+            &v("new.example.com", json!(["/"]), Value::Null)
+        ));
     }
 
     #[test]
