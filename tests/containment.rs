@@ -92,6 +92,24 @@ fn egress_config(w: &World, ca: &Path) -> PathBuf {
     path
 }
 
+/// The internet's servers, with the `origin.crt`/`origin.key` already in the world's dir.
+fn start_internet(w: &mut World) {
+    let net = w.net.clone();
+    let internet = w.file("internet.py");
+    let d = w.dir.path().to_path_buf();
+    let (crt, k) = (d.join("origin.crt"), d.join("origin.key"));
+    w.spawn_ready(
+        &net,
+        0,
+        &[
+            "/usr/bin/python3",
+            internet.to_str().unwrap(),
+            crt.to_str().unwrap(),
+            k.to_str().unwrap(),
+        ],
+    );
+}
+
 #[test]
 fn the_agent_reaches_only_its_sidecars_and_the_sidecars_reach_out() {
     let mut w = world();
@@ -121,19 +139,7 @@ fn the_agent_reaches_only_its_sidecars_and_the_sidecars_reach_out() {
         run(&["chmod", "0644", d.join(f).to_str().unwrap()]);
     }
 
-    let net = w.net.clone();
-    let internet = w.file("internet.py");
-    let (crt, k) = (d.join("origin.crt"), d.join("origin.key"));
-    w.spawn_ready(
-        &net,
-        0,
-        &[
-            "/usr/bin/python3",
-            internet.to_str().unwrap(),
-            crt.to_str().unwrap(),
-            k.to_str().unwrap(),
-        ],
-    );
+    start_internet(&mut w);
 
     // Before the lock: the agent UID reaches the internet (so the blocks below are the rules').
     let before = w.probe(
@@ -338,8 +344,6 @@ fn the_agent_reaches_only_its_sidecars_and_the_sidecars_reach_out() {
 #[test]
 fn only_supervise_reaches_the_api_server_though_the_pod_may() {
     let mut w = world();
-    let net = w.net.clone();
-    let internet = w.file("internet.py");
     let d = w.dir.path().to_path_buf();
     // A plain listener stands in for the API server at 192.0.2.2:80; 443 is "the internet".
     let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -352,17 +356,7 @@ fn only_supervise_reaches_the_api_server_though_the_pod_may() {
     for f in ["origin.crt", "origin.key"] {
         run(&["chmod", "0644", d.join(f).to_str().unwrap()]);
     }
-    let (crt, k) = (d.join("origin.crt"), d.join("origin.key"));
-    w.spawn_ready(
-        &net,
-        0,
-        &[
-            "/usr/bin/python3",
-            internet.to_str().unwrap(),
-            crt.to_str().unwrap(),
-            k.to_str().unwrap(),
-        ],
-    );
+    start_internet(&mut w);
     w.netinit(
         &[EGRESS_UID, PIPELOCK_UID, SUPERVISE_UID],
         &[EGRESS_PORT, SUPERVISE_PORT],

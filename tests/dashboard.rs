@@ -13,7 +13,7 @@ use bottle_operator::contract::api::{AccessPhase, AccessRequest};
 use kube::Api;
 use serde_json::json;
 use support::dashboard::{Browser, Dashboard};
-use support::people::{Person, empty_bottle};
+use support::people::{Person, empty_bottle, phase_of};
 use support::{Operator, cluster, eventually, namespace, route_paths};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -32,15 +32,6 @@ fn curl(args: &[&str]) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (code, text)
-}
-
-async fn phase(c: &kube::Client, ns: &str, name: &str) -> Option<AccessPhase> {
-    Api::<AccessRequest>::namespaced(c.clone(), ns)
-        .get(name)
-        .await
-        .ok()?
-        .status?
-        .phase
 }
 
 #[tokio::test]
@@ -112,7 +103,7 @@ async fn the_dashboard_refuses_what_is_not_its_page_and_a_click_approves() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        phase(&c, &ns, &first).await,
+        phase_of(&c, &ns, &first).await,
         Some(AccessPhase::Pending),
         "nothing was decided"
     );
@@ -167,5 +158,5 @@ async fn the_dashboard_refuses_what_is_not_its_page_and_a_click_approves() {
         decided.as_str().unwrap_or_default().contains(&second),
         "{decided}"
     );
-    assert_eq!(phase(&c, &ns, &first).await, Some(AccessPhase::Pending));
+    assert_eq!(phase_of(&c, &ns, &first).await, Some(AccessPhase::Pending));
 }

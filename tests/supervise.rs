@@ -24,7 +24,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 use support::control_plane::{free_port, spawn_tied};
-use support::people::{Person, ok, refused};
+use support::people::{Person, ok, phase_of, refused};
 use support::{Operator, cluster, eventually, kubectl_ok, namespace};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -251,15 +251,6 @@ async fn call(m: &Mcp, tool: &str, args: Value) -> (Value, bool) {
         r.structured_content.clone().unwrap_or(Value::Null),
         r.is_error == Some(true),
     )
-}
-
-async fn phase_of(c: &Client, ns: &str, name: &str) -> Option<AccessPhase> {
-    Api::<AccessRequest>::namespaced(c.clone(), ns)
-        .get(name)
-        .await
-        .ok()?
-        .status?
-        .phase
 }
 
 #[tokio::test]

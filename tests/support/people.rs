@@ -143,3 +143,17 @@ pub fn empty_bottle(ns: &str, name: &str) {
         }))
         .unwrap();
 }
+
+/// The phase AccessRequest `name` has now (`None`: absent, or not reviewed yet).
+pub async fn phase_of(
+    c: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Option<bottle_operator::contract::api::AccessPhase> {
+    kube::Api::<bottle_operator::contract::api::AccessRequest>::namespaced(c.clone(), ns)
+        .get(name)
+        .await
+        .ok()?
+        .status?
+        .phase
+}
