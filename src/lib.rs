@@ -12,8 +12,8 @@
 //! - [`pod`]: what runs in the bottle Pod. [`pod::core`] (one server setup for every
 //!   listener, TLS leaves, the upstream client and its CONNECT to pipelock, refusals, live
 //!   reload, admin, atomic writes), then one module per sidecar or helper: [`pod::egress`],
-//!   [`pod::cred_proxy`], [`pod::git_gate`], [`pod::netinit`], [`pod::config_sync`],
-//!   [`pod::ca_bundle`], [`pod::config_status`], [`pod::probe`].
+//!   [`pod::cred_proxy`], [`pod::git_gate`], [`pod::supervise`], [`pod::netinit`],
+//!   [`pod::config_sync`], [`pod::ca_bundle`], [`pod::config_status`], [`pod::probe`].
 //!
 //! Plus `plugin` (`kubectl bottle`) and the binaries in `src/bin`. The pod part never reaches
 //! the operator's: the `operator` cargo feature (on by default) gates `contract::api`,

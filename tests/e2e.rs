@@ -810,10 +810,20 @@ fn access_granted_live(c: &Cluster, ns: &str, pod: &str, report: &mut Report) {
                     &format!("curl -sS -m 90 \"$BOTTLE_SUPERVISE_URL/v1/requests/{name}?wait=60\""),
                 );
                 let told: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+                // supervise reported it: the request itself reads Applied.
+                let phase = poll(Duration::from_secs(30), || {
+                    let p = c.jsonpath(ns, &format!("accessrequest/{name}"), "{.status.phase}");
+                    (p == "Applied").then_some(p)
+                });
                 report.case(
-                    "the agent asks supervise how its request stands",
-                    format!("{} (in force: {})", told["phase"], told["inForce"]),
-                    told["phase"] == "Applied",
+                    "the agent asks supervise how its request stands; the request's phase",
+                    format!(
+                        "{} (in force: {}); {}",
+                        told["phase"],
+                        told["inForce"],
+                        phase.as_deref().unwrap_or("not Applied")
+                    ),
+                    told["phase"] == "Applied" && phase.is_some(),
                 );
             }
         }

@@ -348,6 +348,13 @@ async fn the_agent_asks_over_mcp_and_http_a_person_decides_and_the_agent_learns_
     )));
     let whole = by_http["name"].as_str().unwrap().to_string();
     assert_eq!(by_http["host"], "files.example.org");
+    // Both reviewed first: requests filed within one second have no order among them.
+    for n in [&name, &whole] {
+        eventually(&format!("{n} reviewed"), WAIT, || async {
+            (phase_of(&c, &ns, n).await == Some(AccessPhase::Pending)).then_some(())
+        })
+        .await;
+    }
     // A third waits over the cap of 2: the operator refuses it, and the agent reads why.
     let (third, _) = call(
         &m,
@@ -429,6 +436,27 @@ async fn the_agent_asks_over_mcp_and_http_a_person_decides_and_the_agent_learns_
     assert!(!err, "{decided}");
     assert_eq!(decided["phase"], "Applied", "{decided}");
     assert_eq!(decided["inForce"], true);
+    // Reported to the API server: the request itself reads Applied, with an Event.
+    eventually("the request Applied in the API", WAIT, || async {
+        (phase_of(&c, &ns, &name).await == Some(AccessPhase::Applied)).then_some(())
+    })
+    .await;
+    let stored = Api::<AccessRequest>::namespaced(c.clone(), &ns)
+        .get(&name)
+        .await
+        .unwrap();
+    assert!(stored.status.unwrap().applied_at.is_some());
+    let applied = kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "events",
+        "--field-selector",
+        "reason=AccessApplied",
+        "-o",
+        "name",
+    ]);
+    assert!(!applied.trim().is_empty(), "an AccessApplied Event");
     assert_eq!(decided["decidedBy"], approver.name);
     assert_eq!(decided["grantedPaths"], json!(["/v1/search/"]));
     assert!(decided["expiresAt"].is_string(), "{decided}");
@@ -447,6 +475,11 @@ async fn the_agent_asks_over_mcp_and_http_a_person_decides_and_the_agent_learns_
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stdout).contains("no access request nope"));
     let _ = m.cancel().await;
+}
+
+/// A second approver, for requests the first filed (nobody decides their own).
+fn approver_for_b(ns: &str) -> Person {
+    Person::new(ns, "bob", &["bottle-approver"], None)
 }
 
 fn ok_out(out: Output) -> Output {
@@ -550,6 +583,54 @@ async fn the_bottles_account_cannot_ask_for_another_bottle_or_decide() {
     );
     refused(as_account(&["get", "secrets"]), "forbidden");
     assert_eq!(phase_of(&c, &ns, name).await, Some(AccessPhase::Pending));
+
+    // Its one status write: appliedAt, once, on an Approved request of its own Bottle.
+    let report = json!({"status": {"appliedAt": "2026-12-01T10:00:00Z"}}).to_string();
+    let status_patch = |name: &str, patch: &str| {
+        as_account(&[
+            "patch",
+            "accessrequest",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            patch,
+        ])
+    };
+    refused(
+        status_patch(name, &report),
+        "only appliedAt, once, on an Approved",
+    );
+    let approver = Person::new(&ns, "ann", &["bottle-approver", "bottle-requester"], None);
+    ok(approver.bottle(&ns, &["approve", name]));
+    eventually("approved", WAIT, || async {
+        (phase_of(&c, &ns, name).await == Some(AccessPhase::Approved)).then_some(())
+    })
+    .await;
+    let lie = json!({"status": {"appliedAt": "2026-12-01T10:00:00Z", "decidedBy": "nobody"}});
+    refused(status_patch(name, &lie.to_string()), "only appliedAt");
+    // Bottle b's approved request is not a's to report on.
+    let theirs = approver.request(&ns, "b", "z.example.com", &[]);
+    ok(approver_for_b(&ns).bottle(&ns, &["approve", &theirs]));
+    eventually("b's approved", WAIT, || async {
+        (phase_of(&c, &ns, &theirs).await == Some(AccessPhase::Approved)).then_some(())
+    })
+    .await;
+    refused(
+        status_patch(&theirs, &report),
+        "may not report on access requests of Bottle b",
+    );
+    // Its own: accepted, once; the operator then calls it Applied.
+    assert!(status_patch(name, &report).status.success());
+    eventually("a's Applied", WAIT, || async {
+        (phase_of(&c, &ns, name).await == Some(AccessPhase::Applied)).then_some(())
+    })
+    .await;
+    refused(status_patch(name, &report), "once");
+    assert_eq!(
+        phase_of(&c, &ns, &theirs).await,
+        Some(AccessPhase::Approved)
+    );
 }
 
 #[tokio::test]
@@ -582,7 +663,7 @@ async fn the_identity_follows_supervise_and_a_foreign_name_is_never_taken_over()
     eventually("the Role is repaired", WAIT, || async {
         let r = roles.get("a-supervise").await.ok()?;
         let rules = r.rules?;
-        (rules.len() == 2 && rules.iter().all(|r| !r.verbs.contains(&"*".to_string())))
+        (rules.len() == 3 && rules.iter().all(|r| !r.verbs.contains(&"*".to_string())))
             .then_some(())
     })
     .await;

@@ -1,8 +1,8 @@
 //! One reconcile of one Bottle: validate everything first, then apply in dependency order
-//! (CA, ConfigMap, NetworkPolicies, workspace, supervise identity, Pod), then report. Nothing is applied for a
-//! spec that fails validation, so a bad edit leaves the running bottle as it was. What exists
-//! is read from the watch stores ([`super::observed`]), never fetched, and only what differs
-//! from it is written: a converged Bottle costs no API call.
+//! (CA, ConfigMap, NetworkPolicies, workspace, supervise identity, Pod), then report.
+//! Nothing is applied for a spec that fails validation, so a bad edit leaves the running
+//! bottle as it was. What exists is read from the watch stores ([`super::observed`]), never
+//! fetched, and only what differs from it is written: a converged Bottle costs no API call.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -120,13 +120,15 @@ pub enum AccessPhase {
     Denied,
     /// Nobody decided in time, or a time-boxed grant ran out (and was removed).
     Expired,
+    /// Approved, and the bottle's supervise sidecar saw egress enforce the grant.
+    Applied,
 }
 
 /// What the operator made of a request.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessRequestStatus {
-    /// Pending, Approved, Denied or Expired.
+    /// Pending, Approved, Applied, Denied or Expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<AccessPhase>,
     /// The host asked for (for `kubectl get`).
@@ -147,4 +149,8 @@ pub struct AccessRequestStatus {
     /// Why it stands where it does, for the agent and the approver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When the bottle's supervise sidecar saw egress run a config carrying the grant (the
+    /// one field it writes; the admission policy holds it to that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<Time>,
 }

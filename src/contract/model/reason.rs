@@ -87,6 +87,8 @@ reasons! {
     AccessApproved,
     /// Event: the sidecar config now carries an approved grant.
     AccessCarried,
+    /// Event: the bottle's supervise sidecar saw egress enforce an approved grant.
+    AccessApplied,
     /// Event: an AccessRequest was denied, by an approver or by the operator (an ask that
     /// cannot run, too many pending).
     AccessDenied,

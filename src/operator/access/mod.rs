@@ -144,17 +144,26 @@ pub async fn report(bottle: &Bottle, ctx: &Context, pending: Pending, config_has
         };
         let before = old.status.clone().unwrap_or_default();
         let mut status = reviewed.status.clone();
-        if status.phase == Some(AccessPhase::Approved) && status.config_version.is_none() {
+        if matches!(
+            status.phase,
+            Some(AccessPhase::Approved | AccessPhase::Applied)
+        ) && status.config_version.is_none()
+        {
             status.config_version = config_hash.map(str::to_string);
         }
         if status == before {
             continue;
         }
+        let mut written = serde_json::to_value(&status).expect("statuses serialise");
+        // supervise's field: not ours to own (its report stays when ours changes).
+        if let Some(m) = written.as_object_mut() {
+            m.remove("appliedAt");
+        }
         let body = json!({
             "apiVersion": AccessRequest::api_version(&()),
             "kind": AccessRequest::kind(&()),
             "metadata": {"name": reviewed.name},
-            "status": status,
+            "status": written,
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
         match api
@@ -227,11 +236,20 @@ pub fn events(
                 Reason::AccessExpired,
                 format!("{request}: {host} for Bottle {b}: {why}"),
             ),
+            AccessPhase::Applied => (
+                Reason::AccessApplied,
+                format!(
+                    "{request}: {host} is in force in Bottle {b}'s egress (its supervise sidecar saw it)"
+                ),
+            ),
         });
     }
     if before.config_version.is_none()
         && let Some(v) = &after.config_version
-        && after.phase == Some(AccessPhase::Approved)
+        && matches!(
+            after.phase,
+            Some(AccessPhase::Approved | AccessPhase::Applied)
+        )
     {
         out.push((
             Reason::AccessCarried,

@@ -150,9 +150,9 @@ pub fn review(
                 Ok(ask) => {
                     // A grant's clock starts when the operator first saw the approval.
                     let decided_at = match old.phase {
-                        Some(AccessPhase::Approved | AccessPhase::Expired) => {
-                            old.decided_at.clone().unwrap_or(at(now))
-                        }
+                        Some(
+                            AccessPhase::Approved | AccessPhase::Applied | AccessPhase::Expired,
+                        ) => old.decided_at.clone().unwrap_or(at(now)),
                         _ => at(now),
                     };
                     let ends = d
@@ -172,6 +172,7 @@ pub fn review(
                                 "the grant ended at {} and was removed",
                                 at(end).0
                             )),
+                            applied_at: old.applied_at.clone(),
                         },
                         (_, Some(Err(e))) => refuse(format!(
                             "approved, but the Bottle could not run with it: {e}"
@@ -183,7 +184,12 @@ pub fn review(
                             candidate = trial;
                             let status =
                                 AccessRequestStatus {
-                                    phase: Some(AccessPhase::Approved),
+                                    // supervise's report, the one field it writes, makes
+                                    // an approval Applied.
+                                    phase: Some(match old.applied_at {
+                                        Some(_) => AccessPhase::Applied,
+                                        None => AccessPhase::Approved,
+                                    }),
                                     host: Some(ask.host()),
                                     decided_by: Some(d.decided_by.clone()),
                                     decided_at: Some(decided_at),
@@ -192,6 +198,7 @@ pub fn review(
                                     message: Some(d.reason.clone().unwrap_or_else(|| {
                                         format!("approved by {}", d.decided_by)
                                     })),
+                                    applied_at: old.applied_at.clone(),
                                 };
                             grant = Some(ask);
                             status

@@ -1,7 +1,8 @@
 //! A supervised Bottle's identity and the supervise sidecar's files: a ServiceAccount of its
 //! own, a Role that lets it file AccessRequests for this Bottle alone (the `request-access`
-//! verb on `bottles/<name>`, which the chart's admission policy checks), the binding, the
-//! sidecar's config and the agent's MCP server list.
+//! verb on `bottles/<name>`, which the chart's admission policy checks) and report one
+//! in force (`status.appliedAt`), the binding, the sidecar's config and the agent's MCP
+//! server list.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -63,6 +64,13 @@ pub fn identity(b: &Bottle) -> Option<Identity> {
                 verbs: ["get", "list", "watch", "create"]
                     .map(String::from)
                     .to_vec(),
+                ..Default::default()
+            },
+            // Its one status write, appliedAt (the admission policy holds it to that).
+            PolicyRule {
+                api_groups: Some(vec![group.clone()]),
+                resources: Some(vec!["accessrequests/status".into()]),
+                verbs: vec!["get".into(), "patch".into()],
                 ..Default::default()
             },
             PolicyRule {

@@ -98,6 +98,20 @@ impl ApiServer {
             .await
     }
 
+    /// Reports the grant of request `name` in force: `status.appliedAt`, the one status
+    /// field this account may write (the admission policy refuses anything else).
+    pub async fn report_applied(&self, name: &str, at: &str) -> Result<Value, CallError> {
+        let url = format!("{}/{}/status", self.collection(), encode(name));
+        let body = serde_json::json!({"status": {"appliedAt": at}});
+        self.call_as(
+            Method::PATCH,
+            url,
+            Some(body),
+            "application/merge-patch+json",
+        )
+        .await
+    }
+
     /// One AccessRequest by name.
     pub async fn get(&self, name: &str) -> Result<Value, CallError> {
         let url = format!("{}/{}", self.collection(), encode(name));
@@ -123,6 +137,16 @@ impl ApiServer {
         url: String,
         body: Option<Value>,
     ) -> Result<Value, CallError> {
+        self.call_as(method, url, body, "application/json").await
+    }
+
+    async fn call_as(
+        &self,
+        method: Method,
+        url: String,
+        body: Option<Value>,
+        content_type: &str,
+    ) -> Result<Value, CallError> {
         // Re-read each time: the kubelet rotates a projected token in place.
         let token = tokio::fs::read_to_string(&self.token_file)
             .await
@@ -134,7 +158,7 @@ impl ApiServer {
             .uri(&url)
             .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
             .header(header::ACCEPT, "application/json")
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_TYPE, content_type)
             .header(header::USER_AGENT, "bottle-supervise")
             .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| CallError::Unreachable(e.into()))?;

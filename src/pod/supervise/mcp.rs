@@ -41,7 +41,7 @@ fn answer(result: Result<Value, OpError>) -> CallToolResult {
 impl Tools {
     /// What the bottle may reach now.
     #[tool(
-        description = "What this sandbox may reach over HTTPS right now: hosts open on every path, and hosts open on some path prefixes only. Read it before asking for access."
+        description = "What this sandbox may reach over HTTPS right now: hosts open on every path, hosts open on some path prefixes only, and the hosts (and paths) refused lately, which a request could open. Read it before asking for access."
     )]
     async fn current_policy(&self) -> Result<CallToolResult, ErrorData> {
         let r = self.ops.current_policy().await.map(|p| json!(p));

@@ -5,7 +5,7 @@
 //! GET  /v1/policy                 what the bottle may reach now
 //! GET  /v1/requests               this bottle's requests, newest first
 //! POST /v1/requests               {"host", "paths": [...], "reason"}: file one
-//! GET  /v1/requests/NAME?wait=30  one request, waiting up to 30 s for a decision
+//! GET  /v1/requests/NAME?wait=30  one request, waiting up to 30 s until it is applied or refused
 //! ```
 //!
 //! Asks become AccessRequests in the API server, made as the Bottle's own ServiceAccount
@@ -57,6 +57,7 @@ pub async fn serve(cfg: SuperviseConfig, listener: tokio::net::TcpListener) -> a
     let port = listener.local_addr()?.port();
     let api = api_server::ApiServer::new(&cfg)?;
     let ops = Arc::new(Ops::new(cfg, api));
+    tokio::spawn(ops.clone().report_loop());
     let for_mcp = ops.clone();
     // Only loopback names, with this port: a page the agent opens in a browser cannot rebind
     // a name of its own onto this port.

@@ -98,16 +98,90 @@ impl OpError {
     }
 }
 
+/// How often the requests this sidecar follows are checked for a grant now in force.
+const REPORT_EVERY: Duration = Duration::from_secs(3);
+
 /// The operations, bound to one Bottle.
 pub struct Ops {
     cfg: SuperviseConfig,
     api: ApiServer,
+    /// Requests filed or asked about here that may still become Applied.
+    followed: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Ops {
     /// Ops for the Bottle `cfg` names, talking to the API server through `api`.
     pub fn new(cfg: SuperviseConfig, api: ApiServer) -> Self {
-        Self { cfg, api }
+        Self {
+            cfg,
+            api,
+            followed: Default::default(),
+        }
+    }
+
+    fn follow(&self, name: &str) {
+        self.followed
+            .lock()
+            .expect("followed lock")
+            .insert(name.to_string());
+    }
+
+    /// Reports, until the process ends, each followed request whose grant egress now runs
+    /// (so an approval becomes Applied whether or not the agent is waiting on it).
+    pub async fn report_loop(self: std::sync::Arc<Self>) {
+        loop {
+            tokio::time::sleep(REPORT_EVERY).await;
+            let names: Vec<String> = self
+                .followed
+                .lock()
+                .expect("followed lock")
+                .iter()
+                .cloned()
+                .collect();
+            for name in names {
+                let done = match self.api.get(&name).await {
+                    Ok(stored) => {
+                        let v = self.settle(view(&stored)).await;
+                        !matches!(v["phase"].as_str(), Some("Pending" | "Approved"))
+                    }
+                    Err(CallError::Refused { status, .. }) => status == http::StatusCode::NOT_FOUND,
+                    Err(CallError::Unreachable(_)) => false,
+                };
+                if done {
+                    self.followed.lock().expect("followed lock").remove(&name);
+                }
+            }
+        }
+    }
+
+    /// An approved request whose grant egress runs: reported (`status.appliedAt`, once) and
+    /// shown `Applied`; `inForce` tells either way.
+    async fn settle(&self, mut v: Value) -> Value {
+        if v["phase"] == "Applied" {
+            v["inForce"] = true.into();
+        }
+        if v["phase"] != "Approved" {
+            return v;
+        }
+        // Approved is the person's word; Applied is egress's: the grant is in the config
+        // egress runs, so a retry now passes it.
+        let in_force = self.in_force(&v).await;
+        v["inForce"] = in_force.into();
+        if !in_force {
+            return v;
+        }
+        v["phase"] = "Applied".into();
+        if v.get("appliedAt").is_none()
+            && let Some(name) = v["name"].as_str()
+        {
+            match self.api.report_applied(name, &now_rfc3339()).await {
+                Ok(stored) => v["appliedAt"] = stored["status"]["appliedAt"].clone(),
+                Err(e) => {
+                    tracing::warn!(request = name, error = %e, "could not report the grant in force")
+                }
+            }
+        }
+        v
     }
 
     /// What the bottle may reach now, from egress's mounted config (the file the kubelet
@@ -143,11 +217,15 @@ impl Ops {
     pub async fn request_access(&self, ask: &AccessAsk) -> Result<Value, OpError> {
         let object = request_object(&self.cfg, ask)?;
         let stored = self.api.create(object).await?;
-        Ok(view(&stored))
+        let v = view(&stored);
+        if let Some(name) = v["name"].as_str() {
+            self.follow(name);
+        }
+        Ok(v)
     }
 
     /// The request `q.name` of this Bottle, after waiting up to `q.wait_seconds` (capped at
-    /// [`MAX_WAIT`]) for it to leave Pending.
+    /// [`MAX_WAIT`]) while it is pending, or approved but not yet in force.
     pub async fn request_status(&self, q: &StatusQuery) -> Result<Value, OpError> {
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(q.wait_seconds).min(MAX_WAIT);
@@ -161,16 +239,8 @@ impl Ops {
             if stored["spec"]["bottle"] != self.cfg.bottle.as_str() {
                 return Err(OpError::NotFound(q.name.clone()));
             }
-            let mut v = view(&stored);
-            if v["phase"] == "Approved" {
-                // Approved is the person's word; Applied is egress's: the grant is in the
-                // config egress runs, so a retry now passes it.
-                let in_force = self.in_force(&v).await;
-                v["inForce"] = in_force.into();
-                if in_force {
-                    v["phase"] = "Applied".into();
-                }
-            }
+            self.follow(&q.name);
+            let v = self.settle(view(&stored)).await;
             let settled = v["phase"] != "Pending" && v["phase"] != "Approved";
             if settled || tokio::time::Instant::now() + POLL > deadline {
                 return Ok(v);
@@ -211,6 +281,20 @@ impl Ops {
         all.sort_by(|a, b| b["created"].as_str().cmp(&a["created"].as_str()));
         Ok(all)
     }
+}
+
+/// Now, as the API server writes times (RFC 3339, whole seconds, UTC).
+fn now_rfc3339() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// egress's config as the agent should read it: hosts and paths, never where a credential
@@ -327,6 +411,7 @@ pub fn view(stored: &Value) -> Value {
         ("approverNote", &decision["reason"]),
         ("expiresAt", &status["expiresAt"]),
         ("configVersion", &status["configVersion"]),
+        ("appliedAt", &status["appliedAt"]),
         ("message", &status["message"]),
     ] {
         if !value.is_null() {

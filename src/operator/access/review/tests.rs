@@ -157,6 +157,39 @@ fn an_approval_grants_narrowed_and_time_boxed_then_runs_out() {
 }
 
 #[test]
+fn supervise_reporting_the_grant_in_force_makes_it_applied_and_it_still_runs_out() {
+    let b = bottle(BottleSpec::default());
+    let r = decided(
+        request(
+            "r1",
+            "2026-12-01T09:59:00Z",
+            "api.example.com",
+            &["/repos/"],
+        ),
+        Verdict::Approve,
+        None,
+        Some(600),
+    );
+    let now = t("2026-12-01T10:00:00Z");
+    let first = review(&b, &[&r], Limits::default(), now);
+    let mut rs = settle(vec![r], &first);
+    // supervise's one write.
+    rs[0].status.as_mut().unwrap().applied_at = Some(Time(t("2026-12-01T10:00:05Z")));
+    let applied = review(&b, &[&rs[0]], Limits::default(), t("2026-12-01T10:00:06Z"));
+    let s = &applied.requests[0].status;
+    assert_eq!(s.phase, Some(AccessPhase::Applied));
+    assert_eq!(s.applied_at, Some(Time(t("2026-12-01T10:00:05Z"))));
+    // Same decision time and expiry; still a grant.
+    assert_eq!(s.decided_at, first.requests[0].status.decided_at);
+    assert_eq!(s.expires_at, Some(Time(t("2026-12-01T10:10:00Z"))));
+    assert_eq!(applied.grants().count(), 1);
+    let rs = settle(rs, &applied);
+    let out = review(&b, &[&rs[0]], Limits::default(), t("2026-12-01T10:10:00Z"));
+    assert_eq!(out.requests[0].status.phase, Some(AccessPhase::Expired));
+    assert!(out.grants().next().is_none());
+}
+
+#[test]
 fn denials_come_from_the_approver_or_from_the_operator_with_a_reason() {
     let b = bottle(BottleSpec::default());
     let now = t("2026-12-01T10:00:00Z");
