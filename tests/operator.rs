@@ -429,10 +429,10 @@ async fn the_api_server_rejects_what_the_schema_and_cel_rules_can_tell() {
             "knownHosts",
         ),
         (
-            // Not built yet, so not accepted: a field that did nothing would mislead.
-            "supervise before it exists",
-            json!({"supervise": true}),
-            "unknown field \"spec.supervise\"",
+            // A typo is refused, never ignored: supervise would silently stay off.
+            "supervise mistyped",
+            json!({"supervise": {"enable": true}}),
+            "unknown field \"spec.supervise.enable\"",
         ),
     ];
     for (what, spec, message) in cases {
