@@ -314,7 +314,13 @@ pub fn roots(extra_ca_files: &[&str]) -> anyhow::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
-    for f in extra_ca_files {
+    add_ca_files(&mut roots, extra_ca_files)?;
+    Ok(roots)
+}
+
+/// Adds every certificate of the PEM files `ca_files` to `roots`.
+pub fn add_ca_files(roots: &mut RootCertStore, ca_files: &[&str]) -> anyhow::Result<()> {
+    for f in ca_files {
         let text = std::fs::read_to_string(f).with_context(|| format!("reading CA file {f}"))?;
         for p in pem::parse_many(&text)? {
             roots
@@ -322,7 +328,7 @@ pub fn roots(extra_ca_files: &[&str]) -> anyhow::Result<RootCertStore> {
                 .with_context(|| format!("adding a CA from {f}"))?;
         }
     }
-    Ok(roots)
+    Ok(())
 }
 
 /// Clients for forwarding: one offering h2 and HTTP/1.1, and one HTTP/1.1 only (for upgrades

@@ -17,6 +17,7 @@ use rustls::pki_types::ServerName;
 use serde_json::Value;
 
 use crate::contract::config::supervise::SuperviseConfig;
+use crate::pod::core::upstream::add_ca_files;
 
 /// Longest wait for one API call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -57,12 +58,9 @@ impl ApiServer {
     /// Trusts only the CA in `ca_file` and checks the server's certificate against
     /// `api_server_name`, whatever address it is reached at.
     pub fn new(cfg: &SuperviseConfig) -> anyhow::Result<Self> {
-        let pem = std::fs::read(&cfg.ca_file)
-            .with_context(|| format!("reading the API server CA {}", cfg.ca_file))?;
+        // The cluster's CA alone: no system root vouches for an API server.
         let mut roots = RootCertStore::empty();
-        for cert in certificates(&pem)? {
-            roots.add(cert).context("adding the API server CA")?;
-        }
+        add_ca_files(&mut roots, &[&cfg.ca_file])?;
         anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", cfg.ca_file);
         let tls = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
@@ -192,13 +190,4 @@ impl ApiServer {
 
 fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-fn certificates(pem: &[u8]) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    let blocks = pem::parse_many(pem).context("the API server CA is not PEM")?;
-    Ok(blocks
-        .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .map(|b| rustls::pki_types::CertificateDer::from(b.into_contents()))
-        .collect())
 }

@@ -187,14 +187,20 @@ impl Ops {
     /// What the bottle may reach now, from egress's mounted config (the file the kubelet
     /// updates when the ConfigMap changes, so an approval shows here once it is in force).
     pub async fn current_policy(&self) -> Result<PolicyView, OpError> {
-        let text = tokio::fs::read_to_string(&self.cfg.egress_config)
-            .await
-            .map_err(|e| OpError::Config(anyhow::anyhow!("reading egress's config: {e}")))?;
-        let egress: EgressConfig = serde_norway::from_str(&text)
-            .map_err(|e| OpError::Config(anyhow::anyhow!("egress's config: {e}")))?;
+        let (_, egress) = self.egress().await?;
         let mut view = policy_view(&egress);
         view.recently_refused = self.refused().await;
         Ok(view)
+    }
+
+    /// egress's mounted config: its bytes (whose hash egress reports in force) and parsed.
+    async fn egress(&self) -> Result<(Vec<u8>, EgressConfig), OpError> {
+        let bytes = tokio::fs::read(&self.cfg.egress_config)
+            .await
+            .map_err(|e| OpError::Config(anyhow::anyhow!("reading egress's config: {e}")))?;
+        let egress = serde_norway::from_slice(&bytes)
+            .map_err(|e| OpError::Config(anyhow::anyhow!("egress's config: {e}")))?;
+        Ok((bytes, egress))
     }
 
     /// egress's `/refused`; empty (and logged) when egress does not answer: the policy is
@@ -252,10 +258,7 @@ impl Ops {
     /// Whether the grant `v` describes is in the config egress runs: the mounted file carries
     /// it, and egress reports that file's version in force.
     async fn in_force(&self, v: &Value) -> bool {
-        let Ok(bytes) = tokio::fs::read(&self.cfg.egress_config).await else {
-            return false;
-        };
-        let Ok(egress) = serde_norway::from_slice::<EgressConfig>(&bytes) else {
+        let Ok((bytes, egress)) = self.egress().await else {
             return false;
         };
         if !carries(&egress, v) {
